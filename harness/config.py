@@ -1,0 +1,286 @@
+"""The experiment file: a typed, validated, frozen schema loaded from YAML.
+
+One experiment names a teacher, a student, a prompt source, how to sample, the methods (each with its own
+parameters), ONE budget shared by every method, the training seeds, the benchmarks, the judge and the
+output directory. Unknown or ill-typed keys fail with one message naming the file, the key and what is
+allowed. Method and benchmark parameters are validated by the plugin's own `Params` model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from harness.errors import ConfigError
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Demonstration(Frozen):
+    user: str
+    assistant: str
+
+
+class ModelSpec(Frozen):
+    """Where a model comes from and the context it sees.
+
+    `model` is a Hugging Face id, a local directory, the alias `smollm2-135m-instruct`, or `tiny:<name>`
+    for a random-init model built from a small config (tests). Teacher and student may share weights and
+    differ only in context: `system_prompt` and `demonstrations` are prepended to every conversation this
+    model sees (context distillation), never to the student's.
+    """
+
+    model: str
+    revision: str | None = None
+    tokenizer: str | None = None
+    system_prompt: str | None = None
+    demonstrations: tuple[Demonstration, ...] = ()
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    device: str = "auto"
+    seed: int = 0  # only for tiny random-init models: fixes the initial weights
+
+
+class PromptSource(Frozen):
+    """Training prompts: `sharegpt` (the offline package), `jsonl:<path>`, or `hf:<dataset id>`."""
+
+    source: str = "sharegpt"
+    split: str = "train"
+    field: str | None = None  # for jsonl/hf: the column holding the prompt text
+    count: int = Field(32, ge=1)
+    seed: int = 0
+    max_prompt_chars: int = Field(400, ge=16)
+    min_prompt_chars: int = Field(8, ge=1)
+
+
+class SamplingConfig(Frozen):
+    sampler: Literal["student", "teacher"] = "student"
+    backend: str = "hf"
+    candidates: int = Field(6, ge=1)  # drawn per prompt before the diversity selection
+    n: int = Field(4, ge=2)  # kept per prompt
+    temperature: float = Field(1.0, ge=0.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(64, ge=1)
+    batch_size: int = Field(16, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _n_le_candidates(self) -> SamplingConfig:
+        if self.n > self.candidates:
+            raise ValueError(f"sampling.n ({self.n}) must be <= sampling.candidates ({self.candidates})")
+        return self
+
+
+class SignalsConfig(Frozen):
+    topk: int = Field(20, ge=1)  # teacher top-k log-probs per response token, for token-level KD
+    batch_size: int = Field(8, ge=1)
+    mcq_template: str = "default"
+
+
+class MethodSpec(Frozen):
+    """One method to train. `label` names the leaderboard row (defaults to `name`)."""
+
+    name: str
+    label: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def row_name(self) -> str:
+        return self.label or self.name
+
+
+class Budget(Frozen):
+    """One matched budget, applied to every method."""
+
+    epochs: float | None = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)  # optimizer steps; overrides epochs when set
+    effective_batch: int = Field(8, ge=1)  # prompts per optimizer step
+    micro_batch: int = Field(4, ge=1)  # prompts per forward/backward
+    max_length: int = Field(256, ge=8)  # prompt + response tokens
+    max_prompt_length: int = Field(128, ge=4)
+    learning_rate: float = Field(1e-5, gt=0)
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = Field(0.1, ge=0, le=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    max_student_tokens: int | None = Field(None, ge=1)
+    max_flops: float | None = Field(None, gt=0)
+    gradient_checkpointing: bool = False
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    checkpoint_every: int = Field(0, ge=0)  # optimizer steps between checkpoints; 0 = only at the end
+
+    @model_validator(mode="after")
+    def _batches(self) -> Budget:
+        if self.effective_batch % self.micro_batch:
+            raise ValueError(
+                f"budget.effective_batch ({self.effective_batch}) must be a multiple of "
+                f"budget.micro_batch ({self.micro_batch})"
+            )
+        if self.epochs is None and self.max_steps is None:
+            raise ValueError("budget needs epochs or max_steps")
+        return self
+
+
+class BenchmarkSpec(Frozen):
+    name: str
+    subset: int | None = Field(None, ge=1)  # first N items (in the data's own order); None = all
+    max_new_tokens: int = Field(256, ge=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class JudgeSpec(Frozen):
+    """`backend` is a registered judge (`local`, `openai`, ...). The API key is read from the environment
+    variable named by `api_key_env`, never from the file, so it cannot leak into artifacts."""
+
+    backend: str = "local"
+    model: str = "smollm2-135m-instruct"
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = Field(8, ge=1)
+    max_retries: int = Field(5, ge=0)
+    timeout_s: float = Field(60.0, gt=0)
+    system_prompt: str | None = None
+    price_per_1k_input: float = 0.0
+    price_per_1k_output: float = 0.0
+
+
+class LoggingConfig(Frozen):
+    tensorboard: bool = False
+    wandb: bool = False
+    wandb_project: str = "pad-harness"
+    every: int = Field(1, ge=1)
+
+
+class Experiment(Frozen):
+    name: str
+    description: str = ""
+    output_dir: str = "runs/{name}"
+    teacher: ModelSpec
+    student: ModelSpec
+    prompts: PromptSource = PromptSource()
+    sampling: SamplingConfig = SamplingConfig()
+    signals: SignalsConfig = SignalsConfig()
+    methods: tuple[MethodSpec, ...]
+    budget: Budget = Budget()
+    seeds: tuple[int, ...] = (0,)
+    benchmarks: tuple[BenchmarkSpec, ...] = ()
+    judge: JudgeSpec = JudgeSpec()
+    generation_backend: str = "hf"
+    logging: LoggingConfig = LoggingConfig()
+    setting: str = ""  # one plain sentence the report prints: what is being distilled into what
+
+    @model_validator(mode="after")
+    def _unique_rows(self) -> Experiment:
+        rows = [m.row_name for m in self.methods]
+        dupes = sorted({r for r in rows if rows.count(r) > 1})
+        if dupes:
+            raise ValueError(f"methods: duplicate row names {dupes}; give each a distinct `label`")
+        if not self.seeds:
+            raise ValueError("seeds: give at least one training seed")
+        return self
+
+    def run_dir(self, base: Path | None = None) -> Path:
+        path = Path(self.output_dir.format(name=self.name))
+        if not path.is_absolute() and base is not None:
+            path = base / path
+        return path
+
+
+def _describe_location(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """Walk the schema along `loc` to list the keys allowed where an unknown key was found."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return None
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ()) or ()
+        candidates = [annotation, *args]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return sorted(current.model_fields)
+    return None
+
+
+def format_validation_error(exc: ValidationError, source: str, model: type[BaseModel]) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        where = _describe_location(loc)
+        if err["type"] == "extra_forbidden":
+            allowed = _allowed_keys(model, loc)
+            hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+            lines.append(f"unknown key {where!r}{hint}")
+        elif err["type"] == "missing":
+            lines.append(f"missing required key {where!r}")
+        else:
+            lines.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
+    return f"{source}: " + "; ".join(lines)
+
+
+def parse_experiment(data: Any, source: str = "<experiment>") -> Experiment:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: an experiment file must be a YAML mapping, got {type(data).__name__}")
+    try:
+        experiment = Experiment.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source, Experiment)) from None
+    _validate_plugins(experiment, source)
+    return experiment
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"experiment file {str(path)!r} not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_experiment(data, str(path))
+
+
+def _validate_plugins(experiment: Experiment, source: str) -> None:
+    """Unknown plugin names and bad plugin parameters are config errors too, found before any work."""
+    from harness.registry import BENCHMARKS, JUDGES, METHODS
+
+    for i, spec in enumerate(experiment.methods):
+        try:
+            method_cls = METHODS.get(spec.name)
+        except Exception as exc:
+            raise ConfigError(f"{source}: methods.{i}.name: {exc}") from None
+        _validate_params(method_cls, spec.params, f"{source}: methods.{i} ({spec.name}).params")
+    for i, bench in enumerate(experiment.benchmarks):
+        try:
+            bench_cls = BENCHMARKS.get(bench.name)
+        except Exception as exc:
+            raise ConfigError(f"{source}: benchmarks.{i}.name: {exc}") from None
+        _validate_params(bench_cls, bench.params, f"{source}: benchmarks.{i} ({bench.name}).params")
+    try:
+        JUDGES.get(experiment.judge.backend)
+    except Exception as exc:
+        raise ConfigError(f"{source}: judge.backend: {exc}") from None
+
+
+def _validate_params(plugin_cls: Any, params: dict[str, Any], where: str) -> None:
+    params_model = getattr(plugin_cls, "Params", None)
+    if params_model is None:
+        if params:
+            raise ConfigError(f"{where}: this plugin takes no parameters, got {sorted(params)}")
+        return
+    try:
+        params_model.model_validate(params)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, where, params_model)) from None

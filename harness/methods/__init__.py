@@ -1,0 +1,1 @@
+"""Training methods. PAD lives here; the baselines live in the top-level `baselines` package."""

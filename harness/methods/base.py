@@ -1,0 +1,133 @@
+"""The `Method` interface: what every distillation method (built-in or plugin) implements.
+
+A method
+  1. declares the shared signals it needs (`required_signals`), which the pipeline computes once and
+     shares with every other method that needs them;
+  2. turns the shared samples + signals into training examples, exactly ONE per prompt, so that the
+     matched budget (prompts per optimizer step) means the same thing for every method;
+  3. collates examples into tensors and computes `loss(model, batch, ctx)`.
+It never touches the optimizer, device placement or checkpointing: that is the `Trainer`'s job.
+Losses live in pure tensor functions next to the method, tested on hand-made tensors.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+
+class Signal:
+    """Names of the shared signals (each computed once per (model, data), cached, shared)."""
+
+    TEACHER_AVG_LOGPROB = "teacher_avg_logprob"  # [n] mean log p_teacher(y_i | teacher context + x)
+    STUDENT_AVG_LOGPROB = "student_avg_logprob"  # [n] mean log p_student0(y_i | x), the initial student
+    REFERENCE_LOGPROB = "reference_logprob"  # [n] SUM log p_ref(y_i | x), ref = initial student (DPO)
+    MCQ_PREFERENCE = "mcq_preference"  # [n, n] P(i beats j) by the teacher, both orders averaged
+    TEACHER_TOPK = "teacher_topk"  # per response token: top-k teacher ids and log-probs
+    TEACHER_SAMPLES = "teacher_samples"  # responses the teacher generated itself (SeqKD)
+
+    ALL = (
+        TEACHER_AVG_LOGPROB,
+        STUDENT_AVG_LOGPROB,
+        REFERENCE_LOGPROB,
+        MCQ_PREFERENCE,
+        TEACHER_TOPK,
+        TEACHER_SAMPLES,
+    )
+
+
+@dataclass
+class PromptGroup:
+    """One training prompt with its n sampled responses and the signals computed for them.
+
+    `messages` is the conversation as the STUDENT sees it (no teacher context). `signals` maps a
+    `Signal` name to its per-prompt value: lists for [n] / [n, n] signals, a dict of tensors for
+    `teacher_topk` ({"ids": LongTensor[n, T, k], "logprobs": FloatTensor[n, T, k], "lengths": [n]}),
+    and {"responses": [...]} for `teacher_samples`. `mcq_win_prob` (the average pairwise MCQ win
+    probability of each response, [n]) is derived from `mcq_preference` when present.
+    """
+
+    prompt_id: str
+    messages: list[dict[str, str]]
+    responses: list[str]
+    signals: dict[str, Any] = field(default_factory=dict)
+
+    def mcq_win_prob(self) -> list[float]:
+        pref = self.signals[Signal.MCQ_PREFERENCE]
+        n = len(pref)
+        return [sum(pref[i][j] for j in range(n) if j != i) / (n - 1) for i in range(n)]
+
+    def teacher_ranking(self) -> list[int]:
+        """Response indices from teacher-best to teacher-worst (MCQ win prob, then teacher log-prob)."""
+        if Signal.MCQ_PREFERENCE in self.signals:
+            key = self.mcq_win_prob()
+        else:
+            key = self.signals[Signal.TEACHER_AVG_LOGPROB]
+        return sorted(range(len(self.responses)), key=lambda i: -key[i])
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TrainContext:
+    """What a method may use during training besides the student: the tokenizer/formatter, and for
+    on-policy methods lazy access to the teacher and a sampler. The accounting object counts teacher
+    work done online; student tokens are counted by the trainer from `batch['student_tokens']`."""
+
+    formatter: Any  # harness.models.chat.ChatFormatter for the student
+    max_length: int
+    max_prompt_length: int
+    accounting: Any = None  # harness.training.accounting.Accounting
+    teacher_loader: Any = None  # () -> LoadedModel, lazy (on-policy methods only)
+    generator: Any = None  # callable(model, prompt_ids_list, max_new_tokens, seed) -> list[list[int]]
+    rng: random.Random = field(default_factory=random.Random)
+    step: int = 0
+
+
+class Method(ABC):
+    """Base class for a distillation method. Subclasses set `name`, `Params`, `required_signals`."""
+
+    name: ClassVar[str] = ""
+    Params: ClassVar[type[BaseModel]]
+    required_signals: ClassVar[frozenset[str]] = frozenset()
+    on_policy: ClassVar[bool] = False  # generates from the student during training
+    needs_shared_vocab: ClassVar[bool] = False  # compares teacher and student token distributions
+
+    def __init__(self, params: BaseModel | dict[str, Any] | None = None) -> None:
+        if params is None or isinstance(params, dict):
+            params = self.Params.model_validate(params or {})
+        self.params = params
+
+    def signals_needed(self) -> frozenset[str]:
+        """May depend on params (e.g. PAD with alpha > 0 also needs teacher log-probs)."""
+        return self.required_signals
+
+    def filter_groups(self, groups: list[PromptGroup]) -> list[PromptGroup]:
+        """Prompts this method can learn from; the pipeline intersects this over all methods so every
+        method trains on the SAME prompts (the matched budget)."""
+        return groups
+
+    @abstractmethod
+    def build_examples(self, groups: list[PromptGroup], rng: random.Random) -> list[dict[str, Any]]:
+        """Exactly one example per prompt group, in the same order."""
+
+    @abstractmethod
+    def collate(self, examples: list[dict[str, Any]], ctx: TrainContext) -> dict[str, Any]:
+        """Tensors for one micro-batch. Must set `student_tokens` (int): tokens the student processes."""
+
+    @abstractmethod
+    def loss(self, model: torch.nn.Module, batch: dict[str, Any], ctx: TrainContext) -> LossOutput:
+        """Mean loss over the micro-batch's examples, plus metrics (floats)."""
+
+
+class DefaultParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)

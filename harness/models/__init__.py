@@ -1,0 +1,1 @@
+"""Model layer: where models come from, chat formatting, generation and sequence scoring."""

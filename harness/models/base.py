@@ -1,0 +1,63 @@
+"""Interfaces of the model layer: a loaded model, a `Generator` backend and a `Scorer`."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.models.chat import ChatFormatter
+
+
+@dataclass
+class LoadedModel:
+    """A model with its tokenizer and the context it sees. `identity` goes into every cache key that
+    depends on this model: its source, revision/weights hash, dtype, context and chat-template hash."""
+
+    model: Any  # transformers PreTrainedModel
+    tokenizer: Any
+    formatter: ChatFormatter
+    identity: dict[str, Any]
+    device: Any = "cpu"
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.get_output_embeddings().weight.shape[0])
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt_ids: list[int]
+    seed: int  # per request: the same request always gives the same output, whatever the batch
+    n: int = 1
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+
+
+@dataclass
+class GenerationOutput:
+    token_ids: list[list[int]]  # n sequences, each WITHOUT the end-of-turn token
+    texts: list[str]
+    finished: list[bool] = field(default_factory=list)  # ended with end-of-turn (vs hit max_new_tokens)
+
+
+class Generator(ABC):
+    """A generation backend (`hf`, `vllm`). Registered in the `harness.backends` entry-point group."""
+
+    name: str = ""
+
+    @abstractmethod
+    def generate(
+        self, requests: list[GenerationRequest], params: SamplingParams, progress: str | None = None
+    ) -> list[GenerationOutput]:
+        """One output per request (each with `request.n` samples), in request order."""
+
+    @property
+    @abstractmethod
+    def identity(self) -> dict[str, Any]:
+        """Backend name + model identity, for cache keys."""

@@ -1,0 +1,61 @@
+"""The results of one experiment, as the report stage consumes them (`run_dir/results.json`).
+
+The pipeline fills one `RowResult` per evaluated model: the teacher, the untrained student, and every
+(method, seed). Reports aggregate rows of the same `row` name over seeds. Everything is plain JSON so
+`pad-harness report RUN_DIR...` can merge runs made elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from harness.store import write_json_atomic
+
+
+@dataclass
+class BenchmarkResult:
+    benchmark: str
+    metrics: dict[str, float | int | None]  # e.g. win_rate, standard_error, n_wins, avg_length, ...
+    notes: list[str] = field(default_factory=list)
+    per_item: list[dict[str, Any]] = field(default_factory=list)  # {"id":..., "score": float} for paired tests
+    source: str = ""  # which data source produced the items
+    judge: dict[str, Any] = field(default_factory=dict)  # judge identity (never a key) + calls/tokens/cost
+    decoding: dict[str, Any] = field(default_factory=dict)
+    subset: int | None = None
+
+
+@dataclass
+class RowResult:
+    row: str  # leaderboard row name: "teacher", "student (untrained)", or the method's row name
+    kind: Literal["teacher", "student", "method"]
+    model: str  # model identity string: which model produced the answers
+    method: str | None = None
+    seed: int | None = None
+    benchmarks: dict[str, BenchmarkResult] = field(default_factory=dict)
+    accounting: dict[str, Any] = field(default_factory=dict)  # see harness.training.accounting
+    train_log: list[dict[str, Any]] = field(default_factory=list)  # per-step metrics (loss, pad_agreement, ...)
+
+
+@dataclass
+class RunResults:
+    experiment_name: str
+    setting: str
+    experiment: dict[str, Any]  # the validated experiment, as JSON
+    experiment_hash: str  # hash of what must match for two runs to share a leaderboard
+    rows: list[RowResult] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)  # versions, git commit, hardware, templates...
+
+    def save(self, path: Path) -> None:
+        write_json_atomic(path, asdict(self))
+
+    @classmethod
+    def load(cls, path: Path) -> RunResults:
+        data = json.loads(Path(path).read_text())
+        rows = []
+        for r in data.pop("rows"):
+            benches = {k: BenchmarkResult(**v) for k, v in r.pop("benchmarks").items()}
+            rows.append(RowResult(benchmarks=benches, **r))
+        return cls(rows=rows, **data)
