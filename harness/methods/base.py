@@ -28,7 +28,7 @@ class Signal:
     STUDENT_AVG_LOGPROB = "student_avg_logprob"  # [n] mean log p_student0(y_i | x), the initial student
     REFERENCE_LOGPROB = "reference_logprob"  # [n] SUM log p_ref(y_i | x), ref = initial student (DPO)
     MCQ_PREFERENCE = "mcq_preference"  # [n, n] P(i beats j) by the teacher, both orders averaged
-    TEACHER_TOPK = "teacher_topk"  # per response token: top-k teacher ids and log-probs
+    TEACHER_TOPK = "teacher_topk"  # per response token: top-k teacher ids and log-probs (+ tail mass)
     TEACHER_SAMPLES = "teacher_samples"  # responses the teacher generated itself (SeqKD)
 
     ALL = (
@@ -46,9 +46,11 @@ class PromptGroup:
     """One training prompt with its n sampled responses and the signals computed for them.
 
     `messages` is the conversation as the STUDENT sees it (no teacher context). `signals` maps a
-    `Signal` name to its per-prompt value: lists for [n] / [n, n] signals, a dict of tensors for
-    `teacher_topk` ({"ids": LongTensor[n, T, k], "logprobs": FloatTensor[n, T, k], "lengths": [n]}),
-    and {"responses": [...]} for `teacher_samples`. `mcq_win_prob` (the average pairwise MCQ win
+    `Signal` name to its per-prompt value: lists for [n] / [n, n] signals; for `teacher_topk` a dict
+    {"ids": [LongTensor[T_i, k]] * n, "logprobs": [FloatTensor[T_i, k]] * n} where T_i is the number of
+    response tokens of response i (its `ChatFormatter.response_ids`, end-of-turn included), position t
+    holding the teacher's top-k next-token log-probs for predicting response token t; and for
+    `teacher_samples` {"responses": [str, ...]} (the teacher's own generations for this prompt). `mcq_win_prob` (the average pairwise MCQ win
     probability of each response, [n]) is derived from `mcq_preference` when present.
     """
 
