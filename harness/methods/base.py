@@ -118,6 +118,14 @@ class Method(ABC):
         method trains on the SAME prompts (the matched budget)."""
         return groups
 
+    def filter_key(self) -> str | None:
+        """What `filter_groups` depends on (None: keeps everything). Part of the shared training set's
+        cache key, so changing a parameter the filter ignores re-trains only this method."""
+        return None
+
+    def check_models(self, teacher: Any, student: Any) -> None:  # noqa: B027 - optional hook
+        """Fail early (before any training) when this method cannot work with these models."""
+
     @abstractmethod
     def build_examples(self, groups: list[PromptGroup], rng: random.Random) -> list[dict[str, Any]]:
         """Exactly one example per prompt group, in the same order."""

@@ -1,0 +1,51 @@
+"""Examples -> packed tensors, the same way for every baseline.
+
+A sequence is `prompt_ids + response_ids` as `harness.models.chat` defines them, so a response has the
+same token ids here as in the signals stage (teacher top-k, reference log-probs) and in PAD.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from harness.methods.base import TrainContext
+from harness.methods.common import Packed, fit_lengths, pack_sequences
+
+
+def encode(ctx: TrainContext, messages: list[dict[str, str]], response: str) -> tuple[list[int], list[int]]:
+    """(prompt ids, response ids) of one (conversation, response) for the student, cut to the budget."""
+    prompt = ctx.formatter.prompt_ids(messages, max_length=ctx.max_prompt_length)
+    response_ids = ctx.formatter.response_ids(response)
+    return fit_lengths(prompt, response_ids, ctx.max_length, ctx.max_prompt_length)
+
+
+def pad_id(ctx: TrainContext) -> int:
+    tok = ctx.formatter.tokenizer
+    return int(tok.pad_token_id if tok.pad_token_id is not None else ctx.formatter.end_of_turn_id)
+
+
+def pack_pairs(ctx: TrainContext, items: list[tuple[list[dict[str, str]], str]]) -> Packed:
+    """Pack (messages, response) items into one right-padded batch, response tokens masked in."""
+    encoded = [encode(ctx, messages, response) for messages, response in items]
+    return pack_sequences([p for p, _ in encoded], [r for _, r in encoded], pad_id(ctx), ctx.max_length,
+                          ctx.max_prompt_length)
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:  # a parameter-less test double
+        return torch.device("cpu")
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Tensors and Packed values moved to `device` (the trainer may or may not have done it)."""
+    moved: dict[str, Any] = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor | Packed):
+            moved[key] = value.to(device)
+        else:
+            moved[key] = value
+    return moved

@@ -1,0 +1,65 @@
+"""SFT: supervised fine-tuning (maximum likelihood) on the teacher-preferred response of each prompt.
+
+Plain next-token negative log-likelihood, the standard SFT objective. Interpretation made here: the
+"teacher-preferred" response is the best of the prompt's shared samples under the same teacher judgement
+the pairwise methods and PAD use (MCQ win probability by default, the teacher's mean log-probability as
+an option; see `baselines.pairs`). The loss is averaged over all response tokens of the micro-batch.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from baselines.batching import model_device, pack_pairs
+from baselines.pairs import Preference, preference_signal, preferred_index
+from harness.methods.base import LossOutput, Method, PromptGroup, TrainContext
+from harness.methods.common import Packed, token_logprobs
+
+
+def nll_from_token_logprobs(token_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Token-averaged negative log-likelihood: -sum(mask * logp) / sum(mask)."""
+    return -(token_logp * mask).sum() / mask.sum().clamp_min(1)
+
+
+def nll_batch_loss(model: torch.nn.Module, batch: dict[str, Any]) -> LossOutput:
+    packed: Packed = batch["packed"].to(model_device(model))
+    logp, mask = token_logprobs(model, packed)
+    loss = nll_from_token_logprobs(logp, mask)
+    return LossOutput(loss, {"nll": float(loss.detach()), "response_tokens": float(mask.sum())})
+
+
+class SFTParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    preference: Preference = "mcq"
+
+
+class SFTMethod(Method):
+    """SFT: NLL on the teacher-preferred sample of each prompt."""
+
+    name: ClassVar[str] = "sft"
+    Params: ClassVar[type[BaseModel]] = SFTParams
+
+    def signals_needed(self) -> frozenset[str]:
+        return frozenset({preference_signal(self.params.preference)})
+
+    def build_examples(self, groups: list[PromptGroup], rng: random.Random) -> list[dict[str, Any]]:
+        return [{"prompt_id": g.prompt_id, "messages": g.messages,
+                 "responses": [g.responses[preferred_index(g, self.params.preference)]]} for g in groups]
+
+    def collate(self, examples: list[dict[str, Any]], ctx: TrainContext) -> dict[str, Any]:
+        return collate_responses(examples, ctx)
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, Any], ctx: TrainContext) -> LossOutput:
+        return nll_batch_loss(model, batch)
+
+
+def collate_responses(examples: list[dict[str, Any]], ctx: TrainContext) -> dict[str, Any]:
+    """Every (messages, response) of every example, packed into one batch."""
+    items = [(e["messages"], r) for e in examples for r in e["responses"]]
+    packed = pack_pairs(ctx, items)
+    return {"packed": packed, "student_tokens": packed.num_tokens}

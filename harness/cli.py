@@ -1,0 +1,147 @@
+"""`pad-harness` command line: run, validate, list plugins, score official judgement files, report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_EXPERIMENT = "leaderboards/smol.yaml"
+
+
+def _default_experiment() -> Path:
+    for candidate in (Path.cwd() / DEFAULT_EXPERIMENT, REPO_ROOT / DEFAULT_EXPERIMENT):
+        if candidate.is_file():
+            return candidate
+    raise HarnessError(f"no experiment file given and {DEFAULT_EXPERIMENT} not found; pass one: pad-harness run FILE")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.config import load_experiment
+    from harness.pipeline import Pipeline
+
+    path = Path(args.file) if args.file else _default_experiment()
+    exp = load_experiment(path)
+    run_dir = Path(args.run_dir) if args.run_dir else exp.run_dir()
+    pipe = Pipeline(exp, run_dir, source_file=str(path), progress=not args.quiet)
+    if args.dry_run:
+        print(pipe.describe_plan())
+        return 0
+    print(f"pad-harness: running {path} -> {run_dir}", flush=True)
+    pipe.run()
+    board = run_dir / "LEADERBOARD.md"
+    if board.is_file():
+        print("\n" + board.read_text())
+    print(f"finished in {pipe.timings.get('total', 0):.0f}s; reports:")
+    for name, report_path in sorted(getattr(pipe, "report_paths", {}).items()):
+        print(f"  {name:18s} {report_path}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from harness.config import load_experiment
+
+    for file in args.files:
+        exp = load_experiment(file)
+        methods = ", ".join(m.row_name for m in exp.methods)
+        benches = ", ".join(b.name for b in exp.benchmarks) or "none"
+        print(f"{file}: ok ({exp.name}: methods {methods}; benchmarks {benches}; judge {exp.judge.backend})")
+    return 0
+
+
+def cmd_list(registry_name: str) -> int:
+    from harness import registry
+
+    reg = getattr(registry, registry_name)
+    for name in reg.names():
+        print(f"{name:14s} {reg.describe(name)}")
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from harness.registry import BENCHMARKS
+
+    cls = BENCHMARKS.get(args.benchmark)
+    scorer = getattr(cls, "score_official", None)
+    if scorer is None:
+        raise HarnessError(f"benchmark {args.benchmark!r} cannot score external judgement files")
+    path = Path(args.judgments)
+    if not path.exists():
+        raise HarnessError(f"judgement file {str(path)!r} not found")
+    result = scorer(path)
+    if args.json:
+        print(json.dumps({"metrics": result.metrics, "notes": result.notes}, indent=2, sort_keys=True))
+    else:
+        for key, value in result.metrics.items():
+            print(f"{key:28s} {value}")
+        for note in result.notes:
+            print(f"note: {note}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.report import merge_runs, write_reports
+
+    run_dirs = [Path(p) for p in args.run_dirs]
+    merged = merge_runs(run_dirs)
+    out = Path(args.out) if args.out else run_dirs[0]
+    paths = write_reports(merged, out)
+    for name, path in sorted(paths.items()):
+        print(f"{name:18s} {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pad-harness", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run an experiment (default: leaderboards/smol.yaml, offline)")
+    run.add_argument("file", nargs="?", help="experiment YAML")
+    run.add_argument("--dry-run", action="store_true", help="print the plan: each stage cached or to run")
+    run.add_argument("--run-dir", help="override the experiment's output directory")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    val = sub.add_parser("validate", help="check experiment files without running them")
+    val.add_argument("files", nargs="+")
+    sub.add_parser("methods", help="list installed methods")
+    sub.add_parser("benchmarks", help="list installed benchmarks")
+    sub.add_parser("judges", help="list installed judges")
+    sub.add_parser("backends", help="list installed generation backends")
+    score = sub.add_parser("score", help="score official judgement files (AlpacaEval, arena-hard-auto, FastChat)")
+    score.add_argument("benchmark")
+    score.add_argument("--judgments", required=True)
+    score.add_argument("--json", action="store_true")
+    rep = sub.add_parser("report", help="regenerate or merge leaderboard reports from run directories")
+    rep.add_argument("run_dirs", nargs="+")
+    rep.add_argument("--out", help="where to write the merged reports (default: the first run dir)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return cmd_run(args)
+        if args.command == "validate":
+            return cmd_validate(args)
+        if args.command in ("methods", "benchmarks", "judges", "backends"):
+            return cmd_list(args.command.upper())
+        if args.command == "score":
+            return cmd_score(args)
+        if args.command == "report":
+            return cmd_report(args)
+    except HarnessError as exc:
+        print(f"pad-harness: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pad-harness: interrupted; finished stages are kept, rerun to resume", file=sys.stderr)
+        return 130
+    return 1
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())

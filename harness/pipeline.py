@@ -1,0 +1,257 @@
+"""The pipeline: one experiment -> cached stages -> results.json + leaderboard reports.
+
+    prompts -> samples -> signals (each once, shared) -> trainset -> train (method x seed)
+            -> answers (model x benchmark) -> judgements -> score -> report
+
+Every stage output is an artifact keyed by a hash of exactly its inputs (harness.store). The plan is
+computed from the experiment alone (keys chain through upstream keys), so `--dry-run` can say what is
+cached and what will run without loading a model. Models are loaded lazily, once, and only for stages
+that actually run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.config import Experiment, MethodSpec, load_experiment
+from harness.methods.base import Method, Signal
+from harness.registry import METHODS
+from harness.results import RunResults
+from harness.stages import STAGE_VERSIONS
+from harness.store import Artifact, ArtifactStore, hash_inputs
+
+
+@dataclass
+class Step:
+    stage: str
+    label: str
+    artifact: Artifact
+    run: Callable[[Path], dict[str, Any] | None]
+
+    @property
+    def done(self) -> bool:
+        return self.artifact.done
+
+
+@dataclass
+class ModelRow:
+    """One evaluated model: the teacher, the untrained student, or a trained (method, seed)."""
+
+    row: str
+    kind: str  # teacher | student | method
+    key: dict[str, Any]  # what identifies its weights + context, for downstream cache keys
+    method: MethodSpec | None = None
+    seed: int | None = None
+    train: Artifact | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def model_key(spec: Any) -> dict[str, Any]:
+    from harness.models.sources import model_fingerprint
+
+    return model_fingerprint(spec)
+
+
+class Pipeline:
+    def __init__(self, experiment: Experiment, run_dir: Path | None = None, *, source_file: str | None = None,
+                 progress: bool = True) -> None:
+        self.exp = experiment
+        self.run_dir = Path(run_dir) if run_dir else experiment.run_dir()
+        self.store = ArtifactStore(self.run_dir)
+        self.source_file = source_file
+        self.progress = progress
+        self.methods: dict[str, Method] = {
+            spec.row_name: METHODS.get(spec.name)(spec.params) for spec in experiment.methods
+        }
+        self._models: dict[str, Any] = {}
+        self.teacher_key = model_key(experiment.teacher)
+        self.student_key = model_key(experiment.student)
+        self.timings: dict[str, float] = {}
+
+    # ---------------------------------------------------------------- models (lazy, loaded once)
+    def teacher(self) -> Any:
+        return self._model("teacher", self.exp.teacher)
+
+    def student(self) -> Any:
+        return self._model("student", self.exp.student)
+
+    def _model(self, name: str, spec: Any) -> Any:
+        if name not in self._models:
+            from harness.models.sources import load_model
+
+            self._models[name] = load_model(spec)
+        return self._models[name]
+
+    # ---------------------------------------------------------------- artifact keys
+    def _art(self, stage: str, label: str, inputs: dict[str, Any]) -> Artifact:
+        return self.store.artifact(stage, label, {"version": STAGE_VERSIONS[stage], **inputs})
+
+    def prompts_artifact(self) -> Artifact:
+        return self._art("prompts", "prompts", {"prompts": self.exp.prompts})
+
+    def samples_artifact(self) -> Artifact:
+        sampler = self.teacher_key if self.exp.sampling.sampler == "teacher" else self.student_key
+        return self._art("samples", "samples", {"prompts": self.prompts_artifact().key, "sampler": sampler,
+                                                "sampling": self.exp.sampling})
+
+    def signals_needed(self) -> list[str]:
+        needed: set[str] = set()
+        for method in self.methods.values():
+            needed |= set(method.signals_needed())
+        return [s for s in Signal.ALL if s in needed]
+
+    def signal_artifacts_needed(self) -> list[str]:
+        from harness.stages.signals_stage import ARTIFACT_ORDER, SIGNAL_ARTIFACT
+
+        names = {SIGNAL_ARTIFACT[s] for s in self.signals_needed()}
+        return [n for n in ARTIFACT_ORDER if n in names]
+
+    def signal_artifact(self, name: str) -> Artifact:
+        """The artifact holding signal `name` (a Signal name or an artifact name)."""
+        from harness.stages.signals_stage import SIGNAL_ARTIFACT, signal_inputs
+
+        art_name = SIGNAL_ARTIFACT.get(name, name)
+        samples = {} if art_name == "teacher_samples" else {"samples": self.samples_artifact().key}
+        return self._art("signal", art_name, {**samples, **signal_inputs(
+            art_name, self.exp, self.teacher_key, self.student_key, self.prompts_artifact().key)})
+
+    def trainset_artifact(self) -> Artifact:
+        filters = sorted(f for m in self.methods.values() if (f := m.filter_key()) is not None)
+        signals = {name: self.signal_artifact(name).key for name in self.signals_needed()
+                   if name != Signal.TEACHER_SAMPLES}
+        return self._art("trainset", "trainset", {"samples": self.samples_artifact().key, "filters": filters,
+                                                  "signals": signals})
+
+    def train_artifact(self, spec: MethodSpec, seed: int) -> Artifact:
+        method = self.methods[spec.row_name]
+        signals = {name: self.signal_artifact(name).key for name in sorted(method.signals_needed())}
+        return self._art("train", f"{spec.row_name}-seed{seed}", {
+            "trainset": self.trainset_artifact().key, "signals": signals, "method": spec.name,
+            "params": method.params.model_dump(mode="json"), "budget": self.exp.budget, "seed": seed,
+            "student": self.student_key,
+        })
+
+    def rows(self) -> list[ModelRow]:
+        rows = [ModelRow("teacher", "teacher", {"teacher": self.teacher_key}),
+                ModelRow("student (untrained)", "student", {"student": self.student_key})]
+        for spec in self.exp.methods:
+            for seed in self.exp.seeds:
+                art = self.train_artifact(spec, seed)
+                rows.append(ModelRow(spec.row_name, "method", {"trained": art.key}, spec, seed, art))
+        return rows
+
+    def answers_artifact(self, row: ModelRow, bench_index: int) -> Artifact:
+        bench = self.exp.benchmarks[bench_index]
+        label = f"{row.row}-s{row.seed}-{bench.name}" if row.seed is not None else f"{row.row}-{bench.name}"
+        return self._art("answers", label, {"model": row.key, "benchmark": bench,
+                                            "backend": self.exp.generation_backend})
+
+    def judgements_artifact(self, row: ModelRow, bench_index: int) -> Artifact:
+        from harness.stages.evaluation import judge_identity_for_key
+
+        answers = self.answers_artifact(row, bench_index)
+        return self._art("judgements", answers.label, {"answers": answers.key,
+                                                       "judge": judge_identity_for_key(self.exp)})
+
+    # ---------------------------------------------------------------- the plan
+    def plan(self) -> list[Step]:
+        from harness.stages import evaluation, signals_stage, training
+        from harness.stages import data as data_stages
+
+        exp = self.exp
+        steps = [
+            Step("prompts", "prompts", self.prompts_artifact(), lambda out: data_stages.run_prompts(exp, out)),
+            Step("samples", "samples", self.samples_artifact(), lambda out: data_stages.run_samples(
+                exp, data_stages.read_prompts(self.prompts_artifact().path),
+                self.teacher() if exp.sampling.sampler == "teacher" else self.student(), out)),
+        ]
+        for name in self.signal_artifacts_needed():
+            steps.append(Step("signal", name, self.signal_artifact(name),
+                              lambda out, name=name: signals_stage.run_signal(self, name, out)))
+        steps.append(Step("trainset", "trainset", self.trainset_artifact(),
+                          lambda out: signals_stage.run_trainset(self, out)))
+        rows = self.rows()
+        for row in rows:
+            if row.train is not None:
+                steps.append(Step("train", row.train.label, row.train,
+                                  lambda out, row=row: training.run_training(self, row, out)))
+        for row in rows:
+            for b in range(len(exp.benchmarks)):
+                steps.append(Step("answers", self.answers_artifact(row, b).label, self.answers_artifact(row, b),
+                                  lambda out, row=row, b=b: evaluation.run_answers(self, row, b, out)))
+                steps.append(Step("judgements", self.judgements_artifact(row, b).label,
+                                  self.judgements_artifact(row, b),
+                                  lambda out, row=row, b=b: evaluation.run_judgements(self, row, b, out)))
+        return steps
+
+    def describe_plan(self) -> str:
+        lines = [f"experiment {self.exp.name!r} -> {self.run_dir}"]
+        for step in self.plan():
+            status = "cached" if step.done else "to run"
+            lines.append(f"  {status:7s}  {step.stage:10s}  {step.label}  [{step.artifact.key}]")
+        return "\n".join(lines)
+
+    # ---------------------------------------------------------------- running
+    def run(self) -> RunResults:
+        from harness.stages.reporting import collect_results, write_all_reports
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.source_file:
+            (self.run_dir / "experiment.yaml").write_text(Path(self.source_file).read_text())
+        self._check_models_early()
+        started = time.time()
+        for step in self.plan():
+            if step.done:
+                continue
+            t0 = time.time()
+            with self.store.writing(step.artifact) as out:
+                manifest = step.run(out) or {}
+                manifest.setdefault("wall_time_s", round(time.time() - t0, 3))
+                _merge_manifest(out, manifest)
+            self.timings[f"{step.stage}:{step.label}"] = round(time.time() - t0, 2)
+        results = collect_results(self)
+        results.save(self.run_dir / "results.json")
+        self.report_paths = write_all_reports(results, self.run_dir)
+        self.timings["total"] = round(time.time() - started, 2)
+        return results
+
+    def _check_models_early(self) -> None:
+        """Methods that cannot work with these models fail before any work (e.g. KD across vocabularies)."""
+        pending = [r for r in self.rows() if r.train is not None and not r.train.done]
+        checked: set[str] = set()
+        for row in pending:
+            assert row.method is not None
+            if row.method.row_name in checked:
+                continue
+            checked.add(row.method.row_name)
+            method = self.methods[row.method.row_name]
+            if type(method).check_models is not Method.check_models:
+                method.check_models(self.teacher(), self.student())
+
+
+def _merge_manifest(out: Path, manifest: dict[str, Any]) -> None:
+    path = out / "manifest.json"
+    existing = json.loads(path.read_text()) if path.is_file() else {}
+    path.write_text(json.dumps({**existing, **manifest}, indent=2, sort_keys=True, default=str))
+
+
+def run_experiment(path_or_experiment: str | Path | Experiment, run_dir: Path | None = None,
+                   progress: bool = True) -> RunResults:
+    """Run (or resume) an experiment; the programmatic twin of `pad-harness run FILE`."""
+    if isinstance(path_or_experiment, Experiment):
+        pipe = Pipeline(path_or_experiment, run_dir, progress=progress)
+    else:
+        pipe = Pipeline(load_experiment(path_or_experiment), run_dir, source_file=str(path_or_experiment),
+                        progress=progress)
+    return pipe.run()
+
+
+def experiment_hash(exp: Experiment) -> str:
+    """What must match for two runs to share one leaderboard (methods and seeds may differ)."""
+    return hash_inputs({k: v for k, v in exp.model_dump(mode="json").items()
+                        if k not in ("methods", "seeds", "name", "description", "output_dir", "logging")})

@@ -1,0 +1,87 @@
+"""The one table that maps what benchmarks and training record to leaderboard columns.
+
+To show a new metric, add a `Column` here. A metric a run did not produce is an empty cell, never an
+error; a benchmark with no entry here (another lm-eval task, a new plugin) still gets columns, derived
+from the metrics it reports (`extra_columns`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str  # stable id used in leaderboard.json/.csv and paper references: "<benchmark>.<metric>"
+    label: str  # short header text
+    group: str  # header group ("AlpacaEval 2", "Accounting", ...)
+    benchmark: str | None  # None for accounting columns
+    metric: str
+    se_metric: str | None = None  # the run's own standard error of this metric, if the benchmark gives one
+    ci_metrics: tuple[str, str] | None = None  # the run's own interval (low, high), e.g. Arena-Hard
+    digits: int = 2
+    headline: bool = False  # a benchmark's main number: plotted and tested against the best baseline
+    kind: str = "score"  # "score" | "count" | "seconds" | "bytes" | "flops" | "hours"
+    higher_is_better: bool = True
+
+    @property
+    def is_accounting(self) -> bool:
+        return self.benchmark is None
+
+
+def _acct(metric: str, label: str, kind: str, digits: int = 0) -> Column:
+    return Column(f"accounting.{metric}", label, "Accounting", None, metric, digits=digits, kind=kind,
+                  higher_is_better=False)
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("alpaca_eval2.length_controlled_winrate", "LC (%)", "AlpacaEval 2", "alpaca_eval2",
+           "length_controlled_winrate", se_metric="lc_standard_error", headline=True),
+    Column("alpaca_eval2.win_rate", "WR (%)", "AlpacaEval 2", "alpaca_eval2", "win_rate",
+           se_metric="standard_error", headline=True),
+    Column("alpaca_eval2.avg_length", "Len", "AlpacaEval 2", "alpaca_eval2", "avg_length", digits=0,
+           kind="count"),
+    Column("arena_hard.score", "Score (%)", "Arena-Hard", "arena_hard", "score",
+           ci_metrics=("ci_low", "ci_high"), headline=True),
+    Column("arena_hard.avg_tokens", "Tokens", "Arena-Hard", "arena_hard", "avg_tokens", digits=0,
+           kind="count"),
+    Column("mt_bench.turn1", "Turn 1", "MT-Bench", "mt_bench", "turn1"),
+    Column("mt_bench.turn2", "Turn 2", "MT-Bench", "mt_bench", "turn2"),
+    Column("mt_bench.overall", "Overall", "MT-Bench", "mt_bench", "overall", headline=True),
+    Column("gsm8k.exact_match_strict", "EM strict", "GSM8K", "gsm8k", "exact_match_strict",
+           se_metric="exact_match_strict_stderr", headline=True),
+    Column("gsm8k.exact_match_flexible", "EM flex", "GSM8K", "gsm8k", "exact_match_flexible",
+           se_metric="exact_match_flexible_stderr"),
+    _acct("student_forward_tokens", "Student fwd tok", "count"),
+    _acct("student_backward_tokens", "Student bwd tok", "count"),
+    _acct("teacher_forward_tokens", "Teacher fwd tok", "count"),
+    _acct("teacher_generation_tokens", "Teacher gen tok", "count"),
+    _acct("optimizer_steps", "Steps", "count"),
+    _acct("wall_time_s", "Wall time", "seconds"),
+    _acct("flops", "FLOPs", "flops"),
+    _acct("gpu_hours", "GPU-h", "hours", digits=2),
+    _acct("peak_memory_bytes", "Peak mem", "bytes"),
+)
+
+KNOWN_BENCHMARKS = {c.benchmark for c in COLUMNS if c.benchmark}
+# Benchmark-level metrics that are interval bounds, counts or errors of another column, not columns.
+_AUXILIARY_SUFFIXES = ("_stderr", "_standard_error", "standard_error", "ci_low", "ci_high", "_se")
+GROUP_TITLES = {"alpaca_eval2": "AlpacaEval 2", "arena_hard": "Arena-Hard", "mt_bench": "MT-Bench",
+                "gsm8k": "GSM8K"}
+
+
+def extra_columns(benchmark: str, metrics: dict[str, object]) -> list[Column]:
+    """Columns for a benchmark the table does not list (another lm-eval task, a third-party plugin)."""
+    cols: list[Column] = []
+    numeric = [k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    for metric in sorted(numeric):
+        if metric.endswith(_AUXILIARY_SUFFIXES) or metric.startswith("n_"):
+            continue
+        se = next((m for m in (f"{metric}_stderr", f"{metric}_standard_error") if m in metrics), None)
+        cols.append(Column(f"{benchmark}.{metric}", metric, GROUP_TITLES.get(benchmark, benchmark),
+                           benchmark, metric, se_metric=se, headline=not cols))
+    return cols
+
+
+def group_title(benchmark: str) -> str:
+    return GROUP_TITLES.get(benchmark, benchmark)

