@@ -290,8 +290,8 @@ class OpenAIJudge(Judge):
 def _error_detail(exc: Any) -> str:
     body = getattr(exc, "body", None)
     if isinstance(body, dict):
-        message = body.get("message") or (body.get("error") or {}).get("message") if isinstance(
-            body.get("error", {}), dict) else body.get("message")
+        nested = body.get("error")
+        message = nested.get("message") if isinstance(nested, dict) else body.get("message")
         if message:
             return str(message)[:200]
     text = getattr(getattr(exc, "response", None), "text", "") or ""

@@ -135,6 +135,7 @@ def ensure_smollm_converted() -> Path:
         if (final / "model.safetensors").is_file():  # another process finished while we waited
             return final
         tmp = Path(tempfile.mkdtemp(prefix=final.name + ".tmp-", dir=final.parent))
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is shared like any model cache
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
             quantized = AutoModelForCausalLM.from_pretrained(

@@ -1,0 +1,65 @@
+"""DPO: Direct Preference Optimization (Rafailov et al., 2023), with the IPO (Azar et al., 2023, "A General
+Theoretical Paradigm to Understand Learning from Human Preferences") and hinge (SLiC, Zhao et al., 2023)
+losses as options.
+
+With h = [log pi(y_w|x) - log pi_ref(y_w|x)] - [log pi(y_l|x) - log pi_ref(y_l|x)] (SUM log-probs):
+    sigmoid  -log sigmoid(beta * h)
+    ipo      (h - 1 / (2 beta))^2
+    hinge    max(0, 1 - beta * h)
+Interpretation made here: the reference model is the initial student, and its sum log-probs are cached
+once (`Signal.REFERENCE_LOGPROB`) instead of running a second model during training; the pair is the
+teacher-best vs teacher-worst sample by default (see `baselines.pairs`). The reference log-probs must be
+scored with the same length limits as training, else the policy and reference sums cover different tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, Field
+
+from baselines.pairs import PairParams, PairwiseMethod, pair_logprobs, preference_metrics
+from harness.methods.base import LossOutput, PromptGroup, Signal, TrainContext
+
+LossType = Literal["sigmoid", "ipo", "hinge"]
+
+
+def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, reference_chosen: torch.Tensor,
+             reference_rejected: torch.Tensor, beta: float, loss_type: LossType = "sigmoid") -> torch.Tensor:
+    """Per-pair loss [B] from SUM log-probs [B] of the policy and the reference."""
+    h = (policy_chosen - reference_chosen) - (policy_rejected - reference_rejected)
+    if loss_type == "sigmoid":
+        return -F.logsigmoid(beta * h)
+    if loss_type == "ipo":
+        return (h - 1.0 / (2.0 * beta)) ** 2
+    if loss_type == "hinge":
+        return torch.relu(1.0 - beta * h)
+    raise ValueError(f"unknown DPO loss type {loss_type!r}")
+
+
+class DPOParams(PairParams):
+    beta: float = Field(0.1, gt=0)
+    loss_type: LossType = "sigmoid"
+
+
+class DPOMethod(PairwiseMethod):
+    """DPO (Rafailov et al. 2023): teacher-ranked pairs, cached initial-student reference (IPO, hinge)."""
+
+    name: ClassVar[str] = "dpo"
+    Params: ClassVar[type[BaseModel]] = DPOParams
+    extra_signals: ClassVar[frozenset[str]] = frozenset({Signal.REFERENCE_LOGPROB})
+
+    def pair_fields(self, group: PromptGroup, chosen: int, rejected: int) -> dict[str, Any]:
+        ref = group.signals[Signal.REFERENCE_LOGPROB]
+        return {"ref_chosen": float(ref[chosen]), "ref_rejected": float(ref[rejected])}
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, Any], ctx: TrainContext) -> LossOutput:
+        lp = pair_logprobs(model, batch)
+        ref_c = batch["ref_chosen"].to(lp["sum_chosen"].device)
+        ref_r = batch["ref_rejected"].to(lp["sum_chosen"].device)
+        losses = dpo_loss(lp["sum_chosen"], lp["sum_rejected"], ref_c, ref_r, self.params.beta,
+                          self.params.loss_type)
+        h = (lp["sum_chosen"] - ref_c) - (lp["sum_rejected"] - ref_r)
+        return LossOutput(losses.mean(), {"loss": float(losses.detach().mean()), **preference_metrics(h)})

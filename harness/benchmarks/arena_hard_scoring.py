@@ -1,0 +1,305 @@
+"""Arena-Hard verdicts and statistics, re-implemented from lmarena/arena-hard-auto (not installable).
+
+Two scorings exist upstream and they differ in more than the numbers they print:
+
+* v0.1 (`show_result.py` + `utils_math.py` of the 2024 leaderboard): each game becomes battles between the
+  baseline (model_a) and the model (model_b); A>>B-style verdicts count `weight` (3) times; a game whose
+  label is not one of the five official ones is dropped on its own. Ratings come from an unpenalised
+  Bradley-Terry logistic fit on the duplicated-battle design (a tie is one win for each side), the score is
+  the predicted win rate against the baseline, and the 95% interval comes from percentiles 2.5/97.5 of
+  100 bootstrap refits over resampled battles.
+* v2.0 (`show_result.py` + `utils/math_utils.py` of 2025): each question contributes a list of outcomes in
+  [0, 1] (strong verdicts repeated `weight` times); a question with either game unparsable is dropped whole.
+  The score is the mean of 100 bootstrap means over those outcomes, with quantiles 0.05/0.95 (90%).
+
+Bootstrap resampling draws `RandomState(seed).choice(n, n)` per round, which is what pandas'
+`sample(frac=1, replace=True)` draws from numpy's global state in the official scripts.
+Style control (length and markdown) follows each version's own feature construction and fit.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+DOUBLE_BRACKET = re.compile(r"\[\[([AB<>=]+)\]\]")
+SINGLE_BRACKET = re.compile(r"\[([AB<>=]+)\]")
+V2_PATTERNS = (DOUBLE_BRACKET, SINGLE_BRACKET)
+
+# v0.1: the five labels of the judge prompt; anything else gives the game weight 0.
+# Values: (points for the model, strong?) when the MODEL is assistant B (game 1, baseline is A).
+V01_LABELS = {"A>>B": (0.0, True), "A>B": (0.0, False), "A=B": (0.5, False), "B>A": (1.0, False),
+              "B>>A": (1.0, True)}
+
+# v2.0 `label_to_score` (score of assistant A before `1 - s` for game 1), including the reversed spellings.
+V2_LABEL_TO_A_SCORE = {"A>B": (1.0, False), "A>>B": (1.0, True), "A=B": (0.5, False), "A<<B": (0.0, True),
+                       "A<B": (0.0, False), "B>A": (0.0, False), "B>>A": (0.0, True), "B=A": (0.5, False),
+                       "B<<A": (1.0, True), "B<A": (1.0, False)}
+
+
+def extract_verdict_v01(judgment: str) -> tuple[str | None, bool]:
+    """v0.1 `get_score`: (label, try_again). No label -> ask again; two different labels -> give up."""
+    matches = [m for m in DOUBLE_BRACKET.findall(judgment) if m != ""]
+    if len(set(matches)) == 0:
+        return None, True
+    if len(set(matches)) == 1:
+        return matches[0].strip("\n"), False
+    return None, False
+
+
+def extract_verdict_v2(judgment: str) -> str | None:
+    """v2.0 `get_score`: the LAST match of the first pattern that matches the upper-cased judgement."""
+    text = judgment.upper()
+    for pattern in V2_PATTERNS:
+        matches = [m for m in pattern.findall(text) if m != ""]
+        if matches:
+            return str(matches[-1]).strip("\n")
+    return None
+
+
+# ----------------------------------------------------------------------------------------------- battles
+@dataclass
+class Battles:
+    """Outcomes for the model against the baseline, one row per (weighted) battle, with the question id
+    and index into `features` of each row (style control needs per-question answer features)."""
+
+    outcomes: np.ndarray  # v0.1: 1 model win, 0 baseline win, 0.5 tie; v2.0: score in [0, 1]
+    question_ids: list[Any]
+    n_questions: int
+    n_games: int
+    n_games_dropped: int
+    n_questions_dropped: int
+
+
+def battles_v01(rows: Sequence[dict[str, Any]], weight: int = 3) -> Battles:
+    """`get_battles_from_row` for both games: game 1 has the baseline as A, game 2 has it as B."""
+    outcomes: list[float] = []
+    qids: list[Any] = []
+    dropped = n_games = 0
+    for row in rows:
+        for g, game in enumerate(row["games"][:2]):
+            n_games += 1
+            label = None if game is None else game.get("score")
+            if label not in V01_LABELS:
+                dropped += 1
+                continue
+            model_points, strong = V01_LABELS[label]
+            if g == 1:  # positions swapped: the model is A
+                model_points = 1.0 - model_points
+            reps = weight if strong else 1
+            outcomes += [model_points] * reps
+            qids += [row["id"]] * reps
+    return Battles(np.asarray(outcomes, dtype=float), qids, len(rows), n_games, dropped, 0)
+
+
+def battles_v2(rows: Sequence[dict[str, Any]], weight: int = 3) -> Battles:
+    """`load_judgments`: scores = label_to_score[game2] + [1 - s for s in label_to_score[game1]]."""
+    outcomes: list[float] = []
+    qids: list[Any] = []
+    dropped_q = dropped_g = 0
+    for row in rows:
+        games = list(row["games"][:2])
+        labels = [None if g is None else g.get("score") for g in games]
+        bad = [lab not in V2_LABEL_TO_A_SCORE for lab in labels] + [False] * (2 - len(labels))
+        if len(labels) < 2 or any(bad):
+            # Upstream drops None verdicts here; an unknown label would crash its dict lookup, so we
+            # drop it the same way and count it instead.
+            dropped_q += 1
+            dropped_g += sum(bad) + (2 - len(labels))
+            continue
+        g2_score, g2_strong = V2_LABEL_TO_A_SCORE[labels[1]]
+        g1_score, g1_strong = V2_LABEL_TO_A_SCORE[labels[0]]
+        scores = [g2_score] * (weight if g2_strong else 1) + [1.0 - g1_score] * (weight if g1_strong else 1)
+        outcomes += scores
+        qids += [row["id"]] * len(scores)
+    return Battles(np.asarray(outcomes, dtype=float), qids, len(rows), 2 * len(rows), dropped_g, dropped_q)
+
+
+# ------------------------------------------------------------------------------------- logistic fitting
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 0.0, max_iter: int = 100,
+                 tol: float = 1e-10) -> np.ndarray:
+    """Minimise sum(logloss(sigmoid(x @ w), y)) + l2/2 * |w|^2 by damped Newton (y may be fractional).
+
+    l2 = 0 is sklearn's `penalty=None`; l2 = 1 is its default `C=1.0`. On separable data the unpenalised
+    optimum is at infinity: we stop after `max_iter`, with the win rate already at 0 or 100 to print precision.
+    """
+    w = np.zeros(x.shape[1])
+
+    def objective(v: np.ndarray) -> float:
+        z = x @ v
+        return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * l2 * v @ v)
+
+    current = objective(w)
+    for _ in range(max_iter):
+        p = 1.0 / (1.0 + np.exp(-(x @ w)))
+        grad = x.T @ (p - y) + l2 * w
+        hess = (x * (p * (1 - p))[:, None]).T @ x + (l2 + 1e-12) * np.eye(x.shape[1])
+        step = np.linalg.solve(hess, grad)
+        t = 1.0
+        while t > 1e-8:  # backtracking keeps Newton monotone where the Hessian is nearly flat
+            trial = objective(w - t * step)
+            if trial <= current:
+                break
+            t /= 2
+        w = w - t * step
+        improvement = current - trial
+        current = trial
+        if np.max(np.abs(t * step)) < tol or improvement < tol * max(1.0, abs(current)):
+            break
+    return w
+
+
+def _resample(n: int, rounds: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.RandomState(seed)
+    return [rng.choice(n, size=n, replace=True) for _ in range(rounds)]
+
+
+def bt_win_rate_v01(outcomes: np.ndarray, style: np.ndarray | None = None) -> float:
+    """P(model beats baseline) from the v0.1 fit on the duplicated design (`compute_mle_elo` / `fit_bt`).
+
+    Columns: baseline, model (each +-log 10), then normalised style features. With only this model's
+    battles the ratings of other leaderboard models do not enter (the battle graph is a star), so the
+    single-file fit equals the leaderboard's for this model.
+    """
+    n = len(outcomes)
+    log10 = math.log(10)
+    ties = outcomes == 0.5
+    # Design as in upstream: rows twice; y = 1 when model_a (baseline) wins; a tie is y=1 then y=0.
+    y = np.concatenate([(outcomes == 0.0).astype(float), (outcomes == 0.0).astype(float)])
+    y[:n][ties] = 1.0
+    if style is None:
+        # Unpenalised: only the rating difference is identified; anchor the model's rating at 0.
+        x = np.full((2 * n, 1), log10)
+        d = fit_logistic(x, y)[0]  # baseline rating minus model rating, in log10 units
+    else:
+        x = np.zeros((2 * n, 2 + style.shape[1]))
+        x[:, 0], x[:, 1] = log10, -log10
+        x[:, 2:] = np.concatenate([style, style])
+        w = fit_logistic(x, y, l2=1.0)  # `fit_bt` keeps sklearn's default L2 (C=1) over every coefficient
+        d = w[0] - w[1]
+    # predict_win_rate: 1 / (1 + 10 ** ((elo_baseline - elo_model) / 400)), elo = 400 * w + const
+    return float(1.0 / (1.0 + 10.0 ** d))
+
+
+def style_features_v01(model_meta: Sequence[dict[str, Any]], base_meta: Sequence[dict[str, Any]],
+                       features: str = "both") -> np.ndarray:
+    """`construct_style_matrices`: (baseline - model) / (baseline + model + 1), standardised (ddof=0)."""
+    keys = _style_keys(features)
+    a = np.array([[_total(m[k]) for k in keys] for m in base_meta], dtype=float)
+    b = np.array([[_total(m[k]) for k in keys] for m in model_meta], dtype=float)
+    diff = (a - b) / (a + b + 1.0)
+    return _standardise(diff, ddof=0)
+
+
+def style_features_v2(model_meta: Sequence[dict[str, Any]], base_meta: Sequence[dict[str, Any]],
+                      features: str = "both") -> np.ndarray:
+    """`print_leaderboard_with_style_features`: length (m-b)/(m+b); markdown densities per token
+    (dm-db)/(dm+db+1); standardised with torch.std (ddof=1). Signs: positive favours the model."""
+    keys = ["token_len", "header_count", "list_count", "bold_count"]
+    m = np.array([[_total(x[k]) for k in keys] for x in model_meta], dtype=float)
+    b = np.array([[_total(x[k]) for k in keys] for x in base_meta], dtype=float)
+    out = np.zeros_like(m)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out[:, 0] = (m[:, 0] - b[:, 0]) / (m[:, 0] + b[:, 0])
+        md, bd = m[:, 1:] / m[:, :1], b[:, 1:] / b[:, :1]
+        out[:, 1:] = (md - bd) / (md + bd + 1)
+    out = np.nan_to_num(out)  # empty answers (token_len 0) give 0/0 upstream; treat as no difference
+    cols = {"both": slice(0, 4), "length": slice(0, 1), "markdown": slice(1, 4)}[features]
+    return _standardise(out, ddof=1)[:, cols]
+
+
+def _style_keys(features: str) -> list[str]:
+    length, markdown = ["token_len"], ["header_count", "list_count", "bold_count"]
+    return {"both": length + markdown, "length": length, "markdown": markdown}[features]
+
+
+def _total(value: Any) -> float:
+    return float(sum(value.values())) if isinstance(value, dict) else float(value)
+
+
+def _standardise(x: np.ndarray, ddof: int) -> np.ndarray:
+    std = x.std(axis=0, ddof=ddof) if len(x) > ddof else np.zeros(x.shape[1])
+    # A constant feature (e.g. no answer uses headers) is NaN upstream; it carries no information: zero it.
+    safe = np.where(std > 0, std, 1.0)
+    return np.where(std > 0, (x - x.mean(axis=0)) / safe, 0.0)
+
+
+def score_v01(b: Battles, rounds: int, seed: int, style: np.ndarray | None = None) -> dict[str, float]:
+    """Point estimate and bootstrap 95% interval, as percentages (`get_win_rate_column` * 100)."""
+    if len(b.outcomes) == 0:
+        return {"score": float("nan"), "ci_lower": float("nan"), "ci_upper": float("nan")}
+    point = bt_win_rate_v01(b.outcomes, style)
+    boots = [bt_win_rate_v01(b.outcomes[i], None if style is None else style[i])
+             for i in _resample(len(b.outcomes), rounds, seed)]
+    # Percentiles of ratings map monotonically to percentiles of win rates.
+    return {"score": 100 * point, "ci_lower": 100 * float(np.percentile(boots, 2.5)),
+            "ci_upper": 100 * float(np.percentile(boots, 97.5))}
+
+
+def score_v2(b: Battles, rounds: int, seed: int) -> dict[str, float]:
+    """Mean of bootstrap means with quantiles 0.05/0.95, as percentages; `mean` is the plain mean."""
+    if len(b.outcomes) == 0:
+        return {"score": float("nan"), "ci_lower": float("nan"), "ci_upper": float("nan"), "mean": float("nan")}
+    means = np.array([b.outcomes[i].mean() for i in _resample(len(b.outcomes), rounds, seed)])
+    return {"score": 100 * float(means.mean()), "ci_lower": 100 * float(np.quantile(means, 0.05)),
+            "ci_upper": 100 * float(np.quantile(means, 0.95)), "mean": 100 * float(b.outcomes.mean())}
+
+
+def score_v2_style(b: Battles, style: np.ndarray, rounds: int, seed: int) -> dict[str, float]:
+    """`bootstrap_pairwise_model(loss_type="bt")`: unpenalised BT on [model(+1)/baseline(-1), style];
+    score = median of the bootstrap win rates, interval = quantiles 0.05/0.95."""
+    n = len(b.outcomes)
+    if n == 0:
+        return {"score": float("nan"), "ci_lower": float("nan"), "ci_upper": float("nan")}
+    x = np.concatenate([np.ones((n, 1)), style], axis=1)  # rating difference + style coefficients
+    rng = np.random.RandomState(seed)
+    idx = rng.randint(0, n, size=(rounds, n))  # upstream draws every round's indices at once
+    rates = np.array([1.0 / (1.0 + math.exp(-fit_logistic(x[i], b.outcomes[i])[0])) for i in idx])
+    return {"score": 100 * float(np.quantile(rates, 0.5)), "ci_lower": 100 * float(np.quantile(rates, 0.05)),
+            "ci_upper": 100 * float(np.quantile(rates, 0.95))}
+
+
+# ------------------------------------------------------------------------------------ answer features
+_CODE_BLOCK = re.compile("```([^`]*)```")
+
+
+def markdown_counts(answer: str) -> dict[str, dict[str, int]]:
+    """`count_markdown_elements` after removing fenced code blocks (utils/add_markdown_info.py)."""
+    for block in _CODE_BLOCK.findall(answer):
+        answer = answer.replace(block, "")
+    return {
+        "header_count": {f"h{k}": len(re.findall(rf"^#{{{k}}}\s", answer, re.MULTILINE)) for k in range(1, 7)},
+        "list_count": {"ordered": len(re.findall(r"^\s*\d+\.\s", answer, re.MULTILINE)),
+                       "unordered": len(re.findall(r"^\s*[-*+]\s", answer, re.MULTILINE))},
+        "bold_count": {"**": len(re.findall(r"\*\*[^*\n]+\*\*", answer)),
+                       "__": len(re.findall(r"__[^_\n]+__", answer))},
+    }
+
+
+@lru_cache(maxsize=1)
+def _tiktoken_encoder() -> Any:
+    try:
+        import tiktoken
+
+        return tiktoken.get_encoding("o200k_base")  # what upstream's gpt-4o encoder uses
+    except Exception:  # not installed, or its vocabulary file cannot be downloaded offline
+        return None
+
+
+def count_tokens(text: str) -> tuple[int, str]:
+    """(token count, method): tiktoken o200k_base as upstream, else a word/punctuation approximation."""
+    enc = _tiktoken_encoder()
+    if enc is not None:
+        return len(enc.encode(text, disallowed_special=())), "tiktoken:o200k_base"
+    return len(re.findall(r"\w+|[^\w\s]", text)), "approx:words+punctuation"
+
+
+def answer_metadata(text: str) -> dict[str, Any]:
+    tokens, _ = count_tokens(text)
+    return {"token_len": tokens, **markdown_counts(text)}

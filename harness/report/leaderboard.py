@@ -1,0 +1,283 @@
+"""Build the leaderboard of one experiment from its `RunResults`.
+
+Rows: the teacher, the untrained student, then every method (in the experiment's order), each aggregated
+over its training seeds. Columns come from `columns.COLUMNS` plus whatever extra benchmarks the run has.
+The result is a plain data structure (`Leaderboard.to_json()`) that every writer renders; no writer
+computes a statistic of its own, so the JSON, CSV, Markdown and HTML always agree.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from harness.report.columns import COLUMNS, KNOWN_BENCHMARKS, Column, extra_columns
+from harness.report.stats import item_bootstrap_se, mean_ci, paired_bootstrap, pooled_run_se
+from harness.results import BenchmarkResult, RowResult, RunResults
+
+DEFAULT_PROPOSED = ("pad",)  # methods compared against the baselines rather than counted among them
+_KIND_ORDER = {"teacher": 0, "student": 1, "method": 2}
+
+
+@dataclass
+class Cell:
+    mean: float
+    values: list[float]  # one per seed, in seed order
+    seed_low: float | None = None  # 95% t-interval over seeds (None with one seed)
+    seed_high: float | None = None
+    seed_sd: float | None = None
+    run_se: float | None = None  # the benchmark's own standard error, pooled over seeds (RMS)
+    run_ci_low: float | None = None  # the benchmark's own interval (single run: that run's; else mean)
+    run_ci_high: float | None = None
+
+
+@dataclass
+class LeaderRow:
+    row: str
+    kind: str
+    method: str | None
+    models: list[str]
+    seeds: list[int | None]
+    cells: dict[str, Cell] = field(default_factory=dict)
+
+
+@dataclass
+class Leaderboard:
+    experiment_name: str
+    experiment_hash: str
+    setting: str
+    columns: list[Column]
+    rows: list[LeaderRow]
+    comparisons: list[dict[str, Any]]  # paired bootstrap of each method vs the best baseline
+    noise: list[dict[str, Any]]  # seed noise vs within-run noise per row and headline column
+    sources: dict[str, dict[str, Any]]  # per benchmark: data source, judge, decoding, subset, notes
+    train_curves: dict[str, list[dict[str, Any]]]  # row -> [{seed, steps, values}] of pad_agreement
+    provenance: dict[str, Any]
+    experiment: dict[str, Any]
+    proposed: list[str]
+    paper: dict[str, Any] | None = None  # filled by harness.report.paper.attach_reference
+
+    def column(self, key: str) -> Column:
+        return next(c for c in self.columns if c.key == key)
+
+    def headline_columns(self) -> list[Column]:
+        return [c for c in self.columns if c.headline and any(c.key in r.cells for r in self.rows)]
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["columns"] = [asdict(c) for c in self.columns]
+        return data
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+
+
+def _value(row: RowResult, col: Column, metric: str | None = None) -> float | None:
+    metric = metric or col.metric
+    if col.benchmark is None:
+        v = row.accounting.get(metric)
+    else:
+        bench = row.benchmarks.get(col.benchmark)
+        v = bench.metrics.get(metric) if bench else None
+    return float(v) if _is_number(v) else None
+
+
+def _columns_for(results: RunResults) -> list[Column]:
+    bench_metrics: dict[str, dict[str, object]] = {}
+    for r in results.rows:
+        for name, b in r.benchmarks.items():
+            if name not in KNOWN_BENCHMARKS:
+                bench_metrics.setdefault(name, {}).update(b.metrics)
+    scores = [c for c in COLUMNS if not c.is_accounting]
+    for name in sorted(bench_metrics):
+        scores.extend(extra_columns(name, bench_metrics[name]))
+    return scores + [c for c in COLUMNS if c.is_accounting]
+
+
+def _group_rows(results: RunResults) -> list[tuple[str, list[RowResult]]]:
+    order: dict[str, int] = {}
+    for i, m in enumerate(results.experiment.get("methods", []) or []):
+        order[m.get("label") or m.get("name")] = i
+    groups: dict[str, list[RowResult]] = {}
+    for r in results.rows:
+        groups.setdefault(r.row, []).append(r)
+    for rows in groups.values():
+        rows.sort(key=lambda r: (r.seed is None, r.seed if r.seed is not None else 0))
+
+    def sort_key(name: str) -> tuple[int, int, str]:
+        kind = groups[name][0].kind
+        return (_KIND_ORDER.get(kind, 3), order.get(name, len(order)), name)
+
+    return [(name, groups[name]) for name in sorted(groups, key=sort_key)]
+
+
+def _cell(runs: list[RowResult], col: Column) -> Cell | None:
+    pairs = [(r, _value(r, col)) for r in runs]
+    values = [v for _, v in pairs if v is not None]
+    interval = mean_ci(values)
+    if interval is None:
+        return None
+    cell = Cell(mean=interval.mean, values=values, seed_low=interval.low, seed_high=interval.high,
+                seed_sd=interval.sd)
+    if col.se_metric:
+        cell.run_se = pooled_run_se([_value(r, col, col.se_metric) for r, v in pairs if v is not None])
+    if col.ci_metrics:
+        lows = [_value(r, col, col.ci_metrics[0]) for r, v in pairs if v is not None]
+        highs = [_value(r, col, col.ci_metrics[1]) for r, v in pairs if v is not None]
+        if all(x is not None for x in lows + highs):
+            cell.run_ci_low = sum(x for x in lows if x is not None) / len(lows)
+            cell.run_ci_high = sum(x for x in highs if x is not None) / len(highs)
+    return cell
+
+
+def _item_key(item: dict[str, Any]) -> str:
+    # MT-Bench records one judgement per (question, turn); other benchmarks one per item.
+    return f"{item.get('id')}#{item['turn']}" if "turn" in item else str(item.get("id"))
+
+
+def item_scores(runs: Sequence[RowResult], benchmark: str) -> dict[str, float]:
+    """Per-item scores of a row, averaged over its seeds (items every seed has), for paired tests."""
+    per_seed: list[dict[str, float]] = []
+    for r in runs:
+        b = r.benchmarks.get(benchmark)
+        if b is None or not b.per_item:
+            continue
+        per_seed.append({_item_key(it): float(it["score"]) for it in b.per_item if _is_number(it.get("score"))})
+    if not per_seed:
+        return {}
+    shared = set.intersection(*(set(s) for s in per_seed))
+    return {k: sum(s[k] for s in per_seed) / len(per_seed) for k in sorted(shared)}
+
+
+def _primary_column(columns: list[Column], benchmark: str, rows: list[LeaderRow]) -> Column | None:
+    for c in columns:
+        if c.benchmark == benchmark and c.headline and any(c.key in r.cells for r in rows):
+            return c
+    return None
+
+
+def _comparisons(groups: list[tuple[str, list[RowResult]]], rows: list[LeaderRow], columns: list[Column],
+                 proposed: Sequence[str], n_boot: int, seed: int) -> list[dict[str, Any]]:
+    """Each method vs the best baseline (by the benchmark's headline mean), paired over items.
+
+    Baselines are the method rows whose method is not in `proposed`; a baseline is compared with the
+    best *other* baseline, so the best baseline is tested against the runner-up.
+    """
+    by_name = dict(groups)
+    method_rows = [r for r in rows if r.kind == "method"]
+    benchmarks = sorted({b for _, runs in groups for r in runs for b in r.benchmarks})
+    out: list[dict[str, Any]] = []
+    for bench in benchmarks:
+        col = _primary_column(columns, bench, rows)
+        if col is None:
+            continue
+        sign = 1.0 if col.higher_is_better else -1.0
+        for row in method_rows:
+            baselines = [b for b in method_rows if b.method not in proposed and b.row != row.row
+                         and col.key in b.cells]
+            if not baselines or col.key not in row.cells:
+                continue
+            best = max(baselines, key=lambda b: sign * b.cells[col.key].mean)
+            mine, theirs = item_scores(by_name[row.row], bench), item_scores(by_name[best.row], bench)
+            shared = sorted(set(mine) & set(theirs))
+            entry: dict[str, Any] = {"row": row.row, "benchmark": bench, "metric": col.key,
+                                     "baseline": best.row, "n_items": len(shared)}
+            if shared:
+                res = paired_bootstrap([mine[k] for k in shared], [theirs[k] for k in shared], n_boot, seed)
+                entry.update(diff=res.diff, ci_low=res.ci_low, ci_high=res.ci_high, p_value=res.p_value,
+                             n_boot=res.n_boot, seed=res.seed)
+            else:
+                entry.update(diff=None, p_value=None, note="no per-item scores shared by both rows")
+            out.append(entry)
+    return out
+
+
+def _noise(groups: list[tuple[str, list[RowResult]]], rows: list[LeaderRow], columns: list[Column],
+           seed: int) -> list[dict[str, Any]]:
+    by_name = dict(groups)
+    out = []
+    for row in rows:
+        for col in columns:
+            if not col.headline or col.key not in row.cells:
+                continue
+            cell = row.cells[col.key]
+            runs = by_name[row.row]
+            # Within-run noise from the items themselves where they are recorded (bootstrap SE of the
+            # mean item score, in item units), else the benchmark's own reported standard error.
+            item_ses = [item_bootstrap_se([float(it["score"]) for it in r.benchmarks[col.benchmark].per_item
+                                           if _is_number(it.get("score"))], seed=seed)
+                        for r in runs if col.benchmark in r.benchmarks and r.benchmarks[col.benchmark].per_item]
+            out.append({
+                "row": row.row, "column": col.key, "n_seeds": len(cell.values),
+                "seed_sd": cell.seed_sd,
+                "seed_ci_half_width": None if cell.seed_high is None else cell.seed_high - cell.mean,
+                "run_se_reported": cell.run_se,
+                "item_bootstrap_se": pooled_run_se(item_ses),
+                "item_bootstrap_units": "per-item score (the benchmark's per_item 'score')",
+            })
+    return out
+
+
+def _sources(results: RunResults) -> dict[str, dict[str, Any]]:
+    def add(bucket: dict[str, list[Any]], key: str, value: Any) -> None:
+        if value in (None, "", {}, []):
+            return
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        if text not in bucket.setdefault(key, []):
+            bucket[key].append(text)
+
+    out: dict[str, dict[str, Any]] = {}
+    for r in results.rows:
+        for name, b in r.benchmarks.items():
+            bucket = out.setdefault(name, {})
+            _add_benchmark(add, bucket, b)
+    return out
+
+
+def _add_benchmark(add: Any, bucket: dict[str, Any], b: BenchmarkResult) -> None:
+    add(bucket, "data_source", b.source)
+    judge = {k: v for k, v in b.judge.items() if k not in ("calls", "input_tokens", "output_tokens", "cost_usd")}
+    add(bucket, "judge", judge)
+    add(bucket, "decoding", b.decoding)
+    add(bucket, "subset", b.subset)
+    for note in b.notes:
+        add(bucket, "notes", note)
+
+
+def _train_curves(groups: list[tuple[str, list[RowResult]]]) -> dict[str, list[dict[str, Any]]]:
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for name, runs in groups:
+        for r in runs:
+            points = [(float(e.get("step", i)), float(e["pad_agreement"])) for i, e in enumerate(r.train_log)
+                      if _is_number(e.get("pad_agreement"))]
+            if points:
+                curves.setdefault(name, []).append({"seed": r.seed, "steps": [p[0] for p in points],
+                                                    "values": [p[1] for p in points]})
+    return curves
+
+
+def build_leaderboard(results: RunResults, proposed: Sequence[str] = DEFAULT_PROPOSED,
+                      n_boot: int = 10_000, seed: int = 0) -> Leaderboard:
+    columns = _columns_for(results)
+    groups = _group_rows(results)
+    rows: list[LeaderRow] = []
+    for name, runs in groups:
+        lrow = LeaderRow(row=name, kind=runs[0].kind, method=runs[0].method,
+                         models=sorted({r.model for r in runs}), seeds=[r.seed for r in runs])
+        for col in columns:
+            cell = _cell(runs, col)
+            if cell is not None:
+                lrow.cells[col.key] = cell
+        rows.append(lrow)
+    return Leaderboard(
+        experiment_name=results.experiment_name, experiment_hash=results.experiment_hash,
+        setting=results.setting or results.experiment.get("setting", ""), columns=columns, rows=rows,
+        comparisons=_comparisons(groups, rows, columns, proposed, n_boot, seed),
+        noise=_noise(groups, rows, columns, seed), sources=_sources(results),
+        train_curves=_train_curves(groups), provenance=results.provenance, experiment=results.experiment,
+        proposed=list(proposed),
+    )

@@ -1,0 +1,222 @@
+"""Text renderings of a `Leaderboard`: leaderboard.json, leaderboard.csv and LEADERBOARD.md.
+
+Formatting lives here (and is reused by the HTML report) so a number reads the same everywhere.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from harness.report.columns import Column
+from harness.report.leaderboard import Cell, Leaderboard
+from harness.store import write_json_atomic, write_text_atomic
+
+LEGEND = (
+    "Cells: mean over training seeds. `a ± b`: 95% Student-t interval over seeds (seed noise). "
+    "With one seed: `(SE s)` is the benchmark's own standard error and `[l, h]` its own interval "
+    "(item/judge noise). Empty: the run did not produce that metric."
+)
+
+
+def format_value(col: Column, v: float | None) -> str:
+    if v is None:
+        return ""
+    if col.kind == "count":
+        if abs(v) >= 1e6:
+            return _si(v)
+        return f"{v:,.{col.digits}f}"
+    if col.kind == "seconds":
+        return f"{v / 3600:.2f} h" if v >= 3600 else (f"{v / 60:.1f} min" if v >= 120 else f"{v:.1f} s")
+    if col.kind == "bytes":
+        return f"{v / 2**30:.2f} GiB" if v >= 2**30 else f"{v / 2**20:.1f} MiB"
+    if col.kind == "flops":
+        return f"{v:.2e}"
+    return f"{v:.{col.digits}f}"
+
+
+def _si(v: float) -> str:
+    for div, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= div:
+            return f"{v / div:.2f}{suffix}"
+    return f"{v:.0f}"
+
+
+def cell_text(col: Column, cell: Cell | None) -> str:
+    if cell is None:
+        return ""
+    text = format_value(col, cell.mean)
+    if col.is_accounting:
+        return text
+    if cell.seed_high is not None:
+        return f"{text} ± {format_value(col, cell.seed_high - cell.mean)}"
+    if cell.run_se is not None:
+        return f"{text} (SE {format_value(col, cell.run_se)})"
+    if cell.run_ci_low is not None and cell.run_ci_high is not None:
+        return f"{text} [{format_value(col, cell.run_ci_low)}, {format_value(col, cell.run_ci_high)}]"
+    return text
+
+
+def format_p(p: float | None) -> str:
+    if p is None:
+        return ""
+    return f"{p:.2g}" if p >= 0.001 else "<0.001"
+
+
+def write_json(lb: Leaderboard, path: Path) -> Path:
+    write_json_atomic(path, lb.to_json())
+    return path
+
+
+def csv_text(lb: Leaderboard) -> str:
+    """One line per row; each metric with its seed interval and the run's own error, machine-readable."""
+    header = ["row", "kind", "method", "models", "n_seeds"]
+    for col in lb.columns:
+        header.append(col.key)
+        if not col.is_accounting:
+            header += [f"{col.key}.seed_ci95_low", f"{col.key}.seed_ci95_high"]
+            if col.se_metric:
+                header.append(f"{col.key}.run_se")
+            if col.ci_metrics:
+                header += [f"{col.key}.run_ci_low", f"{col.key}.run_ci_high"]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    for row in lb.rows:
+        line: list[Any] = [row.row, row.kind, row.method or "", " | ".join(row.models), len(row.seeds)]
+        for col in lb.columns:
+            c = row.cells.get(col.key)
+            line.append(_num(c.mean if c else None))
+            if not col.is_accounting:
+                line += [_num(c.seed_low if c else None), _num(c.seed_high if c else None)]
+                if col.se_metric:
+                    line.append(_num(c.run_se if c else None))
+                if col.ci_metrics:
+                    line += [_num(c.run_ci_low if c else None), _num(c.run_ci_high if c else None)]
+        writer.writerow(line)
+    return buf.getvalue()
+
+
+def _num(v: float | None) -> str:
+    return "" if v is None else repr(float(v))
+
+
+def write_csv(lb: Leaderboard, path: Path) -> Path:
+    write_text_atomic(path, csv_text(lb))
+    return path
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(header: list[str], lines: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(_md_escape(h) for h in header) + " |",
+           "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(_md_escape(c) for c in line) + " |" for line in lines]
+    return out
+
+
+def markdown_text(lb: Leaderboard) -> str:
+    used = [c for c in lb.columns if any(c.key in r.cells for r in lb.rows)]
+    score_cols = [c for c in used if not c.is_accounting]
+    acct_cols = [c for c in used if c.is_accounting]
+    md = [f"# Leaderboard: {lb.experiment_name}", ""]
+    if lb.setting:
+        md += [lb.setting, ""]
+    md += [f"Experiment hash `{lb.experiment_hash}`. {LEGEND}", "", "## Scores", ""]
+    md += _md_table(["Row", "Seeds"] + [f"{c.group} {c.label}" for c in score_cols],
+                    [[r.row, str(len(r.seeds))] + [cell_text(c, r.cells.get(c.key)) for c in score_cols]
+                     for r in lb.rows])
+    if acct_cols:
+        md += ["", "## Budget accounting (mean per seed)", ""]
+        md += _md_table(["Row"] + [c.label for c in acct_cols],
+                        [[r.row] + [cell_text(c, r.cells.get(c.key)) for c in acct_cols] for r in lb.rows])
+    if lb.comparisons:
+        md += ["", "## Paired bootstrap vs the best baseline", "",
+               "Difference of mean per-item score (method − baseline), paired over items, averaged over seeds; "
+               "95% percentile interval; two-sided p-value.", ""]
+        md += _md_table(["Row", "Benchmark", "Best baseline", "Items", "Diff", "95% CI", "p"],
+                        [[c["row"], c["benchmark"], c["baseline"], str(c["n_items"]), _f(c.get("diff")),
+                          _ci(c), format_p(c.get("p_value"))] for c in lb.comparisons])
+    if lb.noise:
+        md += ["", "## Seed noise vs within-run (item/judge) noise", ""]
+        md += _md_table(["Row", "Metric", "Seeds", "Seed SD", "Seed 95% ±", "Run SE (reported)",
+                         "Item-bootstrap SE"],
+                        [[n["row"], n["column"], str(n["n_seeds"]), _f(n["seed_sd"]), _f(n["seed_ci_half_width"]),
+                          _f(n["run_se_reported"]), _f(n["item_bootstrap_se"], 4)] for n in lb.noise])
+    md += paper_markdown(lb)
+    md += ["", "## Where every number comes from", ""]
+    md += _md_table(["Row", "Model(s)", "Seeds"],
+                    [[r.row, ", ".join(r.models), ", ".join("" if s is None else str(s) for s in r.seeds)]
+                     for r in lb.rows])
+    md += [""]
+    md += _md_table(["Benchmark", "Data source", "Judge", "Decoding", "Subset", "Notes"],
+                    [[b, "; ".join(s.get("data_source", [])), "; ".join(s.get("judge", [])),
+                      "; ".join(s.get("decoding", [])), "; ".join(s.get("subset", [])),
+                      "; ".join(s.get("notes", []))] for b, s in sorted(lb.sources.items())])
+    md += ["", "## Reproducibility", ""]
+    md += [f"- **{k}**: {_md_escape(v)}" for k, v in flatten(lb.provenance)]
+    return "\n".join(md) + "\n"
+
+
+def paper_markdown(lb: Leaderboard) -> list[str]:
+    ref = lb.paper
+    if not ref:
+        return []
+    keys = [k for k in _paper_keys(ref) if any(k == c.key for c in lb.columns)]
+    rows = sorted(set(ref["rows"]) | {r.row for r in lb.rows if r.kind == "method"})
+    lines = []
+    for row in rows:
+        ours = next((r for r in lb.rows if r.row == row), None)
+        line = [row]
+        for key in keys:
+            col = lb.column(key)
+            entry = ref["rows"].get(row, {}).get(key)
+            line += [cell_text(col, ours.cells.get(key) if ours else None),
+                     "" if entry is None else f"{format_value(col, entry['value'])} [{entry['source']}]"]
+        lines.append(line)
+    header = ["Row"] + [h for k in keys for h in (f"{k} (ours)", f"{k} (paper)")]
+    md = ["", f"## Reproduced vs reported ({ref.get('title', '')})", ""] + _md_table(header, lines)
+    md += [""] + [f"- [{sid}] {s.get('citation', '')} {s.get('url', '')}".rstrip()
+                  for sid, s in ref["sources"].items()]
+    return md
+
+
+def _paper_keys(ref: dict[str, Any]) -> list[str]:
+    keys: list[str] = []
+    for values in ref["rows"].values():
+        keys.extend(k for k in values if k not in keys)
+    return keys
+
+
+def _f(v: float | None, digits: int = 2) -> str:
+    return "" if v is None else f"{v:.{digits}f}"
+
+
+def _ci(c: dict[str, Any]) -> str:
+    return "" if c.get("ci_low") is None else f"[{c['ci_low']:.3f}, {c['ci_high']:.3f}]"
+
+
+def flatten(obj: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested provenance as (dotted key, text) pairs, for the footer."""
+    if isinstance(obj, dict):
+        out: list[tuple[str, str]] = []
+        for k in sorted(obj, key=str):
+            out += flatten(obj[k], f"{prefix}.{k}" if prefix else str(k))
+        return out
+    if isinstance(obj, (list, tuple)):
+        if all(not isinstance(x, (dict, list, tuple)) for x in obj):
+            return [(prefix, ", ".join(str(x) for x in obj))]
+        out = []
+        for i, x in enumerate(obj):
+            out += flatten(x, f"{prefix}[{i}]")
+        return out
+    return [(prefix, "" if obj is None else str(obj))]
+
+
+def write_markdown(lb: Leaderboard, path: Path) -> Path:
+    write_text_atomic(path, markdown_text(lb))
+    return path
