@@ -43,6 +43,7 @@ class DPKDMethod(PairwiseMethod):
 
     name: ClassVar[str] = "dpkd"
     Params: ClassVar[type[BaseModel]] = DPKDParams
+    params: DPKDParams
 
     def signals_needed(self) -> frozenset[str]:
         extra = {Signal.TEACHER_AVG_LOGPROB} if self.params.reference == "teacher" else set()

@@ -49,6 +49,7 @@ class DPOMethod(PairwiseMethod):
 
     name: ClassVar[str] = "dpo"
     Params: ClassVar[type[BaseModel]] = DPOParams
+    params: DPOParams
     extra_signals: ClassVar[frozenset[str]] = frozenset({Signal.REFERENCE_LOGPROB})
 
     def pair_fields(self, group: PromptGroup, chosen: int, rejected: int) -> dict[str, Any]:

@@ -161,6 +161,7 @@ class KDMethod(Method):
 
     name: ClassVar[str] = "kd"
     Params: ClassVar[type[BaseModel]] = KDParams
+    params: KDParams
     required_signals: ClassVar[frozenset[str]] = frozenset({Signal.TEACHER_TOPK})
     needs_shared_vocab: ClassVar[bool] = True
 

@@ -86,6 +86,7 @@ class PairwiseMethod(Method):
     """
 
     Params: ClassVar[type[BaseModel]] = PairParams
+    params: PairParams
     extra_signals: ClassVar[frozenset[str]] = frozenset()
 
     def signals_needed(self) -> frozenset[str]:

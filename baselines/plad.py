@@ -42,6 +42,7 @@ class PLaDMethod(PairwiseMethod):
 
     name: ClassVar[str] = "plad"
     Params: ClassVar[type[BaseModel]] = PLaDParams
+    params: PLaDParams
 
     def loss(self, model: torch.nn.Module, batch: dict[str, Any], ctx: TrainContext) -> LossOutput:
         lp = pair_logprobs(model, batch)

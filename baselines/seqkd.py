@@ -32,6 +32,7 @@ class SeqKDMethod(Method):
 
     name: ClassVar[str] = "seqkd"
     Params: ClassVar[type[BaseModel]] = SeqKDParams
+    params: SeqKDParams
     required_signals: ClassVar[frozenset[str]] = frozenset({Signal.TEACHER_SAMPLES})
 
     def build_examples(self, groups: list[PromptGroup], rng: random.Random) -> list[dict[str, Any]]:

@@ -43,6 +43,7 @@ class SFTMethod(Method):
 
     name: ClassVar[str] = "sft"
     Params: ClassVar[type[BaseModel]] = SFTParams
+    params: SFTParams
 
     def signals_needed(self) -> frozenset[str]:
         return frozenset({preference_signal(self.params.preference)})

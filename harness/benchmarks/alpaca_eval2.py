@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from harness.benchmarks.base import AnswerModel, Benchmark, BenchmarkData, ScoreResult
-from harness.benchmarks.data_sources import HubDataset, PackageFile, resolve_data, subset_rows
+from harness.benchmarks.data_sources import (
+    HubDataset,
+    PackageFile,
+    hub_unreachable,
+    resolve_data,
+    subset_rows,
+)
 from harness.errors import DataSourceError, JudgeError
 from harness.judges.base import Judge, JudgeRequest, JudgeResponse
 
@@ -160,9 +167,28 @@ def _py(value: Any) -> float | int | None:
     return value  # type: ignore[no-any-return]
 
 
+def _df_gamed_unobtainable() -> str | None:
+    """Why alpaca_eval cannot get df_gamed.csv (None when cached or the hub answers), without its 20 s of retries."""
+    from alpaca_eval import constants
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache("tatsu-lab/alpaca_eval", "df_gamed.csv", repo_type="dataset",
+                                    cache_dir=constants.DEFAULT_CACHE_DIR)
+    if isinstance(cached, str):
+        return None
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        return "it is not in the local cache and HF_HUB_OFFLINE is set"
+    why_not = hub_unreachable()
+    return None if why_not is None else f"it is not in the local cache and {why_not.split(';')[0]}"
+
+
 def _length_controlled(records: list[dict[str, Any]], positions: list[int]) -> tuple[dict[str, Any], str | None]:
     """LC win rate via alpaca_eval's GLM, or (None values, why not)."""
     empty: dict[str, Any] = {"length_controlled_winrate": None, "lc_standard_error": None}
+    why_not = _df_gamed_unobtainable()
+    if why_not:
+        return empty, (f"Length-controlled win rate unavailable: alpaca_eval's GLM needs df_gamed.csv from the hub "
+                       f"(tatsu-lab/alpaca_eval); {why_not}. Raw win rate and standard error are exact.")
     try:
         import pandas as pd
         from alpaca_eval.metrics.glm_winrate import get_length_controlled_winrate
@@ -210,6 +236,28 @@ def score_annotations(records: list[dict[str, Any]], model_output_lengths: list[
     per_item = [{"id": r.get("id", i), "score": None if math.isnan(p) else p - 1.0}
                 for i, (r, p) in enumerate(zip(records, prefs, strict=True))]
     return ScoreResult(metrics=metrics, notes=notes, per_item=per_item)
+
+
+def _official_output_lengths(outputs: list[dict[str, Any]], name: str) -> tuple[list[int], str]:
+    """Characters of each model output, as the leaderboard's int(model_outputs["output"].str.len().mean()).
+
+    The leaderboard averages over all 805 instructions: an instruction the model left unanswered is an empty
+    output there (phi-2: 803 outputs in the repository, 2 empty ones in the submission -> 626, not 628). So
+    when the AlpacaEval 2 set is available and the outputs cover only part of it, the rest count as length 0.
+    """
+    lengths = [len(str(o.get("output", ""))) for o in outputs]
+    note = f"avg_length from {name} (mean characters of the model outputs, truncated to int)"
+    try:
+        eval_set = resolve_data("AlpacaEval 2 eval set", packages=[EVAL_SET_PACKAGE]).items
+    except DataSourceError:
+        return lengths, note + "; eval set unavailable, so unanswered instructions are not counted"
+    answered = {o.get("instruction") for o in outputs}
+    eval_instructions = {row["instruction"] for row in eval_set}
+    missing = [row for row in eval_set if row["instruction"] not in answered]
+    if missing and answered <= eval_instructions:
+        lengths += [0] * len(missing)
+        note += f"; {len(missing)} unanswered instruction(s) of the {len(eval_set)} counted as empty outputs"
+    return lengths, note
 
 
 class AlpacaEval2(Benchmark):
@@ -286,8 +334,7 @@ class AlpacaEval2(Benchmark):
         outputs_path = path.with_name("model_outputs.json")
         if outputs_path.is_file():
             outputs = json.loads(outputs_path.read_text(encoding="utf-8"))
-            lengths = [len(str(o.get("output", ""))) for o in outputs]
-            note = f"avg_length from {outputs_path.name} (mean characters of the model outputs, truncated to int)"
+            lengths, note = _official_output_lengths(outputs, outputs_path.name)
         result = score_annotations(records, lengths)
         result.notes.insert(0, note)
         return result

@@ -113,8 +113,8 @@ def battles_v2(rows: Sequence[dict[str, Any]], weight: int = 3) -> Battles:
             dropped_q += 1
             dropped_g += sum(bad) + (2 - len(labels))
             continue
-        g2_score, g2_strong = V2_LABEL_TO_A_SCORE[labels[1]]
-        g1_score, g1_strong = V2_LABEL_TO_A_SCORE[labels[0]]
+        g2_score, g2_strong = V2_LABEL_TO_A_SCORE[str(labels[1])]
+        g1_score, g1_strong = V2_LABEL_TO_A_SCORE[str(labels[0])]
         scores = [g2_score] * (weight if g2_strong else 1) + [1.0 - g1_score] * (weight if g1_strong else 1)
         outcomes += scores
         qids += [row["id"]] * len(scores)
@@ -141,18 +141,21 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 0.0, max_iter: int = 
         grad = x.T @ (p - y) + l2 * w
         hess = (x * (p * (1 - p))[:, None]).T @ x + (l2 + 1e-12) * np.eye(x.shape[1])
         step = np.linalg.solve(hess, grad)
-        t = 1.0
-        while t > 1e-8:  # backtracking keeps Newton monotone where the Hessian is nearly flat
-            trial = objective(w - t * step)
-            if trial <= current:
-                break
+        t, trial = 1.0, objective(w - step)
+        while trial > current and t > 1e-8:  # backtracking keeps Newton monotone on flat regions
             t /= 2
+            trial = objective(w - t * step)
+        if trial > current:
+            break
         w = w - t * step
-        improvement = current - trial
-        current = trial
+        improvement, current = current - trial, trial
         if np.max(np.abs(t * step)) < tol or improvement < tol * max(1.0, abs(current)):
             break
     return w
+
+
+def _sigmoid(z: float) -> float:
+    return float(0.5 * (1.0 + np.tanh(0.5 * z)))  # no overflow on separable data's huge ratings
 
 
 def _resample(n: int, rounds: int, seed: int) -> list[np.ndarray]:
@@ -184,7 +187,7 @@ def bt_win_rate_v01(outcomes: np.ndarray, style: np.ndarray | None = None) -> fl
         w = fit_logistic(x, y, l2=1.0)  # `fit_bt` keeps sklearn's default L2 (C=1) over every coefficient
         d = w[0] - w[1]
     # predict_win_rate: 1 / (1 + 10 ** ((elo_baseline - elo_model) / 400)), elo = 400 * w + const
-    return float(1.0 / (1.0 + 10.0 ** d))
+    return _sigmoid(-math.log(10) * float(d))
 
 
 def style_features_v01(model_meta: Sequence[dict[str, Any]], base_meta: Sequence[dict[str, Any]],
@@ -230,39 +233,39 @@ def _standardise(x: np.ndarray, ddof: int) -> np.ndarray:
     return np.where(std > 0, (x - x.mean(axis=0)) / safe, 0.0)
 
 
-def score_v01(b: Battles, rounds: int, seed: int, style: np.ndarray | None = None) -> dict[str, float]:
+def score_v01(b: Battles, rounds: int, seed: int, style: np.ndarray | None = None) -> dict[str, float | None]:
     """Point estimate and bootstrap 95% interval, as percentages (`get_win_rate_column` * 100)."""
     if len(b.outcomes) == 0:
-        return {"score": float("nan"), "ci_lower": float("nan"), "ci_upper": float("nan")}
+        return {"score": None, "ci_low": None, "ci_high": None}  # nothing judged: no number, not NaN
     point = bt_win_rate_v01(b.outcomes, style)
     boots = [bt_win_rate_v01(b.outcomes[i], None if style is None else style[i])
              for i in _resample(len(b.outcomes), rounds, seed)]
     # Percentiles of ratings map monotonically to percentiles of win rates.
-    return {"score": 100 * point, "ci_lower": 100 * float(np.percentile(boots, 2.5)),
-            "ci_upper": 100 * float(np.percentile(boots, 97.5))}
+    return {"score": 100 * point, "ci_low": 100 * float(np.percentile(boots, 2.5)),
+            "ci_high": 100 * float(np.percentile(boots, 97.5))}
 
 
-def score_v2(b: Battles, rounds: int, seed: int) -> dict[str, float]:
+def score_v2(b: Battles, rounds: int, seed: int) -> dict[str, float | None]:
     """Mean of bootstrap means with quantiles 0.05/0.95, as percentages; `mean` is the plain mean."""
     if len(b.outcomes) == 0:
-        return {"score": float("nan"), "ci_lower": float("nan"), "ci_upper": float("nan"), "mean": float("nan")}
+        return {"score": None, "ci_low": None, "ci_high": None, "mean": None}
     means = np.array([b.outcomes[i].mean() for i in _resample(len(b.outcomes), rounds, seed)])
-    return {"score": 100 * float(means.mean()), "ci_lower": 100 * float(np.quantile(means, 0.05)),
-            "ci_upper": 100 * float(np.quantile(means, 0.95)), "mean": 100 * float(b.outcomes.mean())}
+    return {"score": 100 * float(means.mean()), "ci_low": 100 * float(np.quantile(means, 0.05)),
+            "ci_high": 100 * float(np.quantile(means, 0.95)), "mean": 100 * float(b.outcomes.mean())}
 
 
-def score_v2_style(b: Battles, style: np.ndarray, rounds: int, seed: int) -> dict[str, float]:
+def score_v2_style(b: Battles, style: np.ndarray, rounds: int, seed: int) -> dict[str, float | None]:
     """`bootstrap_pairwise_model(loss_type="bt")`: unpenalised BT on [model(+1)/baseline(-1), style];
     score = median of the bootstrap win rates, interval = quantiles 0.05/0.95."""
     n = len(b.outcomes)
     if n == 0:
-        return {"score": float("nan"), "ci_lower": float("nan"), "ci_upper": float("nan")}
+        return {"score": None, "ci_low": None, "ci_high": None}  # nothing judged: no number, not NaN
     x = np.concatenate([np.ones((n, 1)), style], axis=1)  # rating difference + style coefficients
     rng = np.random.RandomState(seed)
     idx = rng.randint(0, n, size=(rounds, n))  # upstream draws every round's indices at once
-    rates = np.array([1.0 / (1.0 + math.exp(-fit_logistic(x[i], b.outcomes[i])[0])) for i in idx])
-    return {"score": 100 * float(np.quantile(rates, 0.5)), "ci_lower": 100 * float(np.quantile(rates, 0.05)),
-            "ci_upper": 100 * float(np.quantile(rates, 0.95))}
+    rates = np.array([_sigmoid(fit_logistic(x[i], b.outcomes[i])[0]) for i in idx])
+    return {"score": 100 * float(np.quantile(rates, 0.5)), "ci_low": 100 * float(np.quantile(rates, 0.05)),
+            "ci_high": 100 * float(np.quantile(rates, 0.95))}
 
 
 # ------------------------------------------------------------------------------------ answer features

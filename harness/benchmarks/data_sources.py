@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -89,7 +91,25 @@ def locate_package_file(spec: PackageFile) -> tuple[Path, str] | None:
     return (path, dist.version) if path.is_file() else None
 
 
+def hub_unreachable(timeout_s: float = 3.0) -> str | None:
+    """Why the hub cannot be asked now (None when it can), in seconds instead of the libraries' retry loops.
+
+    With HF_HUB_OFFLINE / HF_DATASETS_OFFLINE set, the libraries read their local cache only, fast: None.
+    """
+    if any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+        return None
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout_s).close()
+    except OSError as exc:
+        return (f"huggingface.co is unreachable ({exc}); to use a copy in the local Hugging Face cache, "
+                "set HF_DATASETS_OFFLINE=1")
+    return None
+
+
 def _load_hub(hub: HubDataset) -> ResolvedData:
+    why_not = hub_unreachable()
+    if why_not:
+        raise ConnectionError(why_not)
     import datasets  # imported lazily: slow, and only needed for the last resort
 
     dataset = datasets.load_dataset(hub.path, hub.name, split=hub.split)

@@ -143,6 +143,10 @@ class CachedJudge(Judge):
                 "completion_tokens": self.completion_tokens, "cost_usd": self.cost_usd,
                 "retries": inner_usage.retries if isinstance(inner_usage, JudgeUsage) else 0}
 
+    def counters(self) -> dict[str, Any]:
+        """Same as `stats()`; the name the evaluation stage reads (it diffs two snapshots per benchmark)."""
+        return self.stats()
+
     @property
     def identity(self) -> dict[str, Any]:
         return self.inner.identity
@@ -161,9 +165,10 @@ class CachedJudge(Judge):
         for i, key in enumerate(keys):
             if key in found:
                 results[i] = found[key]
-                self.cache_hits += 1
             elif key not in misses:
                 misses[key] = i
+        with self._lock:
+            self.cache_hits += sum(1 for key in keys if key in found)
         if progress:
             log.info("%s: %d judgements cached, %d to ask %s", progress, len(requests) - len(misses),
                      len(misses), identity.get("backend", "the judge"))
@@ -193,8 +198,17 @@ class CachedJudge(Judge):
 
     def _ask(self, requests: list[JudgeRequest], store: OnResult, progress: str | None) -> None:
         if getattr(self.inner, "reports_incrementally", False):
-            answers = self.inner.complete(requests, progress, on_result=store)  # type: ignore[call-arg]
+            reported: set[int] = set()
+
+            def store_once(j: int, response: JudgeResponse) -> None:
+                store(j, response)
+                reported.add(j)
+
+            answers = self.inner.complete(requests, progress, on_result=store_once)  # type: ignore[call-arg]
             self._check_count(answers, requests)
+            for j, response in enumerate(answers):  # a backend that skipped the callback loses nothing
+                if j not in reported:
+                    store(j, response)
             return
         for start in range(0, len(requests), self.chunk_size):
             chunk = requests[start:start + self.chunk_size]

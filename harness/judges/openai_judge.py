@@ -107,7 +107,9 @@ def parse_completion(body: str, want_logprobs: bool) -> JudgeResponse:
     top: list[dict[str, float]] | None = None
     if want_logprobs:
         top = _parse_logprobs(choice.get("logprobs"))
-    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    usage = data.get("usage")
+    if not isinstance(usage, dict):
+        usage = {}
     extra = {"finish_reason": choice.get("finish_reason"), "served_model": data.get("model")}
     try:
         prompt_tokens = int(usage.get("prompt_tokens") or 0)

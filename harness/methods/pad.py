@@ -91,8 +91,9 @@ class PADParams(BaseModel):
         return self
 
     def support(self) -> RankingSupport:
-        return RankingSupport(self.exact_max_n, self.decomposition, self.topk, self.max_prefixes,
-                              self.num_samples)
+        return RankingSupport(
+            self.exact_max_n, self.decomposition, self.topk, self.max_prefixes, self.num_samples
+        )
 
 
 class PADMethod(Method):
@@ -132,7 +133,9 @@ class PADMethod(Method):
     def collate(self, examples: list[dict[str, Any]], ctx: TrainContext) -> dict[str, Any]:
         sizes = {len(ex["responses"]) for ex in examples}
         if len(sizes) != 1:
-            raise ValueError(f"PAD needs the same number of responses per prompt in a batch; got {sorted(sizes)}")
+            raise ValueError(
+                f"PAD needs the same number of responses per prompt in a batch; got {sorted(sizes)}"
+            )
         n = sizes.pop()
         if n < 2:
             raise ValueError("PAD needs at least 2 responses per prompt to form a ranking")
@@ -163,17 +166,26 @@ class PADMethod(Method):
         generator = None
         if self.params.decomposition == "sampled":
             generator = torch.Generator().manual_seed(zlib.crc32(f"{self.params.seed}:{ctx.step}".encode()))
-        loss, jsd = pad_loss_and_jsd(student, teacher, self.params.kind, self.params.reference_code_compat,
-                                     self.params.support(), generator)
+        loss, jsd = pad_loss_and_jsd(
+            student,
+            teacher,
+            self.params.kind,
+            self.params.reference_code_compat,
+            self.params.support(),
+            generator,
+        )
         mean_jsd = float(jsd.mean())
         top1 = (student.detach().argmax(-1) == teacher.argmax(-1)).float().mean()
-        return LossOutput(loss, {
-            "loss": float(loss.detach()),
-            "pad_jsd": mean_jsd,
-            "pad_agreement": min(1.0, max(0.0, 1.0 - mean_jsd / math.log(2.0))),
-            "pad_top1_match": float(top1),
-            "student_score_mean": float(student.detach().mean()),
-        })
+        return LossOutput(
+            loss,
+            {
+                "loss": float(loss.detach()),
+                "pad_jsd": mean_jsd,
+                "pad_agreement": min(1.0, max(0.0, 1.0 - mean_jsd / math.log(2.0))),
+                "pad_top1_match": float(top1),
+                "student_score_mean": float(student.detach().mean()),
+            },
+        )
 
 
 __all__ = [

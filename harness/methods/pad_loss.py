@@ -1,4 +1,4 @@
-"""PAD's losses as pure tensor functions (Gu et al. 2025, "Preference-Aligned Distillation", arXiv 2502.14272).
+"""PAD's losses as pure tensor functions (Gu et al. 2025, Preference-Aligned Distillation, arXiv 2502.14272).
 
 PAD treats a language model's length-normalised log-likelihood as its reward and turns the rewards of n
 responses into a Plackett-Luce distribution over all n! rankings,
@@ -38,7 +38,7 @@ import itertools
 import math
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -48,52 +48,89 @@ LOSS_KINDS: tuple[str, ...] = ("ppd", "vpd", "kl", "reverse_kl")
 LN2 = math.log(2.0)
 
 
-@lru_cache(maxsize=64)
-def _prefix_index(n: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(prefixes [P, k] long, rest [P, n] bool: items NOT in the prefix), in itertools order, cached per (n, k)."""
-    prefixes = torch.tensor(list(itertools.permutations(range(n), k)), dtype=torch.long).reshape(-1, k)
-    rest = torch.ones(prefixes.shape[0], n, dtype=torch.bool)
-    rest.scatter_(1, prefixes, False)
-    return prefixes, rest
+@dataclass(frozen=True)
+class _PrefixTree:
+    """The ordered k-prefixes of range(n) as a tree, level by level, in itertools order.
+
+    `itertools.permutations(range(n), L)` lists each level-(L-1) node's n-L+1 children contiguously,
+    so the log-probability of every level-L prefix is its parent's plus one Plackett-Luce stage term
+    s[item] - logsumexp(s[remaining]); a reshape does the broadcast. The remaining sets are U distinct
+    subsets (2^n - 1 at most), each log-sum-exp'd once. Cost O(b * n!/(n-k)!), no [b, n!, n] tensor:
+    on CPU this is an order of magnitude faster than logcumsumexp or a dense stage-count matmul.
+    """
+
+    items: tuple[torch.Tensor, ...]  # per level L: [n!/(n-L)!] the item placed at position L
+    sets: tuple[torch.Tensor, ...]  # per level L: [n!/(n-L)!] index into set_masks: items left before it
+    set_masks: torch.Tensor  # [U, n] bool
 
 
-def permutation_index(n: int, device: torch.device | str = "cpu") -> torch.Tensor:
-    """All n! rankings of range(n) as a [n!, n] long tensor, in `itertools.permutations` order."""
-    return _prefix_index(n, n)[0].to(device)
+@lru_cache(maxsize=32)
+def _prefix_tree(n: int, k: int, device: str) -> _PrefixTree:
+    full = (1 << n) - 1
+    items, befores = [], []
+    for level in range(1, k + 1):
+        prefixes = torch.tensor(list(itertools.permutations(range(n), level)), dtype=torch.long)
+        placed = (torch.ones_like(prefixes[:, :-1]) << prefixes[:, :-1]).sum(-1)  # distinct bits: sum == or
+        items.append(prefixes[:, -1])
+        befores.append(full - placed)
+    subsets = torch.unique(torch.cat(befores))
+    set_masks = ((subsets.unsqueeze(-1) >> torch.arange(n)) & 1).bool()
+    sets = [torch.searchsorted(subsets, b) for b in befores]
+    return _PrefixTree(
+        tuple(t.to(device) for t in items), tuple(t.to(device) for t in sets), set_masks.to(device)
+    )
+
+
+@lru_cache(maxsize=16)
+def permutation_index(n: int) -> torch.Tensor:
+    """All n! rankings of range(n) as a [n!, n] long tensor (CPU, cached), in `itertools.permutations`
+    order: the ranking each column of `plackett_luce_log_probs` refers to."""
+    return torch.tensor(list(itertools.permutations(range(n))), dtype=torch.long).reshape(-1, n)
 
 
 def _suffix_logsumexp(x: torch.Tensor) -> torch.Tensor:
-    """out[..., k] = logsumexp(x[..., k:]): the Plackett-Luce stage normalisers."""
-    return torch.logcumsumexp(x.flip(-1), dim=-1).flip(-1)
+    """out[..., k] = logsumexp(x[..., k:]): the Plackett-Luce stage normalisers of given rankings. A loop
+    over the n positions (not over rankings): on CPU torch.logcumsumexp is far slower for short rows."""
+    out = [x[..., -1]]
+    for k in range(x.shape[-1] - 2, -1, -1):
+        out.append(torch.logaddexp(x[..., k], out[-1]))
+    return torch.stack(out[::-1], dim=-1)
 
 
 def ranking_log_prob(scores: torch.Tensor, rankings: torch.Tensor) -> torch.Tensor:
-    """log P(ranking) for full rankings: scores [..., n], rankings [..., R, n] (or [R, n]) -> [..., R]."""
-    if rankings.dim() == 2:
-        ordered = scores[..., rankings]  # [..., R, n]
-    else:
-        ordered = torch.gather(scores.unsqueeze(-2).expand(*rankings.shape), -1, rankings)
+    """log P(ranking) for given full rankings: scores [b, n], rankings [b, R, n] -> [b, R]."""
+    ordered = torch.gather(scores.unsqueeze(-2).expand(*rankings.shape), -1, rankings)
     return (ordered - _suffix_logsumexp(ordered)).sum(-1)
 
 
 def plackett_luce_log_probs(scores: torch.Tensor) -> torch.Tensor:
     """Log-probabilities of all n! rankings: scores [..., n] -> [..., n!] (itertools.permutations order)."""
-    return ranking_log_prob(scores, permutation_index(scores.shape[-1], scores.device))
+    return plackett_luce_prefix_log_probs(scores, scores.shape[-1])
 
 
 def plackett_luce_prefix_log_probs(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Log-probabilities of the ordered top-k prefixes: [..., n] -> [..., n!/(n-k)!], in the order of
-    `itertools.permutations(range(n), k)`. For k >= n-1 this equals `plackett_luce_log_probs`."""
+    `itertools.permutations(range(n), k)`. For k >= n-1 these are the full rankings' log-probabilities."""
     n = scores.shape[-1]
-    if k >= n - 1:
-        return plackett_luce_log_probs(scores)
-    prefixes, rest = _prefix_index(n, k)
-    prefixes, rest = prefixes.to(scores.device), rest.to(scores.device)
-    head = scores[..., prefixes]  # [..., P, k]
-    # Everything not yet placed after stage k acts as one bucket in the stage normalisers.
-    tail = torch.logsumexp(scores.unsqueeze(-2).masked_fill(~rest, float("-inf")), dim=-1, keepdim=True)
-    norms = _suffix_logsumexp(torch.cat([head, tail], dim=-1))[..., :k]
-    return (head - norms).sum(-1)
+    if n == 1:
+        return torch.zeros_like(scores)
+    k = min(k, n - 1)  # the last position is forced: its stage contributes log 1
+    tree = _prefix_tree(n, k, str(scores.device))
+    batch_shape = scores.shape[:-1]
+    scores = scores - scores.detach().mean(-1, keepdim=True)  # PL is shift-invariant; keeps fp32 terms small
+    log_norms = torch.logsumexp(scores.unsqueeze(-2).masked_fill(~tree.set_masks, float("-inf")), dim=-1)
+    # [rows, batch] layout: index_select of whole rows (and its index_add backward) is fast on CPU.
+    flat_scores = scores.reshape(-1, n).T.contiguous()
+    flat_norms = log_norms.reshape(-1, log_norms.shape[-1]).T.contiguous()
+    acc: torch.Tensor | None = None
+    for level, (item, subset) in enumerate(zip(tree.items, tree.sets, strict=True), start=1):
+        stage = flat_scores.index_select(0, item) - flat_norms.index_select(0, subset)
+        if acc is None:
+            acc = stage
+        else:
+            acc = (acc.unsqueeze(1) + stage.view(acc.shape[0], n - level + 1, -1)).reshape(stage.shape)
+    assert acc is not None
+    return acc.T.reshape(*batch_shape, acc.shape[0])
 
 
 def _num_prefixes(n: int, k: int) -> int:
@@ -116,6 +153,31 @@ def sample_rankings(scores: torch.Tensor, num: int, generator: torch.Generator |
     return torch.argsort(scores.detach().unsqueeze(-2).double() + gumbel, dim=-1, descending=True)
 
 
+class _ExactJSD(torch.autograd.Function):
+    """JSD(P, Q) per row from full log-probability rows, with the closed-form gradient
+    dJSD/dlog p_r = 0.5 p_r (log p_r - log m_r) (the mixture terms cancel). Same value as the autograd
+    formula, about half the elementwise passes over [b, n!] (the dominant cost at n = 8)."""
+
+    @staticmethod
+    def forward(ctx: Any, log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+        log_m = torch.logaddexp(log_p, log_q) - LN2
+        weighted_p = log_p.exp() * (log_p - log_m)
+        weighted_q = log_q.exp() * (log_q - log_m)
+        ctx.save_for_backward(
+            weighted_p if ctx.needs_input_grad[0] else None, weighted_q if ctx.needs_input_grad[1] else None
+        )
+        return 0.5 * (weighted_p + weighted_q).sum(-1)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        weighted_p, weighted_q = ctx.saved_tensors
+        scale = 0.5 * grad.unsqueeze(-1)
+        return (
+            None if weighted_p is None else scale * weighted_p,
+            None if weighted_q is None else scale * weighted_q,
+        )
+
+
 def divergence_terms(
     kind: str, log_p_teacher: torch.Tensor, log_p_student: torch.Tensor, log_q: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -124,17 +186,19 @@ def divergence_terms(
     With `log_q` None the R rankings are the whole (or the top-k marginal) support; otherwise they are
     samples from the proposal Q and the result is the importance-weighted mean of f(tau) / Q(tau).
     """
-    lq = 0.0 if log_q is None else log_q
+    if log_q is None:
+        if kind == "ppd":
+            return _ExactJSD.apply(log_p_teacher, log_p_student)  # type: ignore[no-any-return]
+        weight_t, weight_s = log_p_teacher.exp(), log_p_student.exp()
+    else:
+        weight_t, weight_s = torch.exp(log_p_teacher - log_q), torch.exp(log_p_student - log_q)
     if kind == "kl":
-        terms = torch.exp(log_p_teacher - lq) * (log_p_teacher - log_p_student)
+        terms = weight_t * (log_p_teacher - log_p_student)
     elif kind == "reverse_kl":
-        terms = torch.exp(log_p_student - lq) * (log_p_student - log_p_teacher)
+        terms = weight_s * (log_p_student - log_p_teacher)
     elif kind == "ppd":
         log_m = torch.logaddexp(log_p_teacher, log_p_student) - LN2
-        terms = 0.5 * (
-            torch.exp(log_p_teacher - lq) * (log_p_teacher - log_m)
-            + torch.exp(log_p_student - lq) * (log_p_student - log_m)
-        )
+        terms = 0.5 * (weight_t * (log_p_teacher - log_m) + weight_s * (log_p_student - log_m))
     else:
         raise ValueError(f"unknown divergence kind {kind!r}; expected one of 'ppd', 'kl', 'reverse_kl'")
     return terms.sum(-1) if log_q is None else terms.mean(-1)
@@ -195,18 +259,28 @@ def ranking_distributions(
         return plackett_luce_log_probs(teacher_scores), plackett_luce_log_probs(student_scores), None
     if support.decomposition == "topk":
         k = support.topk or choose_topk(n, support.max_prefixes)
-        return (plackett_luce_prefix_log_probs(teacher_scores, k),
-                plackett_luce_prefix_log_probs(student_scores, k), None)
+        return (
+            plackett_luce_prefix_log_probs(teacher_scores, k),
+            plackett_luce_prefix_log_probs(student_scores, k),
+            None,
+        )
     if support.num_samples < 2:
         raise ValueError("num_samples must be >= 2 (half from the teacher, half from the student)")
     from_teacher = support.num_samples // 2
     from_student = support.num_samples - from_teacher
-    rankings = torch.cat([sample_rankings(teacher_scores, from_teacher, generator),
-                          sample_rankings(student_scores, from_student, generator)], dim=-2)
+    rankings = torch.cat(
+        [
+            sample_rankings(teacher_scores, from_teacher, generator),
+            sample_rankings(student_scores, from_student, generator),
+        ],
+        dim=-2,
+    )
     log_p_teacher = ranking_log_prob(teacher_scores, rankings)
     log_p_student = ranking_log_prob(student_scores, rankings)
-    log_q = torch.logaddexp(log_p_teacher + math.log(from_teacher / support.num_samples),
-                            log_p_student.detach() + math.log(from_student / support.num_samples))
+    log_q = torch.logaddexp(
+        log_p_teacher + math.log(from_teacher / support.num_samples),
+        log_p_student.detach() + math.log(from_student / support.num_samples),
+    )
     return log_p_teacher, log_p_student, log_q
 
 
@@ -216,8 +290,10 @@ def _check(student_scores: torch.Tensor, teacher_scores: torch.Tensor, kind: str
     if compat and kind != "ppd":
         raise ValueError("reference_code_compat reproduces the released code's JSD; it needs kind='ppd'")
     if student_scores.shape != teacher_scores.shape or student_scores.dim() != 2:
-        raise ValueError(f"scores must both be [batch, n]; got {tuple(student_scores.shape)} and "
-                         f"{tuple(teacher_scores.shape)}")
+        raise ValueError(
+            f"scores must both be [batch, n]; got {tuple(student_scores.shape)} and "
+            f"{tuple(teacher_scores.shape)}"
+        )
 
 
 def pad_loss_and_jsd(
@@ -227,18 +303,27 @@ def pad_loss_and_jsd(
     reference_code_compat: bool = False,
     support: RankingSupport | None = None,
     generator: torch.Generator | None = None,
+    with_jsd: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean loss, per-example JSD(P_T, P_S), no gradient) from ONE enumeration or sampling pass. The JSD
-    runs over the same support as the loss: exact, top-k marginals, or the unbiased sampled estimate."""
+    runs over the same support as the loss: exact, top-k marginals, or the unbiased sampled estimate
+    (NaN when `with_jsd` is False and the loss is not the JSD itself)."""
     _check(student_scores, teacher_scores, kind, reference_code_compat)
     support = support or RankingSupport()
     teacher_scores = teacher_scores.detach()
     n = student_scores.shape[-1]
     if reference_code_compat and not support.is_exact(n):
-        raise ValueError(f"reference_code_compat enumerates all n! rankings; n={n} > exact_max_n="
-                         f"{support.exact_max_n}")
+        raise ValueError(
+            f"reference_code_compat enumerates all n! rankings; n={n} > exact_max_n={support.exact_max_n}"
+        )
     log_pt, log_ps, log_q = ranking_distributions(student_scores, teacher_scores, support, generator)
-    jsd = divergence_terms("ppd", log_pt, log_ps.detach(), log_q).detach()
+    if kind == "ppd" and not reference_code_compat:
+        per_example = divergence_terms(kind, log_pt, log_ps, log_q)
+        return per_example.mean(), per_example.detach()
+    jsd = torch.full_like(log_pt[..., 0], float("nan"))
+    if with_jsd:
+        with torch.no_grad():
+            jsd = divergence_terms("ppd", log_pt, log_ps, log_q)
     if kind == "vpd":
         loss = vpd_loss(student_scores, teacher_scores).mean()
     elif reference_code_compat:
@@ -261,4 +346,6 @@ def pad_loss(
     if kind == "vpd":
         _check(student_scores, teacher_scores, kind, reference_code_compat)
         return vpd_loss(student_scores, teacher_scores.detach()).mean()
-    return pad_loss_and_jsd(student_scores, teacher_scores, kind, reference_code_compat, support, generator)[0]
+    return pad_loss_and_jsd(
+        student_scores, teacher_scores, kind, reference_code_compat, support, generator, with_jsd=False
+    )[0]

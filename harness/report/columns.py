@@ -23,35 +23,94 @@ class Column:
     headline: bool = False  # a benchmark's main number: plotted and tested against the best baseline
     kind: str = "score"  # "score" | "count" | "seconds" | "bytes" | "flops" | "hours"
     higher_is_better: bool = True
+    aliases: tuple[str, ...] = ()  # other names the same metric is recorded under (tried in order)
 
     @property
     def is_accounting(self) -> bool:
         return self.benchmark is None
 
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        return (self.metric, *self.aliases)
+
+    @property
+    def se_names(self) -> tuple[str, ...]:
+        names = (self.se_metric,) if self.se_metric else ()
+        return names + tuple(f"{a}_stderr" for a in self.aliases)
+
 
 def _acct(metric: str, label: str, kind: str, digits: int = 0) -> Column:
-    return Column(f"accounting.{metric}", label, "Accounting", None, metric, digits=digits, kind=kind,
-                  higher_is_better=False)
+    return Column(
+        f"accounting.{metric}",
+        label,
+        "Accounting",
+        None,
+        metric,
+        digits=digits,
+        kind=kind,
+        higher_is_better=False,
+    )
 
 
 COLUMNS: tuple[Column, ...] = (
-    Column("alpaca_eval2.length_controlled_winrate", "LC (%)", "AlpacaEval 2", "alpaca_eval2",
-           "length_controlled_winrate", se_metric="lc_standard_error", headline=True),
-    Column("alpaca_eval2.win_rate", "WR (%)", "AlpacaEval 2", "alpaca_eval2", "win_rate",
-           se_metric="standard_error", headline=True),
-    Column("alpaca_eval2.avg_length", "Len", "AlpacaEval 2", "alpaca_eval2", "avg_length", digits=0,
-           kind="count"),
-    Column("arena_hard.score", "Score (%)", "Arena-Hard", "arena_hard", "score",
-           ci_metrics=("ci_low", "ci_high"), headline=True),
-    Column("arena_hard.avg_tokens", "Tokens", "Arena-Hard", "arena_hard", "avg_tokens", digits=0,
-           kind="count"),
+    Column(
+        "alpaca_eval2.length_controlled_winrate",
+        "LC (%)",
+        "AlpacaEval 2",
+        "alpaca_eval2",
+        "length_controlled_winrate",
+        se_metric="lc_standard_error",
+        headline=True,
+    ),
+    Column(
+        "alpaca_eval2.win_rate",
+        "WR (%)",
+        "AlpacaEval 2",
+        "alpaca_eval2",
+        "win_rate",
+        se_metric="standard_error",
+        headline=True,
+    ),
+    Column(
+        "alpaca_eval2.avg_length", "Len", "AlpacaEval 2", "alpaca_eval2", "avg_length", digits=0, kind="count"
+    ),
+    Column(
+        "arena_hard.score",
+        "Score (%)",
+        "Arena-Hard",
+        "arena_hard",
+        "score",
+        ci_metrics=("ci_low", "ci_high"),
+        headline=True,
+    ),
+    Column(
+        "arena_hard.avg_tokens", "Tokens", "Arena-Hard", "arena_hard", "avg_tokens", digits=0, kind="count"
+    ),
     Column("mt_bench.turn1", "Turn 1", "MT-Bench", "mt_bench", "turn1"),
     Column("mt_bench.turn2", "Turn 2", "MT-Bench", "mt_bench", "turn2"),
     Column("mt_bench.overall", "Overall", "MT-Bench", "mt_bench", "overall", headline=True),
-    Column("gsm8k.exact_match_strict", "EM strict", "GSM8K", "gsm8k", "exact_match_strict",
-           se_metric="exact_match_strict_stderr", headline=True),
-    Column("gsm8k.exact_match_flexible", "EM flex", "GSM8K", "gsm8k", "exact_match_flexible",
-           se_metric="exact_match_flexible_stderr"),
+    # The GSM8K plugin names metrics after lm-eval's filters (strict_match, flexible_extract); the
+    # aliases keep both spellings working. Flexible is the headline because the plugin's per-item scores
+    # (used by the paired bootstrap) are flexible-extract matches.
+    Column(
+        "gsm8k.exact_match_strict",
+        "EM strict",
+        "GSM8K",
+        "gsm8k",
+        "exact_match_strict",
+        se_metric="exact_match_strict_stderr",
+        aliases=("strict_match",),
+    ),
+    Column(
+        "gsm8k.exact_match_flexible",
+        "EM flex",
+        "GSM8K",
+        "gsm8k",
+        "exact_match_flexible",
+        se_metric="exact_match_flexible_stderr",
+        aliases=("flexible_extract",),
+        headline=True,
+    ),
     _acct("student_forward_tokens", "Student fwd tok", "count"),
     _acct("student_backward_tokens", "Student bwd tok", "count"),
     _acct("teacher_forward_tokens", "Teacher fwd tok", "count"),
@@ -66,8 +125,12 @@ COLUMNS: tuple[Column, ...] = (
 KNOWN_BENCHMARKS = {c.benchmark for c in COLUMNS if c.benchmark}
 # Benchmark-level metrics that are interval bounds, counts or errors of another column, not columns.
 _AUXILIARY_SUFFIXES = ("_stderr", "_standard_error", "standard_error", "ci_low", "ci_high", "_se")
-GROUP_TITLES = {"alpaca_eval2": "AlpacaEval 2", "arena_hard": "Arena-Hard", "mt_bench": "MT-Bench",
-                "gsm8k": "GSM8K"}
+GROUP_TITLES = {
+    "alpaca_eval2": "AlpacaEval 2",
+    "arena_hard": "Arena-Hard",
+    "mt_bench": "MT-Bench",
+    "gsm8k": "GSM8K",
+}
 
 
 def extra_columns(benchmark: str, metrics: dict[str, object]) -> list[Column]:
@@ -78,8 +141,17 @@ def extra_columns(benchmark: str, metrics: dict[str, object]) -> list[Column]:
         if metric.endswith(_AUXILIARY_SUFFIXES) or metric.startswith("n_"):
             continue
         se = next((m for m in (f"{metric}_stderr", f"{metric}_standard_error") if m in metrics), None)
-        cols.append(Column(f"{benchmark}.{metric}", metric, GROUP_TITLES.get(benchmark, benchmark),
-                           benchmark, metric, se_metric=se, headline=not cols))
+        cols.append(
+            Column(
+                f"{benchmark}.{metric}",
+                metric,
+                GROUP_TITLES.get(benchmark, benchmark),
+                benchmark,
+                metric,
+                se_metric=se,
+                headline=not cols,
+            )
+        )
     return cols
 
 

@@ -76,14 +76,19 @@ def _is_number(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
 
 
-def _value(row: RowResult, col: Column, metric: str | None = None) -> float | None:
-    metric = metric or col.metric
+def _value(row: RowResult, col: Column, names: Sequence[str] | None = None) -> float | None:
+    """The first of `names` (default: the column's metric and its aliases) the run recorded as a number."""
+    source: dict[str, Any]
     if col.benchmark is None:
-        v = row.accounting.get(metric)
+        source = row.accounting
     else:
         bench = row.benchmarks.get(col.benchmark)
-        v = bench.metrics.get(metric) if bench else None
-    return float(v) if _is_number(v) else None
+        source = dict(bench.metrics) if bench else {}
+    for name in names or col.metric_names:
+        v = source.get(name)
+        if isinstance(v, (int, float)) and _is_number(v):
+            return float(v)
+    return None
 
 
 def _columns_for(results: RunResults) -> list[Column]:
@@ -121,13 +126,14 @@ def _cell(runs: list[RowResult], col: Column) -> Cell | None:
     interval = mean_ci(values)
     if interval is None:
         return None
-    cell = Cell(mean=interval.mean, values=values, seed_low=interval.low, seed_high=interval.high,
-                seed_sd=interval.sd)
-    if col.se_metric:
-        cell.run_se = pooled_run_se([_value(r, col, col.se_metric) for r, v in pairs if v is not None])
+    cell = Cell(
+        mean=interval.mean, values=values, seed_low=interval.low, seed_high=interval.high, seed_sd=interval.sd
+    )
+    if col.se_names:
+        cell.run_se = pooled_run_se([_value(r, col, col.se_names) for r, v in pairs if v is not None])
     if col.ci_metrics:
-        lows = [_value(r, col, col.ci_metrics[0]) for r, v in pairs if v is not None]
-        highs = [_value(r, col, col.ci_metrics[1]) for r, v in pairs if v is not None]
+        lows = [_value(r, col, (col.ci_metrics[0],)) for r, v in pairs if v is not None]
+        highs = [_value(r, col, (col.ci_metrics[1],)) for r, v in pairs if v is not None]
         if all(x is not None for x in lows + highs):
             cell.run_ci_low = sum(x for x in lows if x is not None) / len(lows)
             cell.run_ci_high = sum(x for x in highs if x is not None) / len(highs)
@@ -146,7 +152,9 @@ def item_scores(runs: Sequence[RowResult], benchmark: str) -> dict[str, float]:
         b = r.benchmarks.get(benchmark)
         if b is None or not b.per_item:
             continue
-        per_seed.append({_item_key(it): float(it["score"]) for it in b.per_item if _is_number(it.get("score"))})
+        per_seed.append(
+            {_item_key(it): float(it["score"]) for it in b.per_item if _is_number(it.get("score"))}
+        )
     if not per_seed:
         return {}
     shared = set.intersection(*(set(s) for s in per_seed))
@@ -160,8 +168,14 @@ def _primary_column(columns: list[Column], benchmark: str, rows: list[LeaderRow]
     return None
 
 
-def _comparisons(groups: list[tuple[str, list[RowResult]]], rows: list[LeaderRow], columns: list[Column],
-                 proposed: Sequence[str], n_boot: int, seed: int) -> list[dict[str, Any]]:
+def _comparisons(
+    groups: list[tuple[str, list[RowResult]]],
+    rows: list[LeaderRow],
+    columns: list[Column],
+    proposed: Sequence[str],
+    n_boot: int,
+    seed: int,
+) -> list[dict[str, Any]]:
     """Each method vs the best baseline (by the benchmark's headline mean), paired over items.
 
     Baselines are the method rows whose method is not in `proposed`; a baseline is compared with the
@@ -177,27 +191,40 @@ def _comparisons(groups: list[tuple[str, list[RowResult]]], rows: list[LeaderRow
             continue
         sign = 1.0 if col.higher_is_better else -1.0
         for row in method_rows:
-            baselines = [b for b in method_rows if b.method not in proposed and b.row != row.row
-                         and col.key in b.cells]
+            baselines = [
+                b for b in method_rows if b.method not in proposed and b.row != row.row and col.key in b.cells
+            ]
             if not baselines or col.key not in row.cells:
                 continue
             best = max(baselines, key=lambda b: sign * b.cells[col.key].mean)
             mine, theirs = item_scores(by_name[row.row], bench), item_scores(by_name[best.row], bench)
             shared = sorted(set(mine) & set(theirs))
-            entry: dict[str, Any] = {"row": row.row, "benchmark": bench, "metric": col.key,
-                                     "baseline": best.row, "n_items": len(shared)}
+            entry: dict[str, Any] = {
+                "row": row.row,
+                "benchmark": bench,
+                "metric": col.key,
+                "baseline": best.row,
+                "n_items": len(shared),
+            }
             if shared:
                 res = paired_bootstrap([mine[k] for k in shared], [theirs[k] for k in shared], n_boot, seed)
-                entry.update(diff=res.diff, ci_low=res.ci_low, ci_high=res.ci_high, p_value=res.p_value,
-                             n_boot=res.n_boot, seed=res.seed)
+                entry.update(
+                    diff=res.diff,
+                    ci_low=res.ci_low,
+                    ci_high=res.ci_high,
+                    p_value=res.p_value,
+                    n_boot=res.n_boot,
+                    seed=res.seed,
+                )
             else:
                 entry.update(diff=None, p_value=None, note="no per-item scores shared by both rows")
             out.append(entry)
     return out
 
 
-def _noise(groups: list[tuple[str, list[RowResult]]], rows: list[LeaderRow], columns: list[Column],
-           seed: int) -> list[dict[str, Any]]:
+def _noise(
+    groups: list[tuple[str, list[RowResult]]], rows: list[LeaderRow], columns: list[Column], seed: int
+) -> list[dict[str, Any]]:
     by_name = dict(groups)
     out = []
     for row in rows:
@@ -208,17 +235,30 @@ def _noise(groups: list[tuple[str, list[RowResult]]], rows: list[LeaderRow], col
             runs = by_name[row.row]
             # Within-run noise from the items themselves where they are recorded (bootstrap SE of the
             # mean item score, in item units), else the benchmark's own reported standard error.
-            item_ses = [item_bootstrap_se([float(it["score"]) for it in r.benchmarks[col.benchmark].per_item
-                                           if _is_number(it.get("score"))], seed=seed)
-                        for r in runs if col.benchmark in r.benchmarks and r.benchmarks[col.benchmark].per_item]
-            out.append({
-                "row": row.row, "column": col.key, "n_seeds": len(cell.values),
-                "seed_sd": cell.seed_sd,
-                "seed_ci_half_width": None if cell.seed_high is None else cell.seed_high - cell.mean,
-                "run_se_reported": cell.run_se,
-                "item_bootstrap_se": pooled_run_se(item_ses),
-                "item_bootstrap_units": "per-item score (the benchmark's per_item 'score')",
-            })
+            item_ses = [
+                item_bootstrap_se(
+                    [
+                        float(it["score"])
+                        for it in r.benchmarks[col.benchmark].per_item
+                        if _is_number(it.get("score"))
+                    ],
+                    seed=seed,
+                )
+                for r in runs
+                if col.benchmark in r.benchmarks and r.benchmarks[col.benchmark].per_item
+            ]
+            out.append(
+                {
+                    "row": row.row,
+                    "column": col.key,
+                    "n_seeds": len(cell.values),
+                    "seed_sd": cell.seed_sd,
+                    "seed_ci_half_width": None if cell.seed_high is None else cell.seed_high - cell.mean,
+                    "run_se_reported": cell.run_se,
+                    "item_bootstrap_se": pooled_run_se(item_ses),
+                    "item_bootstrap_units": "per-item score (the benchmark's per_item 'score')",
+                }
+            )
     return out
 
 
@@ -240,7 +280,9 @@ def _sources(results: RunResults) -> dict[str, dict[str, Any]]:
 
 def _add_benchmark(add: Any, bucket: dict[str, Any], b: BenchmarkResult) -> None:
     add(bucket, "data_source", b.source)
-    judge = {k: v for k, v in b.judge.items() if k not in ("calls", "input_tokens", "output_tokens", "cost_usd")}
+    # Identity only: usage and cost differ per row and would split one judge into many entries.
+    usage_keys = ("calls", "input_tokens", "output_tokens", "cost_usd", "usage")
+    judge = {k: v for k, v in b.judge.items() if k not in usage_keys}
     add(bucket, "judge", judge)
     add(bucket, "decoding", b.decoding)
     add(bucket, "subset", b.subset)
@@ -252,32 +294,48 @@ def _train_curves(groups: list[tuple[str, list[RowResult]]]) -> dict[str, list[d
     curves: dict[str, list[dict[str, Any]]] = {}
     for name, runs in groups:
         for r in runs:
-            points = [(float(e.get("step", i)), float(e["pad_agreement"])) for i, e in enumerate(r.train_log)
-                      if _is_number(e.get("pad_agreement"))]
+            points = [
+                (float(e.get("step", i)), float(e["pad_agreement"]))
+                for i, e in enumerate(r.train_log)
+                if _is_number(e.get("pad_agreement"))
+            ]
             if points:
-                curves.setdefault(name, []).append({"seed": r.seed, "steps": [p[0] for p in points],
-                                                    "values": [p[1] for p in points]})
+                curves.setdefault(name, []).append(
+                    {"seed": r.seed, "steps": [p[0] for p in points], "values": [p[1] for p in points]}
+                )
     return curves
 
 
-def build_leaderboard(results: RunResults, proposed: Sequence[str] = DEFAULT_PROPOSED,
-                      n_boot: int = 10_000, seed: int = 0) -> Leaderboard:
+def build_leaderboard(
+    results: RunResults, proposed: Sequence[str] = DEFAULT_PROPOSED, n_boot: int = 10_000, seed: int = 0
+) -> Leaderboard:
     columns = _columns_for(results)
     groups = _group_rows(results)
     rows: list[LeaderRow] = []
     for name, runs in groups:
-        lrow = LeaderRow(row=name, kind=runs[0].kind, method=runs[0].method,
-                         models=sorted({r.model for r in runs}), seeds=[r.seed for r in runs])
+        lrow = LeaderRow(
+            row=name,
+            kind=runs[0].kind,
+            method=runs[0].method,
+            models=sorted({r.model for r in runs}),
+            seeds=[r.seed for r in runs],
+        )
         for col in columns:
             cell = _cell(runs, col)
             if cell is not None:
                 lrow.cells[col.key] = cell
         rows.append(lrow)
     return Leaderboard(
-        experiment_name=results.experiment_name, experiment_hash=results.experiment_hash,
-        setting=results.setting or results.experiment.get("setting", ""), columns=columns, rows=rows,
+        experiment_name=results.experiment_name,
+        experiment_hash=results.experiment_hash,
+        setting=results.setting or results.experiment.get("setting", ""),
+        columns=columns,
+        rows=rows,
         comparisons=_comparisons(groups, rows, columns, proposed, n_boot, seed),
-        noise=_noise(groups, rows, columns, seed), sources=_sources(results),
-        train_curves=_train_curves(groups), provenance=results.provenance, experiment=results.experiment,
+        noise=_noise(groups, rows, columns, seed),
+        sources=_sources(results),
+        train_curves=_train_curves(groups),
+        provenance=results.provenance,
+        experiment=results.experiment,
         proposed=list(proposed),
     )

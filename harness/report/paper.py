@@ -23,7 +23,10 @@ import yaml
 from harness.errors import ConfigError
 
 # Where references live: the checkout's leaderboards/paper (cwd first, so a user's copy wins).
-DEFAULT_PAPER_DIRS = (Path("leaderboards/paper"), Path(__file__).resolve().parents[2] / "leaderboards" / "paper")
+DEFAULT_PAPER_DIRS = (
+    Path("leaderboards/paper"),
+    Path(__file__).resolve().parents[2] / "leaderboards" / "paper",
+)
 
 
 @dataclass(frozen=True)
@@ -45,8 +48,14 @@ class PaperReference:
         return seen
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": str(self.path), "title": self.title, "experiments": list(self.experiments),
-                "setting": self.setting, "sources": self.sources, "rows": self.rows}
+        return {
+            "path": str(self.path),
+            "title": self.title,
+            "experiments": list(self.experiments),
+            "setting": self.setting,
+            "sources": self.sources,
+            "rows": self.rows,
+        }
 
 
 def load_reference(path: Path) -> PaperReference:
@@ -63,14 +72,21 @@ def load_reference(path: Path) -> PaperReference:
             if not isinstance(entry, dict) or "value" not in entry or "source" not in entry:
                 raise ConfigError(f"{path}: rows.{row}.{key} needs both `value` and `source`")
             if entry["source"] not in sources:
-                raise ConfigError(f"{path}: rows.{row}.{key}: unknown source {entry['source']!r}; "
-                                  f"declare it under `sources` (known: {sorted(sources)})")
+                raise ConfigError(
+                    f"{path}: rows.{row}.{key}: unknown source {entry['source']!r}; "
+                    f"declare it under `sources` (known: {sorted(sources)})"
+                )
             if not isinstance(entry["value"], (int, float)):
                 raise ConfigError(f"{path}: rows.{row}.{key}: value must be a number, got {entry['value']!r}")
             rows.setdefault(str(row), {})[str(key)] = dict(entry)
-    return PaperReference(path=Path(path), title=str(data.get("title", "")),
-                          experiments=tuple(str(e) for e in data.get("experiments") or ()),
-                          setting=str(data.get("setting", "")), sources=dict(sources), rows=rows)
+    return PaperReference(
+        path=Path(path),
+        title=str(data.get("title", "")),
+        experiments=tuple(str(e) for e in data.get("experiments") or ()),
+        setting=str(data.get("setting", "")),
+        sources=dict(sources),
+        rows=rows,
+    )
 
 
 def find_reference(experiment_name: str, paper_dirs: Iterable[Path] | None = None) -> PaperReference | None:

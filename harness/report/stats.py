@@ -23,9 +23,36 @@ import numpy as np
 # scipy because scipy is not a dependency of the package; beyond 30 the Cornish-Fisher expansion below
 # is accurate to ~1e-4, far below anything a leaderboard prints.
 _T975 = (
-    12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
-    2.2010, 2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860,
-    2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423,
+    12.7062,
+    4.3027,
+    3.1824,
+    2.7764,
+    2.5706,
+    2.4469,
+    2.3646,
+    2.3060,
+    2.2622,
+    2.2281,
+    2.2010,
+    2.1788,
+    2.1604,
+    2.1448,
+    2.1314,
+    2.1199,
+    2.1098,
+    2.1009,
+    2.0930,
+    2.0860,
+    2.0796,
+    2.0739,
+    2.0687,
+    2.0639,
+    2.0595,
+    2.0555,
+    2.0518,
+    2.0484,
+    2.0452,
+    2.0423,
 )
 _Z975 = 1.959963984540054
 
@@ -86,8 +113,9 @@ class PairedBootstrap:
     seed: int
 
 
-def paired_bootstrap(method_scores: Sequence[float], baseline_scores: Sequence[float],
-                     n_boot: int = 10_000, seed: int = 0) -> PairedBootstrap:
+def paired_bootstrap(
+    method_scores: Sequence[float], baseline_scores: Sequence[float], n_boot: int = 10_000, seed: int = 0
+) -> PairedBootstrap:
     """Paired bootstrap over items of the difference in mean score.
 
     Items are resampled with replacement, the same indices for both systems (that is the pairing: a

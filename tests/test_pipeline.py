@@ -1,0 +1,158 @@
+"""The cached pipeline end to end on tiny models: caching, resume, selective re-training, clear errors."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from harness.config import load_experiment, parse_experiment
+from harness.errors import HarnessError
+from harness.pipeline import Pipeline, run_experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SMALL = {
+    "name": "pipe",
+    "teacher": {"model": "tiny:llama", "seed": 1, "system_prompt": "Be brief."},
+    "student": {"model": "tiny:llama", "seed": 0},
+    "prompts": {"source": "sharegpt", "count": 6, "max_prompt_chars": 100},
+    "sampling": {"candidates": 3, "n": 3, "max_new_tokens": 8},
+    "signals": {"topk": 4},
+    "methods": [{"name": "pad", "params": {"mcq_filter": False}}, {"name": "sft"}, {"name": "dpo"}],
+    "budget": {"epochs": 2, "effective_batch": 2, "micro_batch": 1, "max_length": 64, "max_prompt_length": 48,
+               "learning_rate": 1e-3, "warmup_ratio": 0.0, "checkpoint_every": 1},
+    "benchmarks": [{"name": "alpaca_eval2", "subset": 2, "max_new_tokens": 6}],
+    "judge": {"backend": "local", "model": "tiny:llama"},
+}
+
+
+def experiment(**overrides):
+    data = {**SMALL, **overrides}
+    return parse_experiment(data, "test")
+
+
+def trained_weights(pipe: Pipeline) -> dict[str, dict[str, torch.Tensor]]:
+    return {row.train.label: load_file(str(row.train.path / "model.safetensors"))
+            for row in pipe.rows() if row.train is not None}
+
+
+def test_second_run_recomputes_nothing(tmp_path, monkeypatch):
+    exp = experiment()
+    first = Pipeline(exp, tmp_path, progress=False)
+    first.run()
+    assert all(step.done for step in first.plan())
+    for name in ("leaderboard.json", "leaderboard.csv", "LEADERBOARD.md", "report.html", "results.json"):
+        assert (tmp_path / name).is_file(), name
+
+    import harness.models.sources as sources
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a cached rerun must not load any model")
+
+    monkeypatch.setattr(sources, "load_model", no_loading)
+    started = time.time()
+    second = Pipeline(exp, tmp_path, progress=False)
+    second.run()
+    assert time.time() - started < 30
+    assert "to run" not in second.describe_plan()
+
+
+def test_changing_one_method_retrains_only_that_method(tmp_path):
+    Pipeline(experiment(), tmp_path, progress=False).run()
+    changed = experiment(methods=[{"name": "pad", "params": {"mcq_filter": False, "beta": 5.0}},
+                                  {"name": "sft"}, {"name": "dpo"}])
+    plan = {(s.stage, s.label): s.done for s in Pipeline(changed, tmp_path, progress=False).plan()}
+    to_run = sorted(k for k, done in plan.items() if not done)
+    assert ("train", "pad-seed0") in to_run
+    assert all(label.startswith("pad") for _, label in to_run), to_run
+    assert plan[("train", "sft-seed0")] and plan[("train", "dpo-seed0")] and plan[("samples", "samples")]
+
+
+def test_interrupted_training_resumes_to_the_same_artifacts(tmp_path, monkeypatch):
+    exp = experiment()
+    reference = Pipeline(exp, tmp_path / "reference", progress=False)
+    reference.run()
+
+    import harness.training.trainer as trainer
+
+    real_train = trainer.train
+    calls = {"n": 0}
+
+    def killed_after_one_step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second method is killed mid-training
+            real_train(*args, **{**kwargs, "stop_after_steps": 1})
+            raise KeyboardInterrupt
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train", killed_after_one_step)
+    interrupted = Pipeline(exp, tmp_path / "run", progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.run()
+    monkeypatch.setattr(trainer, "train", real_train)
+    finished_before = {s.artifact.path: s.artifact.manifest()["finished_at"]
+                       for s in interrupted.plan() if s.done}
+    assert len(finished_before) >= 4  # prompts, samples, signals, trainset, first method
+
+    resumed = Pipeline(exp, tmp_path / "run", progress=False)
+    resumed.run()
+    for path, finished_at in finished_before.items():  # finished stages were not redone
+        assert (path / "manifest.json").is_file()
+        assert resumed.store.artifact  # noqa: B018 - store is reused
+        import json
+
+        assert json.loads((path / "manifest.json").read_text())["finished_at"] == finished_at
+    ref_w, got_w = trained_weights(reference), trained_weights(resumed)
+    assert ref_w.keys() == got_w.keys()
+    for label in ref_w:
+        for name, tensor in ref_w[label].items():
+            torch.testing.assert_close(got_w[label][name], tensor, atol=1e-6, rtol=0, msg=f"{label}:{name}")
+
+
+def test_dry_run_plan_loads_nothing(tmp_path, monkeypatch):
+    import harness.models.sources as sources
+
+    monkeypatch.setattr(sources, "load_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
+    text = Pipeline(experiment(), tmp_path, progress=False).describe_plan()
+    assert "to run" in text and "train" in text and "pad-seed0" in text
+
+
+def test_missing_model_offline_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    exp = experiment(student={"model": "no-such-org/no-such-model"})
+    with pytest.raises(HarnessError, match="no-such-org/no-such-model"):
+        Pipeline(exp, tmp_path, progress=False).run()
+
+
+def test_cli_run_validate_and_errors(tmp_path, capsys):
+    from harness.cli import main
+
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({**SMALL, "output_dir": str(tmp_path / "out")}))
+    assert main(["validate", str(path)]) == 0
+    assert "ok" in capsys.readouterr().out
+    assert main(["run", str(path), "--dry-run"]) == 0
+    assert "to run" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**SMALL, "methods": [{"name": "nope"}]}))
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown method 'nope'" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_tiny_preset_runs_every_method_and_benchmark(tmp_path):
+    exp = load_experiment(ROOT / "leaderboards" / "tiny.yaml")
+    results = run_experiment(exp, tmp_path, progress=False)
+    rows = {r.row for r in results.rows}
+    assert {m.row_name for m in exp.methods} <= rows and "teacher" in rows
+    for row in results.rows:
+        assert set(row.benchmarks) == {b.name for b in exp.benchmarks}
+    board = (tmp_path / "LEADERBOARD.md").read_text()
+    for method in exp.methods:
+        assert method.row_name in board

@@ -1,0 +1,109 @@
+"""The HTML report renders in a real browser: headless Chromium (Debian's `chromium` package).
+
+Checks the rendered DOM (tables and SVG plots present after parsing) and that the screenshot is not
+blank (decoded with the standard library: zlib + PNG scanline filters, no Pillow needed).
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+import zlib
+from pathlib import Path
+
+import pytest
+
+from harness.report import write_reports
+from harness.report.sample import sample_results
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)"
+)
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess[str]:
+    assert CHROMIUM is not None
+    return subprocess.run(
+        [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def _paeth(a: int, b: int, c: int) -> int:
+    p = a + b - c
+    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+    return a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+
+
+def decode_png_rows(data: bytes, max_rows: int) -> tuple[int, int, list[bytes], int]:
+    """(width, height, the first `max_rows` unfiltered scanlines, bytes per pixel) of an 8-bit RGB(A) PNG."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    pos, idat, width, height, bpp = 8, b"", 0, 0, 0
+    while pos < len(data):
+        length, ctype = struct.unpack(">I4s", data[pos : pos + 8])
+        chunk = data[pos + 8 : pos + 8 + length]
+        if ctype == b"IHDR":
+            width, height, depth, colour = struct.unpack(">IIBB", chunk[:10])
+            assert depth == 8 and colour in (2, 6), f"unexpected PNG format depth={depth} colour={colour}"
+            bpp = 3 if colour == 2 else 4
+        elif ctype == b"IDAT":
+            idat += chunk
+        pos += 12 + length
+    raw = zlib.decompress(idat)
+    stride = width * bpp
+    rows: list[bytes] = []
+    prev = bytearray(stride)
+    for y in range(min(height, max_rows)):
+        ftype, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
+        for i in range(stride):
+            a = line[i - bpp] if i >= bpp else 0
+            b, c = prev[i], prev[i - bpp] if i >= bpp else 0
+            pred = (0, a, b, (a + b) // 2, _paeth(a, b, c))[ftype] if ftype else 0
+            line[i] = (line[i] + pred) & 0xFF
+        rows.append(bytes(line))
+        prev = line
+    return width, height, rows, bpp
+
+
+def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
+    results = sample_results(methods=("pad", "dpo", "simpo"), seeds=(0, 1, 2))
+    html = write_reports(results, tmp_path / "report", paper_dirs=[], n_boot=200)["html"]
+    url = html.resolve().as_uri()
+
+    dom = _chromium(["--dump-dom", url], tmp_path / "profile-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    for row in ("teacher", "student (untrained)", "pad", "dpo", "simpo"):
+        assert f'data-row="{row}"' in dom.stdout, f"row {row!r} missing from the rendered table"
+    assert dom.stdout.count("<svg") >= 7  # 5 headline bar charts + budget scatter + PAD agreement
+    assert dom.stdout.count('class="bar"') >= 5 * 5 and 'class="series"' in dom.stdout
+    assert 'id="provenance"' in dom.stdout
+
+    png = tmp_path / "shot.png"
+    shot = _chromium([f"--screenshot={png}", "--window-size=1400,2000", url], tmp_path / "profile-shot")
+    assert shot.returncode == 0 and png.is_file(), shot.stderr[-2000:]
+    # The top 1000 px hold the title, the score table and the first plots.
+    width, height, rows, bpp = decode_png_rows(png.read_bytes(), max_rows=1000)
+    assert (width, height) == (1400, 2000)
+    colours = {row[i : i + 3] for row in rows[::2] for i in range(0, len(row), bpp * 2)}
+    non_white = sum(
+        1 for row in rows[::4] for i in range(0, len(row), bpp * 4) if row[i : i + 3] != b"\xff\xff\xff"
+    )
+    assert len(colours) > 40, f"only {len(colours)} distinct colours: the page looks blank"
+    assert non_white > 0.03 * (width // 4) * (len(rows) // 4)
+    # the first method's bar colour (#1f77b4 at 80% opacity over white) is on screen: the plots rendered
+    assert any(abs(c[0] - 76) < 6 and abs(c[1] - 146) < 6 and abs(c[2] - 195) < 6 for c in colours)
