@@ -130,6 +130,9 @@ class BenchmarkSpec(Frozen):
     subset: int | None = Field(None, ge=1)  # first N items (in the data's own order); None = all
     max_new_tokens: int = Field(256, ge=1)
     params: dict[str, Any] = Field(default_factory=dict)
+    # When its data cannot be found (e.g. offline), an optional benchmark is skipped and the report says
+    # why, instead of failing the run. Off by default: a missing benchmark is normally an error.
+    optional: bool = False
 
 
 class JudgeSpec(Frozen):

@@ -69,6 +69,7 @@ class Pipeline:
             spec.row_name: METHODS.get(spec.name)(spec.params) for spec in experiment.methods
         }
         self._models: dict[str, Any] = {}
+        self._unavailable: dict[str, str] | None = None
         self.teacher_key = model_key(experiment.teacher)
         self.student_key = model_key(experiment.student)
         self.timings: dict[str, float] = {}
@@ -158,6 +159,26 @@ class Pipeline:
         return self._art("judgements", answers.label, {"answers": answers.key,
                                                        "judge": judge_identity_for_key(self.exp)})
 
+    def unavailable_benchmarks(self) -> dict[str, str]:
+        """Optional benchmarks whose data cannot be found here, with the reason (checked once)."""
+        if self._unavailable is None:
+            from harness.errors import DataSourceError
+            from harness.stages.evaluation import build_benchmark
+
+            self._unavailable = {}
+            for b, spec in enumerate(self.exp.benchmarks):
+                if not spec.optional:
+                    continue
+                try:
+                    build_benchmark(self, b).load()
+                except DataSourceError as exc:
+                    self._unavailable[spec.name] = str(exc)
+        return self._unavailable
+
+    def benchmark_indices(self) -> list[int]:
+        skipped = self.unavailable_benchmarks()
+        return [b for b, spec in enumerate(self.exp.benchmarks) if spec.name not in skipped]
+
     # ---------------------------------------------------------------- the plan
     def plan(self) -> list[Step]:
         from harness.stages import evaluation, signals_stage, training
@@ -181,7 +202,7 @@ class Pipeline:
                 steps.append(Step("train", row.train.label, row.train,
                                   lambda out, row=row: training.run_training(self, row, out)))
         for row in rows:
-            for b in range(len(exp.benchmarks)):
+            for b in self.benchmark_indices():
                 steps.append(Step("answers", self.answers_artifact(row, b).label, self.answers_artifact(row, b),
                                   lambda out, row=row, b=b: evaluation.run_answers(self, row, b, out)))
                 steps.append(Step("judgements", self.judgements_artifact(row, b).label,
@@ -194,6 +215,8 @@ class Pipeline:
         for step in self.plan():
             status = "cached" if step.done else "to run"
             lines.append(f"  {status:7s}  {step.stage:10s}  {step.label}  [{step.artifact.key}]")
+        for name, reason in self.unavailable_benchmarks().items():
+            lines.append(f"  skipped  {name}: {reason}")
         return "\n".join(lines)
 
     # ---------------------------------------------------------------- running

@@ -200,18 +200,14 @@ def mcq_preference(
     """[P][n][n] P(i beats j) judged by the teacher, both orders averaged; pref + pref.T == 1."""
     scorer = Scorer(teacher, batch_size=batch_size)
     options = mcq_option_ids(teacher)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(groups), desc=progress, unit="prompt")
+    asks = [mcq_prompts(teacher, group, template) for group in groups]
+    # The n(n-1) prompts of a group share the judge's context and the question: encoded once per group.
+    logps = scorer.shared_next_token_logprobs([[p for _, _, p in a] for a in asks], options, progress)
     values = []
-    for group in groups:
+    for group, group_asks, logp in zip(groups, asks, logps, strict=True):
         n = len(_field(group, "responses"))
-        asks = mcq_prompts(teacher, group, template)
-        logp = scorer.next_token_logprobs([p for _, _, p in asks], options) if asks else torch.zeros((0, 2))
         p_first = torch.softmax(logp.double(), dim=-1)[:, 0].tolist()  # P(option A), renormalised over A/B
-        shown_first = {(i, j): p for (i, j, _), p in zip(asks, p_first, strict=True)}
+        shown_first = {(i, j): p for (i, j, _), p in zip(group_asks, p_first, strict=True)}
         pref = [[0.5] * n for _ in range(n)]
         for i in range(n):
             for j in range(i + 1, n):
@@ -219,10 +215,6 @@ def mcq_preference(
                 p_ij = 0.5 * (shown_first[(i, j)] + (1.0 - shown_first[(j, i)]))
                 pref[i][j], pref[j][i] = p_ij, 1.0 - p_ij
         values.append(pref)
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
     return SignalResult(values, forward_tokens=scorer.forward_tokens)
 
 

@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 import torch
+from conftest import make_tiny
 
 from harness.models.base import GenerationRequest, SamplingParams
 from harness.models.hf_generator import HFGenerator, choose_tokens
-from conftest import make_tiny
 
 HOT = SamplingParams(temperature=1.0, top_p=0.95, max_new_tokens=12)
 
@@ -158,7 +158,7 @@ def _fake_vllm(model_for_logprobs, eot):
                     for t in range(1, len(ids)):
                         row = logp[t - 1]
                         top = row.topk(max(sp.prompt_logprobs, 1))
-                        entry = {int(i): _Logprob(float(v), r + 1) for r, (v, i) in enumerate(zip(top.values, top.indices))}
+                        entry = {int(i): _Logprob(float(v), r + 1) for r, (v, i) in enumerate(zip(top.values, top.indices, strict=True))}
                         rank = int((row > row[ids[t]]).sum()) + 1
                         entry.setdefault(ids[t], _Logprob(float(row[ids[t]]), rank))  # actual token always present
                         plp.append(entry)

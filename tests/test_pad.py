@@ -269,6 +269,11 @@ def test_topk_stages_are_the_prefix_marginals(kind: str) -> None:
     assert pad_loss(t64(s), t64(t), kind, support=support).item() <= pad_loss(t64(s), t64(t), kind).item()
 
 
+def test_enumeration_is_refused_when_too_large() -> None:
+    with pytest.raises(ValueError, match="decomposition"):
+        pad_loss(torch.randn(1, 16), torch.randn(1, 16), support=RankingSupport(exact_max_n=16))
+
+
 def test_choose_topk() -> None:
     assert choose_topk(16, 4096) == 3  # 16*15*14 = 3360
     assert choose_topk(5, 4096) == 4  # exact
@@ -361,6 +366,8 @@ def test_teacher_scores_formula() -> None:
         [2 * (0.25 * a + 0.75 * math.log(w)) for a, w in zip([-1.0, -2.0, -3.0], wins, strict=True)]
     )
     assert teacher_scores(g, 1.0, 1.0) == pytest.approx([-1.0, -2.0, -3.0])
+    never = group("never", ["x", "y"], [[0.5, 0.0], [1.0, 0.5]])  # m = (0, 1): log 0 is floored, not -inf
+    assert teacher_scores(never, 10.0, 0.0) == pytest.approx([10 * math.log(1e-6), 0.0])
 
 
 def manual_mean_logprob(model: torch.nn.Module, prompt: list[int], response: list[int]) -> float:
@@ -425,3 +432,25 @@ def test_collate_rejects_mixed_response_counts(tiny_student: LoadedModel) -> Non
     ctx = TrainContext(formatter=tiny_student.formatter, max_length=64, max_prompt_length=32)
     with pytest.raises(ValueError, match="same number of responses"):
         method.collate(examples, ctx)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"kind": "vpd"},
+        {"alpha": 0.5, "kind": "kl"},
+        {"kind": "reverse_kl", "mcq_filter": False},
+        {"reference_code_compat": True},
+        {"exact_max_n": 2, "decomposition": "sampled", "num_samples": 32},
+        {"exact_max_n": 2, "topk": 1},
+    ],
+)
+def test_method_variants_train(tiny_student: LoadedModel, params: dict[str, object]) -> None:
+    method = PADMethod(params)
+    ctx = TrainContext(formatter=tiny_student.formatter, max_length=64, max_prompt_length=32)
+    batch = method.collate(method.build_examples(method.filter_groups(two_groups()), random.Random(0)), ctx)
+    out = method.loss(tiny_student.model, batch, ctx)
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and 0.0 <= out.metrics["pad_agreement"] <= 1.0
+    assert all(torch.isfinite(p.grad).all() for p in tiny_student.model.parameters() if p.grad is not None)
+    assert set(out.metrics) >= {"loss", "pad_jsd", "pad_agreement"}

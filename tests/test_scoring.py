@@ -101,6 +101,20 @@ def test_next_token_logprobs_matches_single():
         assert torch.allclose(row, ref, atol=1e-5)
 
 
+def test_shared_prefix_next_token_logprobs_match_plain():
+    loaded = make_tiny("llama", seed=3)
+    fmt = loaded.formatter
+    sets = [[fmt.prompt_ids([{"role": "user", "content": f"Judge: {a} vs {b}"}]) for a, b in pairs]
+            for pairs in ([("x", "yy"), ("yy", "x"), ("x", "zzz")], [("one", "two"), ("two", "one")], [("s", "s")])]
+    cands = [65, 66, 67]
+    scorer = Scorer(loaded, batch_size=4)
+    shared = scorer.shared_next_token_logprobs(sets, cands)
+    plain = Scorer(loaded, batch_size=4).next_token_logprobs([p for s in sets for p in s], cands)
+    assert torch.allclose(torch.cat(shared), plain, atol=1e-5)
+    assert [t.shape[0] for t in shared] == [3, 2, 1]
+    assert scorer.forward_tokens < sum(len(p) for s in sets for p in s)
+
+
 def test_empty_response_scores_zero():
     loaded = make_tiny("llama")
     prompt = loaded.formatter.prompt_ids([{"role": "user", "content": "q"}])

@@ -53,7 +53,7 @@ def test_logprob_signals_use_each_models_own_context(models):
     ref = signals.reference_logprob(student, GROUPS, progress=None)
     assert [len(row) for row in t.values] == [4, 3]
     for g, group in enumerate(GROUPS):
-        for i, ((t_sum, t_mean), (s_sum, s_mean)) in enumerate(
+        for i, ((_, t_mean), (s_sum, s_mean)) in enumerate(
             zip(_reference_scores(teacher, group), _reference_scores(student, group), strict=True)
         ):
             assert abs(t.values[g][i] - t_mean) < 1e-4 and abs(s.values[g][i] - s_mean) < 1e-4
@@ -82,19 +82,21 @@ def test_mcq_matrix_properties(models):
         assert torch.all(p.diagonal() == 0.5) and torch.all((p > 0) & (p < 1))
     win = PromptGroup("p0", GROUPS[0].messages, GROUPS[0].responses, {Signal.MCQ_PREFERENCE: res.values[0]})
     assert len(win.mcq_win_prob()) == 4
-    assert res.forward_tokens > 0
+    # the judge's context + question is encoded once per group, not once per ordered pair
+    asked = sum(len(p) for g in GROUPS for _, _, p in signals.mcq_prompts(teacher, g))
+    assert 0 < res.forward_tokens < asked
 
 
 def test_mcq_asks_both_orders_and_averages_them(models, monkeypatch):
     _, teacher = models
     seen = []
-    real = Scorer.next_token_logprobs
+    real = Scorer.shared_next_token_logprobs
 
-    def spy(self, prompts, candidates):
-        seen.extend(self.loaded.tokenizer.decode(p) for p in prompts)
-        return real(self, prompts, candidates)
+    def spy(self, prompt_sets, candidates, progress=None):
+        seen.extend(self.loaded.tokenizer.decode(p) for prompts in prompt_sets for p in prompts)
+        return real(self, prompt_sets, candidates, progress)
 
-    monkeypatch.setattr(Scorer, "next_token_logprobs", spy)
+    monkeypatch.setattr(Scorer, "shared_next_token_logprobs", spy)
     group = GROUPS[1]
     res = signals.mcq_preference(teacher, [group], progress=None)
     responses = group["responses"]
@@ -181,3 +183,44 @@ def test_unknown_mcq_template_is_a_config_error(models):
 
     with pytest.raises(ConfigError, match="mcq_template"):
         signals.mcq_preference(models[1], GROUPS, template="nope", progress=None)
+
+
+def test_a_signal_is_computed_once_and_charged_to_every_method_that_reads_it(tmp_path, monkeypatch):
+    """Through the real pipeline: pad, sft and dpo all read the teacher's MCQ preferences. The MCQ signal
+    runs once; its teacher tokens appear in each reader's accounting; a rerun computes nothing."""
+    from harness.config import parse_experiment
+    from harness.pipeline import Pipeline
+
+    calls = []
+    real = signals.mcq_preferences
+
+    def counting(*args, **kwargs):
+        result = real(*args, **kwargs)
+        calls.append(result.forward_tokens)
+        return result
+
+    monkeypatch.setattr(signals, "mcq_preferences", counting)
+    exp = parse_experiment({
+        "name": "once",
+        "teacher": {"model": "tiny:llama", "seed": 1, "system_prompt": "Be brief."},
+        "student": {"model": "tiny:llama", "seed": 0},
+        "prompts": {"source": "sharegpt", "count": 3, "max_prompt_chars": 80},
+        "sampling": {"candidates": 2, "n": 2, "max_new_tokens": 4},
+        "methods": [{"name": "pad", "params": {"mcq_filter": False}}, {"name": "sft"}, {"name": "dpo"}],
+        "budget": {"max_steps": 1, "effective_batch": 1, "micro_batch": 1, "max_length": 48,
+                   "max_prompt_length": 32},
+    }, "test")
+    pipe = Pipeline(exp, tmp_path, progress=False)
+    pipe.run()
+    assert len(calls) == 1 and calls[0] > 0
+    accounting = {row.method.name: row.train.manifest()["accounting"]
+                  for row in pipe.rows() if row.train is not None}
+    mcq_tokens = pipe.signal_artifact(Signal.MCQ_PREFERENCE).manifest()["accounting"]["teacher_forward_tokens"]
+    assert mcq_tokens == calls[0]
+    readers = [name for name, method in ((m.name, pipe.methods[m.row_name]) for m in exp.methods)
+               if Signal.MCQ_PREFERENCE in method.signals_needed()]
+    assert {"pad", "sft"} <= set(readers)
+    for name in readers:  # the one computation is charged in full to every method that reads it
+        assert accounting[name]["teacher_forward_tokens_precompute"] >= mcq_tokens
+    Pipeline(exp, tmp_path, progress=False).run()  # a rerun reads every signal from the cache
+    assert len(calls) == 1

@@ -30,6 +30,10 @@ the n! cost, the released code has none). Exact enumeration is used while n <= `
     and half) the weights are bounded, so the variance stays small. The gradient is unbiased because Q
     is a fixed proposal: grad E_Q[f/Q] = E_Q[grad f / Q].
 VPD never needs the decomposition: -log P_S of one ranking costs O(n).
+
+Cost: all n!/(n-k)! prefix log-probabilities are built level by level over the cached prefix tree
+(`_prefix_tree`), O(b * n!/(n-k)!) time and memory with no [b, n!, n] intermediate, and the exact JSD has
+a closed-form backward (`_ExactJSD`). No Python loop runs over examples or rankings, only over positions.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ LossKind = Literal["ppd", "vpd", "kl", "reverse_kl"]
 Decomposition = Literal["topk", "sampled"]
 LOSS_KINDS: tuple[str, ...] = ("ppd", "vpd", "kl", "reverse_kl")
 LN2 = math.log(2.0)
+MAX_ENUMERATED = math.factorial(10)  # rankings (or prefixes) per example; beyond this, decompose
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,11 @@ def plackett_luce_prefix_log_probs(scores: torch.Tensor, k: int) -> torch.Tensor
     if n == 1:
         return torch.zeros_like(scores)
     k = min(k, n - 1)  # the last position is forced: its stage contributes log 1
+    if math.perm(n, k) > MAX_ENUMERATED:
+        raise ValueError(
+            f"enumerating {math.perm(n, k)} rankings of {n} responses is too large (limit {MAX_ENUMERATED}); "
+            f"lower exact_max_n or topk so that the decomposition handles n={n}"
+        )
     tree = _prefix_tree(n, k, str(scores.device))
     batch_shape = scores.shape[:-1]
     scores = scores - scores.detach().mean(-1, keepdim=True)  # PL is shift-invariant; keeps fp32 terms small

@@ -14,7 +14,7 @@ import torch
 
 
 @lru_cache(maxsize=64)
-def _cache_arg(model_cls: type) -> str:
+def _cache_arg(model_cls: Any) -> str:
     params = inspect.signature(model_cls.forward).parameters
     if "cache" in params or "past_key_values" in params:
         return "cache" if "cache" in params else "past_key_values"
@@ -32,7 +32,25 @@ def new_cache() -> Any:
 
 def forward_with_cache(model: Any, cache: Any, **kwargs: Any) -> tuple[torch.Tensor, Any]:
     """(logits, updated cache) of `model(**kwargs)` continuing from `cache`."""
-    name = _cache_arg(type(model))
+    model_cls: Any = type(model)
+    name = _cache_arg(model_cls)
     out = model(**kwargs, **{name: cache}, use_cache=True)
     new = out.get("cache") if "cache" in out else out.get("past_key_values")
     return out.logits, new
+
+
+def select_cache(cache: Any, index: torch.Tensor) -> Any:
+    """A NEW cache whose row i is row `index[i]` of `cache` (rows may repeat); `cache` is left intact, so
+    one encoded prompt batch can serve several response batches."""
+    layers = getattr(cache, "layers", None)
+    if layers is not None:
+        from transformers import DynamicCache
+
+        return DynamicCache(
+            ddp_cache_data=[(layer.keys.index_select(0, index), layer.values.index_select(0, index)) for layer in layers]
+        )
+    import copy
+
+    new = copy.deepcopy(cache)  # older transformers: no per-layer objects
+    new.reorder_cache(index)
+    return new

@@ -4,7 +4,8 @@ A group is (prompt_ids, [response_ids, ...]): one prompt with its n responses. S
 independent sequences would encode the prompt n times. Instead a batch of groups is scored in two passes:
   1. the prompts are encoded once each (left-padded, only the last position's logits are kept: it predicts
      the first response token), and their KV cache is repeated over the responses of each group;
-  2. the responses (right-padded) run on top of that cache; their logits predict response tokens 1.. .
+  2. the responses run on top of a copy of that cache selected for their rows, bucketed by length so
+     little padding is computed (right-padded within a bucket); their logits predict response tokens 1.. .
 The final response token is never fed (nothing after it is scored). Results equal scoring each
 (prompt + response) on its own to float rounding (tests: within 1e-4 on tiny models and SmolLM2).
 `forward_tokens` counts the tokens actually run through the model (no padding), for accounting.
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 
 from harness.models.base import LoadedModel
-from harness.models.kv import forward_with_cache, new_cache
+from harness.models.kv import forward_with_cache, new_cache, select_cache
 
 Group = tuple[list[int], list[list[int]]]
 
@@ -46,31 +47,49 @@ class Scorer:
 
     def score_groups(self, groups: list[Group], progress: str | None = None) -> list[list[SeqScore]]:
         """Sum / mean log-prob of each response's tokens given its prompt; [groups][responses]."""
-        results: list[list[SeqScore]] = []
-        for logp, targets, lengths in self._iter_chunks(groups, progress):
-            token_lp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # [R, T]
+        flat: list[SeqScore | None] = [None] * sum(len(rs) for _, rs in groups)
+        for rows, logits, targets, lengths in self._iter_buckets(groups, progress):
+            # log_softmax, not logits - logsumexp: the latter's fp32 reduction differs by ~2e-5 per token from
+            # log_softmax, which the training losses (methods.common) use; scores must match those exactly.
+            token_lp = torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
             mask = torch.arange(token_lp.shape[1], device=token_lp.device)[None, :] < lengths[:, None]
             sums = (token_lp * mask).sum(-1).double().tolist()
-            for row_lengths, row_sums in _split_rows(lengths.tolist(), sums, self._last_sizes):
-                results.append(
-                    [SeqScore(s, s / n if n else 0.0, int(n)) for s, n in zip(row_sums, row_lengths, strict=True)]
-                )
-        return results
+            for row, total, n in zip(rows, sums, lengths.tolist(), strict=True):
+                flat[row] = SeqScore(total, total / n if n else 0.0, int(n))
+        return _regroup(flat, groups)
 
     def topk_groups(
         self, groups: list[Group], k: int, progress: str | None = None
     ) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
         """Top-k next-token log-probs at each response position: per group, per response,
         (ids LongTensor[T, k], logprobs FloatTensor[T, k]) where row t predicts response token t."""
-        results: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
-        for logp, _targets, lengths in self._iter_chunks(groups, progress):
-            values, ids = logp.topk(min(k, logp.shape[-1]), dim=-1)
-            rows = [(ids[r, :n].cpu(), values[r, :n].float().cpu()) for r, n in enumerate(lengths.tolist())]
-            pos = 0
-            for size in self._last_sizes:
-                results.append(rows[pos : pos + size])
-                pos += size
-        return results
+        flat: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * sum(len(rs) for _, rs in groups)
+        for rows, logits, _targets, lengths in self._iter_buckets(groups, progress):
+            values, ids = torch.log_softmax(logits, dim=-1).topk(min(k, logits.shape[-1]), dim=-1)
+            for i, (row, n) in enumerate(zip(rows, lengths.tolist(), strict=True)):
+                flat[row] = (ids[i, :n].cpu(), values[i, :n].float().cpu())
+        return _regroup(flat, groups)
+
+    def shared_next_token_logprobs(
+        self, prompt_sets: list[list[list[int]]], candidates: list[int], progress: str | None = None
+    ) -> list[torch.Tensor]:
+        """Log-probs [len(set), len(candidates)] of candidate next tokens after each prompt of each set,
+        where the prompts of a set share a long token prefix (the MCQ judge's context + question): the
+        longest common prefix is encoded once per set and only the differing suffixes run per prompt.
+        Token sequences are exactly the given ones, so results equal `next_token_logprobs`."""
+        groups: list[Group] = []
+        for prompts in prompt_sets:
+            common = _common_prefix_length(prompts)
+            common = min([common] + [len(p) - 1 for p in prompts])  # every suffix keeps >= 1 token
+            # A dummy final token makes the scorer compute the distribution right after each full prompt.
+            groups.append((prompts[0][:common] if prompts else [], [p[common:] + [candidates[0]] for p in prompts]))
+        flat: list[torch.Tensor | None] = [None] * sum(len(rs) for _, rs in groups)
+        for rows, logits, _targets, lengths in self._iter_buckets(groups, progress):
+            last = logits[torch.arange(len(rows)), lengths - 1]  # predicts the dummy = the next token
+            picked = torch.log_softmax(last, dim=-1)[:, candidates].cpu()
+            for i, row in enumerate(rows):
+                flat[row] = picked[i]
+        return [torch.stack(list(r)) if r else torch.zeros((0, len(candidates))) for r in _regroup(flat, groups)]
 
     @torch.no_grad()
     def next_token_logprobs(self, prompts: list[list[int]], candidates: list[int]) -> torch.Tensor:
@@ -103,68 +122,112 @@ class Scorer:
         self.forward_tokens += sum(len(p) for p in prompts)
         return logits[:, -1], cache, attn
 
-    def _chunks(self, groups: list[Group]) -> Iterator[list[Group]]:
-        chunk: list[Group] = []
+    def _chunks(self, groups: list[Group]) -> Iterator[list[int]]:
+        """Indices of consecutive groups holding at most `batch_size` responses (a group is never split)."""
+        chunk: list[int] = []
         rows = 0
-        for group in groups:
-            if chunk and rows + len(group[1]) > self.batch_size:
+        for g, (_, responses) in enumerate(groups):
+            if chunk and rows + len(responses) > self.batch_size:
                 yield chunk
                 chunk, rows = [], 0
-            chunk.append(group)
-            rows += len(group[1])
+            chunk.append(g)
+            rows += len(responses)
         if chunk:
             yield chunk
 
+    def _buckets(self, lengths: list[int]) -> list[list[int]]:
+        """Responses (by index) grouped by similar length: padded positions are computed for nothing, while
+        wider batches run matmuls more efficiently (a little on CPU, a lot on GPU), so the padding allowed
+        is `pad_tolerance` of the bucket's padded size."""
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        buckets: list[list[int]] = []
+        for i in order:
+            if buckets:
+                bucket = buckets[-1]
+                width = lengths[bucket[0]]
+                real = sum(lengths[j] for j in bucket) + lengths[i]
+                if width * (len(bucket) + 1) - real <= self.pad_tolerance * width * (len(bucket) + 1):
+                    bucket.append(i)
+                    continue
+            buckets.append([i])
+        return buckets
+
+    @property
+    def pad_tolerance(self) -> float:
+        # Measured on SmolLM2 / 2 CPU cores: 0.3 beat both 0.1 (batches too small for two threads) and no
+        # bucketing (padding computed for nothing).
+        return 0.3 if str(self.loaded.device).startswith("cpu") else 0.5
+
     @torch.no_grad()
-    def _iter_chunks(
+    def _iter_buckets(
         self, groups: list[Group], progress: str | None
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Per chunk of groups: (log-probs [R, T, V] predicting each response token, targets [R, T],
-        lengths [R]); `self._last_sizes` holds the number of responses of each group in the chunk."""
+    ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Per bucket of responses: (flat response indices, logits [b, T, V] (fp32) predicting each response
+        token, targets [b, T], lengths [b]). Prompts of a chunk are encoded once; every bucket of that
+        chunk's responses runs on a copy of the prompt cache selected for its rows."""
         bar = None
         if progress:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(groups), desc=progress, unit="prompt")
-        device = self.loaded.device
+        offsets = [0]
+        for _, responses in groups:
+            offsets.append(offsets[-1] + len(responses))
         for chunk in self._chunks(groups):
-            self._last_sizes = [len(responses) for _, responses in chunk]
-            responses = [r for _, rs in chunk for r in rs]
-            lengths = torch.tensor([len(r) for r in responses], device=device)
-            width = max([len(r) for r in responses] + [1])
-            targets = torch.full((len(responses), width), self.pad_id, dtype=torch.long, device=device)
-            for i, r in enumerate(responses):
-                if r:
-                    targets[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-            if not responses:
-                if bar is not None:
-                    bar.update(len(chunk))
-                yield torch.zeros((0, 1, 1)), targets, lengths
-                continue
-            first_logits, cache, prompt_attn = self._encode_prompts([p for p, _ in chunk])
-            expand = torch.tensor([g for g, size in enumerate(self._last_sizes) for _ in range(size)], device=device)
-            cache.reorder_cache(expand)
-            logits = first_logits.index_select(0, expand).unsqueeze(1)  # predicts response token 0
-            if width > 1:
-                fed = targets[:, :-1]
-                fed_attn = (torch.arange(width - 1, device=device)[None, :] < (lengths[:, None] - 1)).long()
-                attn = torch.cat([prompt_attn.index_select(0, expand), fed_attn], dim=1)
-                prompt_len = prompt_attn.sum(-1).index_select(0, expand)
-                positions = prompt_len[:, None] + torch.arange(width - 1, device=device)[None, :]
-                rest, _ = forward_with_cache(
-                    self.loaded.model, cache, input_ids=fed, attention_mask=attn, position_ids=positions
-                )
-                logits = torch.cat([logits, rest], dim=1)
-                self.forward_tokens += int((lengths - 1).clamp(min=0).sum())
+            items = [(c, g, r) for c, g in enumerate(chunk) for r in groups[g][1]]  # (chunk slot, group, ids)
+            rows = [offsets[g] + j for g in chunk for j in range(len(groups[g][1]))]
+            if items:
+                first_logits, cache, prompt_attn = self._encode_prompts([groups[g][0] for g in chunk])
+                prompt_len = prompt_attn.sum(-1)
+                for bucket in self._buckets([len(r) for _, _, r in items]):
+                    yield self._run_bucket(bucket, items, rows, first_logits, cache, prompt_attn, prompt_len)
             if bar is not None:
                 bar.update(len(chunk))
-            yield torch.log_softmax(logits.float(), dim=-1), targets, lengths
         if bar is not None:
             bar.close()
 
+    def _run_bucket(
+        self, bucket: list[int], items: list[tuple[int, int, list[int]]], rows: list[int], first_logits: torch.Tensor,
+        cache: Any, prompt_attn: torch.Tensor, prompt_len: torch.Tensor,
+    ) -> tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor]:
+        device = self.loaded.device
+        responses = [items[i][2] for i in bucket]
+        slots = torch.tensor([items[i][0] for i in bucket], device=device)
+        lengths = torch.tensor([len(r) for r in responses], device=device)
+        width = max([len(r) for r in responses] + [1])
+        targets = torch.full((len(responses), width), self.pad_id, dtype=torch.long, device=device)
+        for i, r in enumerate(responses):
+            if r:
+                targets[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        logits = first_logits.index_select(0, slots).float().unsqueeze(1)  # predicts response token 0
+        if width > 1:
+            # The last response token is never fed: nothing after it is scored.
+            fed_attn = (torch.arange(width - 1, device=device)[None, :] < (lengths[:, None] - 1)).long()
+            attn = torch.cat([prompt_attn.index_select(0, slots), fed_attn], dim=1)
+            positions = prompt_len.index_select(0, slots)[:, None] + torch.arange(width - 1, device=device)[None, :]
+            rest, _ = forward_with_cache(
+                self.loaded.model, select_cache(cache, slots), input_ids=targets[:, :-1], attention_mask=attn,
+                position_ids=positions,
+            )
+            logits = torch.cat([logits, rest.float()], dim=1)
+            self.forward_tokens += int((lengths - 1).clamp(min=0).sum())
+        return [rows[i] for i in bucket], logits, targets, lengths
 
-def _split_rows(lengths: list[int], sums: list[float], sizes: list[int]) -> Iterator[tuple[list[int], list[float]]]:
-    pos = 0
-    for size in sizes:
-        yield lengths[pos : pos + size], sums[pos : pos + size]
-        pos += size
+
+def _common_prefix_length(seqs: list[list[int]]) -> int:
+    if not seqs:
+        return 0
+    n = min(len(s) for s in seqs)
+    for i in range(n):
+        tok = seqs[0][i]
+        if any(s[i] != tok for s in seqs[1:]):
+            return i
+    return n
+
+
+def _regroup(flat: list[Any], groups: list[Group]) -> list[list[Any]]:
+    out, pos = [], 0
+    for _, responses in groups:
+        out.append(flat[pos : pos + len(responses)])
+        pos += len(responses)
+    return out

@@ -246,6 +246,7 @@ def model_fingerprint(spec: ModelSpec, device: str | None = None) -> dict[str, A
     dev = resolve_device(spec, device)
     ident: dict[str, Any] = {"model": spec.model, "dtype": str(resolve_dtype(spec, dev)).removeprefix("torch.")}
     kind = _source_kind(spec.model)
+    template: str | None
     if kind == "tiny":
         from harness.models.tiny import build_byte_tokenizer
 

@@ -80,7 +80,11 @@ def collect_results(pipe: Pipeline) -> RunResults:
         result = RowResult(row=row.row, kind=row.kind, model=model_desc,  # type: ignore[arg-type]
                            method=row.method.name if row.method else None, seed=row.seed,
                            accounting=accounting, train_log=train_log)
-        for b, bench in enumerate(exp.benchmarks):
+        for name, reason in pipe.unavailable_benchmarks().items():
+            result.benchmarks[name] = BenchmarkResult(benchmark=name, metrics={},
+                                                      notes=[f"skipped, data unavailable: {reason}"])
+        for b in pipe.benchmark_indices():
+            bench = exp.benchmarks[b]
             score, answers_manifest, judge_manifest = score_row(pipe, row, b)
             sources[bench.name] = answers_manifest.get("source", "")
             identity = answers_manifest.get("model") or {}
@@ -99,6 +103,7 @@ def collect_results(pipe: Pipeline) -> RunResults:
         "chat_templates": templates, "data_sources": sources, "judge": exp.judge.model_dump(mode="json"),
         "teacher": pipe.teacher_key, "student": pipe.student_key,
         "sampling": exp.sampling.model_dump(mode="json"), "budget": exp.budget.model_dump(mode="json"),
+        "skipped_benchmarks": pipe.unavailable_benchmarks(),
     }
     provenance["judge"].pop("api_key_env", None)
     return RunResults(experiment_name=exp.name, setting=exp.setting or exp.description,

@@ -57,7 +57,21 @@ def _groups(pipe: Pipeline) -> list[Any]:
     return data_stages.groups_from(data_stages.read_samples(pipe.samples_artifact().path), {})
 
 
+def _params(loaded: Any) -> int:
+    return int(sum(p.numel() for p in loaded.model.parameters()))
+
+
 def run_signal(pipe: Pipeline, artifact_name: str, out: Path) -> dict[str, Any]:
+    """Compute one signal artifact; its manifest's `accounting` is what the precompute cost every method
+    that reads it (the model size rides along so FLOPs can be estimated)."""
+    manifest = _run_signal(pipe, artifact_name, out)
+    who = "student" if artifact_name == "student_logprobs" else "teacher"
+    loaded = pipe.student() if who == "student" else pipe.teacher()
+    manifest["accounting"][f"{who}_params"] = _params(loaded)
+    return manifest
+
+
+def _run_signal(pipe: Pipeline, artifact_name: str, out: Path) -> dict[str, Any]:
     from harness import signals
 
     exp = pipe.exp

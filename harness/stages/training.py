@@ -32,7 +32,10 @@ def precompute_accounting(pipe: Pipeline, signal_names: list[str] | frozenset[st
     arts = [pipe.samples_artifact()] + [pipe.signal_artifact(n) for n in sorted(signal_names)]
     for art in arts:
         for key, value in (art.manifest().get("accounting") or {}).items():
-            totals[key] = totals.get(key, 0) + int(value)
+            if key.endswith("_params"):  # a model size, not a count of work
+                totals[key] = max(totals.get(key, 0), int(value))
+            else:
+                totals[key] = totals.get(key, 0) + int(value)
     return totals
 
 

@@ -213,6 +213,14 @@ class Accounting:
             total_flops=self.total_flops,
             mfu=self.mfu,
             train_tokens_per_s=self.train_tokens_per_s,
+            # Totals the leaderboard shows (shared precompute + online work, both attributed here).
+            teacher_forward_tokens=self.teacher_forward_tokens_precompute + self.teacher_forward_tokens_online,
+            teacher_generation_tokens=(self.teacher_generation_tokens_precompute
+                                       + self.teacher_generation_tokens_online),
+            flops=self.total_flops,
+            gpu_hours=(self.wall_time_s * self.num_processes / 3600.0
+                       if str(self.device_name).lower().startswith(("nvidia", "cuda", "gpu")) or
+                       self.peak_flops_per_device else None),
         )
         return out
 

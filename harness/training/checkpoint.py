@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from harness.errors import HarnessError
+
 CHECKPOINT_DIR = "checkpoints"
 KEEP_LAST = 2
 
@@ -190,3 +192,30 @@ def clean_partial(work_dir: Path) -> None:
     if root.is_dir():
         for stale in root.glob(".tmp-step-*"):
             shutil.rmtree(stale, ignore_errors=True)
+
+
+# --- the trained model written by `train` (out_dir) ---------------------------------------------
+def load_trained_weights(model: torch.nn.Module, out_dir: Path) -> torch.nn.Module:
+    """Load `out_dir/model.safetensors` (written by `train`) into `model`. Tied weights, which
+    `save_pretrained` stores once, are the only keys allowed to be missing."""
+    path = Path(out_dir) / "model.safetensors"
+    if not path.is_file():
+        raise HarnessError(f"no trained weights at {path}; train the method first")
+    state = load_file(str(path))
+    own = model.state_dict()
+    wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if wrong:
+        raise HarnessError(f"{path} does not fit this model: shapes differ for {wrong[:5]}")
+    result = model.load_state_dict(state, strict=False)
+    if result.unexpected_keys:
+        raise HarnessError(f"{path} does not fit this model: unexpected keys {result.unexpected_keys[:5]}")
+    params = dict(model.named_parameters(remove_duplicate=False))
+    loaded_ptrs = {params[k].data_ptr() for k in state if k in params}
+    missing = [k for k in result.missing_keys if k not in params or params[k].data_ptr() not in loaded_ptrs]
+    if missing:
+        raise HarnessError(f"{path} does not fit this model: missing keys {missing[:5]}")
+    return model
+
+
+def read_accounting(out_dir: Path) -> dict[str, Any]:
+    return json.loads((Path(out_dir) / "accounting.json").read_text())

@@ -16,7 +16,6 @@ through the `Method` interface (build_examples -> collate -> loss).
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from harness.training.budget import (
     check_step_fits,
     plan_training,
 )
+from harness.training.checkpoint import load_trained_weights, read_accounting  # noqa: F401 (public API)
 from harness.training.logging import MetricsLogger
 from harness.training.schedule import lr_multiplier
 
@@ -389,31 +389,3 @@ def train(
     result.metrics_path = out_dir / "metrics.jsonl"
     result.accounting_path = out_dir / "accounting.json"
     return result
-
-
-def load_trained_weights(model: torch.nn.Module, out_dir: Path) -> torch.nn.Module:
-    """Load `out_dir/model.safetensors` (written by `train`) into `model`. Tied weights, which
-    `save_pretrained` stores once, are the only keys allowed to be missing."""
-    from safetensors.torch import load_file
-
-    path = Path(out_dir) / "model.safetensors"
-    if not path.is_file():
-        raise HarnessError(f"no trained weights at {path}; train the method first")
-    state = load_file(str(path))
-    own = model.state_dict()
-    wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-    if wrong:
-        raise HarnessError(f"{path} does not fit this model: shapes differ for {wrong[:5]}")
-    result = model.load_state_dict(state, strict=False)
-    if result.unexpected_keys:
-        raise HarnessError(f"{path} does not fit this model: unexpected keys {result.unexpected_keys[:5]}")
-    params = dict(model.named_parameters(remove_duplicate=False))
-    loaded_ptrs = {params[k].data_ptr() for k in state if k in params}
-    missing = [k for k in result.missing_keys if k not in params or params[k].data_ptr() not in loaded_ptrs]
-    if missing:
-        raise HarnessError(f"{path} does not fit this model: missing keys {missing[:5]}")
-    return model
-
-
-def read_accounting(out_dir: Path) -> dict[str, Any]:
-    return json.loads((Path(out_dir) / "accounting.json").read_text())
