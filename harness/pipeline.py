@@ -15,6 +15,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -181,11 +182,11 @@ class Pipeline:
 
     # ---------------------------------------------------------------- the plan
     def plan(self) -> list[Step]:
-        from harness.stages import evaluation, signals_stage, training
         from harness.stages import data as data_stages
+        from harness.stages import evaluation, signals_stage, training
 
         exp = self.exp
-        steps = [
+        steps: list[Step] = [
             Step("prompts", "prompts", self.prompts_artifact(), lambda out: data_stages.run_prompts(exp, out)),
             Step("samples", "samples", self.samples_artifact(), lambda out: data_stages.run_samples(
                 exp, data_stages.read_prompts(self.prompts_artifact().path),
@@ -193,21 +194,19 @@ class Pipeline:
         ]
         for name in self.signal_artifacts_needed():
             steps.append(Step("signal", name, self.signal_artifact(name),
-                              lambda out, name=name: signals_stage.run_signal(self, name, out)))
+                              partial(signals_stage.run_signal, self, name)))
         steps.append(Step("trainset", "trainset", self.trainset_artifact(),
-                          lambda out: signals_stage.run_trainset(self, out)))
+                          partial(signals_stage.run_trainset, self)))
         rows = self.rows()
         for row in rows:
             if row.train is not None:
-                steps.append(Step("train", row.train.label, row.train,
-                                  lambda out, row=row: training.run_training(self, row, out)))
+                steps.append(Step("train", row.train.label, row.train, partial(training.run_training, self, row)))
         for row in rows:
             for b in self.benchmark_indices():
-                steps.append(Step("answers", self.answers_artifact(row, b).label, self.answers_artifact(row, b),
-                                  lambda out, row=row, b=b: evaluation.run_answers(self, row, b, out)))
-                steps.append(Step("judgements", self.judgements_artifact(row, b).label,
-                                  self.judgements_artifact(row, b),
-                                  lambda out, row=row, b=b: evaluation.run_judgements(self, row, b, out)))
+                answers, judged = self.answers_artifact(row, b), self.judgements_artifact(row, b)
+                steps.append(Step("answers", answers.label, answers, partial(evaluation.run_answers, self, row, b)))
+                steps.append(Step("judgements", judged.label, judged,
+                                  partial(evaluation.run_judgements, self, row, b)))
         return steps
 
     def describe_plan(self) -> str:

@@ -68,6 +68,7 @@ def build_tiny_model(name: str, seed: int = 0, tokenizer: Any | None = None) -> 
     common = dict(vocab_size=vocab, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
                   bos_token_id=tokenizer.eos_token_id)
     torch.manual_seed(seed)
+    model: Any
     if arch == "llama":
         model = LlamaForCausalLM(LlamaConfig(max_position_embeddings=2048, tie_word_embeddings=True, **common, **cfg))
     else:

@@ -98,14 +98,15 @@ def collect_results(pipe: Pipeline) -> RunResults:
                 decoding={**(answers_manifest.get("decoding") or {}), "max_new_tokens": bench.max_new_tokens},
                 subset=bench.subset)
         rows.append(result)
-    provenance = {
+    judge_settings = exp.judge.model_dump(mode="json")
+    judge_settings.pop("api_key_env", None)
+    provenance: dict[str, Any] = {
         "packages": package_versions(), "git_commit": git_commit(), "hardware": hardware(),
-        "chat_templates": templates, "data_sources": sources, "judge": exp.judge.model_dump(mode="json"),
+        "chat_templates": templates, "data_sources": sources, "judge": judge_settings,
         "teacher": pipe.teacher_key, "student": pipe.student_key,
         "sampling": exp.sampling.model_dump(mode="json"), "budget": exp.budget.model_dump(mode="json"),
         "skipped_benchmarks": pipe.unavailable_benchmarks(),
     }
-    provenance["judge"].pop("api_key_env", None)
     return RunResults(experiment_name=exp.name, setting=exp.setting or exp.description,
                       experiment=exp.model_dump(mode="json"), experiment_hash=experiment_hash(exp),
                       rows=rows, provenance=provenance)
