@@ -122,3 +122,16 @@ def test_smollm_alias_loads_from_safetensors_cache(smollm):
     again = load_model(ModelSpec(model=SMOLLM_ALIAS), device="cpu")  # from the cache: no re-conversion
     assert again.identity == smollm.identity
     assert model_fingerprint(ModelSpec(model=SMOLLM_ALIAS))["template"] == smollm.identity["template"]
+
+
+@pytest.mark.smollm
+@pytest.mark.slow
+def test_smollm_cache_holds_a_plain_savable_model(tmp_path, smollm):
+    """The de-quantized cache must not carry the GGUF marker: a student trained from it gets saved."""
+    from harness.models.sources import smollm_cache_dir
+
+    on_disk = (smollm_cache_dir() / "config.json").read_text()
+    assert "quantization_config" not in on_disk
+    assert getattr(smollm.model.config, "quantization_config", None) is None
+    smollm.model.save_pretrained(tmp_path / "saved")
+    assert (tmp_path / "saved" / "model.safetensors").is_file()

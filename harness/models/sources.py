@@ -13,6 +13,7 @@ atomic rename of a temporary directory keep two processes from writing a half-fi
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.util
 import json
@@ -31,7 +32,7 @@ from harness.models.chat import ChatFormatter
 
 SMOLLM_ALIAS = "smollm2-135m-instruct"
 SMOLLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_CACHE_FORMAT = 1  # bump when the converted layout changes, so old caches are rebuilt
+_CACHE_FORMAT = 2  # bump when the converted layout changes, so old caches are rebuilt
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -141,8 +142,13 @@ def ensure_smollm_converted() -> Path:
             quantized = AutoModelForCausalLM.from_pretrained(
                 str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
             )
-            # A GGUF-loaded model refuses save_pretrained: rebuild a plain one from its config.
-            model = AutoModelForCausalLM.from_config(quantized.config, dtype=torch.float32)
+            # A GGUF-loaded model refuses save_pretrained: rebuild a plain one from its config, without
+            # the GGUF quantization marker (else every model loaded from the cache, and every student
+            # trained from it, would refuse to be saved too).
+            config = copy.deepcopy(quantized.config)
+            if hasattr(config, "quantization_config"):
+                del config.quantization_config
+            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
             model.load_state_dict(quantized.state_dict())
             model.save_pretrained(str(tmp), safe_serialization=True)
             tokenizer.save_pretrained(str(tmp))
