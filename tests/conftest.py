@@ -38,3 +38,16 @@ def smollm() -> LoadedModel:
     from harness.models.sources import load_model
 
     return load_model(ModelSpec(model="smollm2-135m-instruct"), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_preset_run(tmp_path_factory):
+    """The tiny preset run once per session through the real pipeline: (results, run_dir)."""
+    from pathlib import Path
+
+    from harness.config import load_experiment
+    from harness.pipeline import run_experiment
+
+    run_dir = tmp_path_factory.mktemp("tiny-preset")
+    exp = load_experiment(Path(__file__).resolve().parents[1] / "leaderboards" / "tiny.yaml")
+    return exp, run_experiment(exp, run_dir, progress=False), run_dir

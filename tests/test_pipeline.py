@@ -146,13 +146,15 @@ def test_cli_run_validate_and_errors(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_tiny_preset_runs_every_method_and_benchmark(tmp_path):
-    exp = load_experiment(ROOT / "leaderboards" / "tiny.yaml")
-    results = run_experiment(exp, tmp_path, progress=False)
+def test_tiny_preset_runs_every_method_and_benchmark(tiny_preset_run):
+    exp, results, run_dir = tiny_preset_run
     rows = {r.row for r in results.rows}
     assert {m.row_name for m in exp.methods} <= rows and "teacher" in rows
     for row in results.rows:
         assert set(row.benchmarks) == {b.name for b in exp.benchmarks}
-    board = (tmp_path / "LEADERBOARD.md").read_text()
+        if row.kind == "method":  # every method trained under the same budget
+            assert row.accounting["optimizer_steps"] == results.rows[-1].accounting["optimizer_steps"] > 0
+            assert row.accounting["prompts_seen"] == results.rows[-1].accounting["prompts_seen"]
+    board = (run_dir / "LEADERBOARD.md").read_text()
     for method in exp.methods:
         assert method.row_name in board

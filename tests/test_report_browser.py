@@ -107,3 +107,21 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert non_white > 0.03 * (width // 4) * (len(rows) // 4)
     # the first method's bar colour (#1f77b4 at 80% opacity over white) is on screen: the plots rendered
     assert any(abs(c[0] - 76) < 6 and abs(c[1] - 146) < 6 and abs(c[2] - 195) < 6 for c in colours)
+
+
+@pytest.mark.slow
+def test_pipeline_report_renders_in_headless_chromium(tiny_preset_run, tmp_path: Path) -> None:
+    """The report a real pipeline run writes (tiny preset: every method, every benchmark) renders."""
+    exp, results, run_dir = tiny_preset_run
+    url = (run_dir / "report.html").resolve().as_uri()
+    dom = _chromium(["--dump-dom", url], tmp_path / "profile-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    for row in ["teacher", "student (untrained)", *(m.row_name for m in exp.methods)]:
+        assert f'data-row="{row}"' in dom.stdout, f"row {row!r} missing from the rendered table"
+    assert dom.stdout.count("<svg") >= 2 and 'id="provenance"' in dom.stdout
+    png = tmp_path / "shot.png"
+    shot = _chromium([f"--screenshot={png}", "--window-size=1400,2000", url], tmp_path / "profile-shot")
+    assert shot.returncode == 0 and png.is_file(), shot.stderr[-2000:]
+    width, _, rows, bpp = decode_png_rows(png.read_bytes(), max_rows=800)
+    colours = {row[i : i + 3] for row in rows[::2] for i in range(0, len(row), bpp * 2)}
+    assert len(colours) > 20, f"only {len(colours)} distinct colours: the page looks blank"
