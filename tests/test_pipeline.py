@@ -10,9 +10,9 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from harness.config import load_experiment, parse_experiment
+from harness.config import parse_experiment
 from harness.errors import HarnessError
-from harness.pipeline import Pipeline, run_experiment
+from harness.pipeline import Pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 
