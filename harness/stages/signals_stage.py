@@ -76,20 +76,22 @@ def _run_signal(pipe: Pipeline, artifact_name: str, out: Path) -> dict[str, Any]
 
     exp = pipe.exp
     groups = _groups(pipe)
-    lengths = {"max_length": exp.budget.max_length, "max_prompt_length": exp.budget.max_prompt_length}
+    max_length, max_prompt = exp.budget.max_length, exp.budget.max_prompt_length
     if artifact_name in ("teacher_logprobs", "student_logprobs"):
         who = "teacher" if artifact_name == "teacher_logprobs" else "student"
         loaded = pipe.teacher() if who == "teacher" else pipe.student()
-        result = signals.sequence_scores(loaded, groups, batch_size=exp.signals.batch_size, **lengths)
-        write_json_atomic(out / "values.json", {"mean": result.mean, "sum": result.sum})
-        return {"accounting": {f"{who}_forward_tokens": result.forward_tokens}}
+        scores = signals.sequence_scores(loaded, groups, batch_size=exp.signals.batch_size,
+                                         max_length=max_length, max_prompt_length=max_prompt)
+        write_json_atomic(out / "values.json", {"mean": scores.mean, "sum": scores.sum})
+        return {"accounting": {f"{who}_forward_tokens": scores.forward_tokens}}
     if artifact_name == "mcq_preference":
-        result = signals.mcq_preferences(pipe.teacher(), groups, batch_size=exp.signals.batch_size)
+        result = signals.mcq_preference(pipe.teacher(), groups, batch_size=exp.signals.batch_size,
+                                        template=exp.signals.mcq_template)
         write_json_atomic(out / "values.json", {"preference": result.values})
         return {"accounting": {"teacher_forward_tokens": result.forward_tokens}}
     if artifact_name == "teacher_topk":
-        result = signals.teacher_topk(pipe.teacher(), groups, k=exp.signals.topk,
-                                      batch_size=exp.signals.batch_size, **lengths)
+        result = signals.teacher_topk(pipe.teacher(), groups, k=exp.signals.topk, batch_size=exp.signals.batch_size,
+                                      max_length=max_length, max_prompt_length=max_prompt)
         signals.save_topk(out / "topk.safetensors", result.values)
         return {"accounting": {"teacher_forward_tokens": result.forward_tokens}}
     if artifact_name == "teacher_samples":
