@@ -192,14 +192,14 @@ def test_a_signal_is_computed_once_and_charged_to_every_method_that_reads_it(tmp
     from harness.pipeline import Pipeline
 
     calls = []
-    real = signals.mcq_preferences
+    real = signals.mcq_preference
 
     def counting(*args, **kwargs):
         result = real(*args, **kwargs)
         calls.append(result.forward_tokens)
         return result
 
-    monkeypatch.setattr(signals, "mcq_preferences", counting)
+    monkeypatch.setattr(signals, "mcq_preference", counting)
     exp = parse_experiment({
         "name": "once",
         "teacher": {"model": "tiny:llama", "seed": 1, "system_prompt": "Be brief."},
