@@ -118,7 +118,8 @@ def test_pipeline_report_renders_in_headless_chromium(tiny_preset_run, tmp_path:
     assert dom.returncode == 0, dom.stderr[-2000:]
     for row in ["teacher", "student (untrained)", *(m.row_name for m in exp.methods)]:
         assert f'data-row="{row}"' in dom.stdout, f"row {row!r} missing from the rendered table"
-    assert dom.stdout.count("<svg") >= 2 and 'id="provenance"' in dom.stdout
+    # Tiny random models score nothing a judge can parse, but PAD trained: its agreement curve is drawn.
+    assert dom.stdout.count("<svg") >= 1 and 'class="series"' in dom.stdout and 'id="provenance"' in dom.stdout
     png = tmp_path / "shot.png"
     shot = _chromium([f"--screenshot={png}", "--window-size=1400,2000", url], tmp_path / "profile-shot")
     assert shot.returncode == 0 and png.is_file(), shot.stderr[-2000:]
