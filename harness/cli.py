@@ -85,13 +85,9 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness.report import merge_runs, write_reports
+    from harness.report.merge import run_report
 
-    run_dirs = [Path(p) for p in args.run_dirs]
-    merged = merge_runs(run_dirs)
-    out = Path(args.out) if args.out else run_dirs[0]
-    paths = write_reports(merged, out)
-    for name, path in sorted(paths.items()):
+    for name, path in sorted(run_report(args).items()):
         print(f"{name:18s} {path}")
     return 0
 
@@ -114,9 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("benchmark")
     score.add_argument("--judgments", required=True)
     score.add_argument("--json", action="store_true")
-    rep = sub.add_parser("report", help="regenerate or merge leaderboard reports from run directories")
-    rep.add_argument("run_dirs", nargs="+")
-    rep.add_argument("--out", help="where to write the merged reports (default: the first run dir)")
+    from harness.report.merge import configure_parser
+
+    configure_parser(sub.add_parser("report", help="regenerate or merge leaderboard reports from run directories"))
     return parser
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from harness.config import Experiment, MethodSpec, load_experiment
 from harness.methods.base import Method, Signal
 from harness.registry import METHODS
-from harness.results import RunResults
+from harness.results import MAY_DIFFER_BETWEEN_MERGED_RUNS, RunResults
 from harness.stages import STAGE_VERSIONS
 from harness.store import Artifact, ArtifactStore, hash_inputs
 
@@ -276,4 +276,4 @@ def run_experiment(path_or_experiment: str | Path | Experiment, run_dir: Path | 
 def experiment_hash(exp: Experiment) -> str:
     """What must match for two runs to share one leaderboard (methods and seeds may differ)."""
     return hash_inputs({k: v for k, v in exp.model_dump(mode="json").items()
-                        if k not in ("methods", "seeds", "name", "description", "output_dir", "logging")})
+                        if k not in MAY_DIFFER_BETWEEN_MERGED_RUNS})

@@ -14,6 +14,13 @@ from typing import Any, Literal
 
 from harness.store import write_json_atomic
 
+# Experiment keys that may differ between runs merged into one leaderboard (what is compared, not how the
+# run was named or logged). Everything else - teacher, student, prompts, sampling, budget, benchmarks,
+# judge - must match for a comparison to be fair.
+MAY_DIFFER_BETWEEN_MERGED_RUNS = frozenset(
+    {"methods", "seeds", "name", "description", "setting", "output_dir", "logging"}
+)
+
 
 @dataclass
 class BenchmarkResult:

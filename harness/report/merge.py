@@ -20,11 +20,10 @@ from harness.report.html import write_html
 from harness.report.leaderboard import DEFAULT_PROPOSED, build_leaderboard
 from harness.report.paper import find_reference
 from harness.report.writers import write_csv, write_json, write_markdown
-from harness.results import RowResult, RunResults
+from harness.results import MAY_DIFFER_BETWEEN_MERGED_RUNS, RowResult, RunResults
 from harness.store import canonical_json
 
-# Mirrors harness.pipeline.experiment_hash: the experiment keys that may differ between merged runs.
-MAY_DIFFER = frozenset({"methods", "seeds", "name", "description", "output_dir", "logging"})
+MAY_DIFFER = MAY_DIFFER_BETWEEN_MERGED_RUNS  # the keys harness.pipeline.experiment_hash leaves out
 REPORT_FILES = {
     "json": "leaderboard.json",
     "csv": "leaderboard.csv",
