@@ -158,3 +158,22 @@ def test_tiny_preset_runs_every_method_and_benchmark(tiny_preset_run):
     board = (run_dir / "LEADERBOARD.md").read_text()
     for method in exp.methods:
         assert method.row_name in board
+
+
+def test_gsm8k_from_local_files_runs_through_the_pipeline(tmp_path):
+    """GSM8K has no offline source here; with local files in its format it runs like any benchmark."""
+    import json
+
+    data = tmp_path / "gsm8k_test.jsonl"
+    items = [{"question": "Tom has 3 apples and buys 4 more. How many apples does he have?",
+              "answer": "3 + 4 = <<3+4=7>>7\n#### 7"},
+             {"question": "A box holds 6 eggs. How many eggs are in 2 boxes?", "answer": "6 * 2 = 12\n#### 12"}]
+    data.write_text("".join(json.dumps(i) + "\n" for i in items))
+    exp = experiment(methods=[{"name": "sft"}],
+                     benchmarks=[{"name": "gsm8k", "subset": 2, "max_new_tokens": 6,
+                                  "params": {"data_path": str(data), "num_fewshot": 0}}])
+    results = Pipeline(exp, tmp_path / "run", progress=False).run()
+    for row in results.rows:
+        metrics = row.benchmarks["gsm8k"].metrics
+        assert metrics["exact_match_strict"] == 0.0  # random tiny models never write "#### 7"
+        assert "exact_match_flexible" in metrics and len(row.benchmarks["gsm8k"].per_item) == 2
