@@ -62,7 +62,9 @@ def _loaded_for_row(pipe: Pipeline, row: ModelRow) -> LoadedModel:
         loaded = fresh_student(pipe)
         load_trained_weights(loaded.model, row.train.path)
         loaded.identity = {**base.identity, "trained": row.train.key}
-        pipe._models.clear() if len(pipe._models) > 4 else None  # keep memory bounded
+        # Keep at most one trained student in memory: rows are evaluated one after another.
+        for stale in [k for k in pipe._models if k.startswith("trained:")]:
+            del pipe._models[stale]
         pipe._models[cache_key] = loaded
     return pipe._models[cache_key]
 
