@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from harness.models.base import GenerationOutput, GenerationRequest, Generator, LoadedModel, SamplingParams
-from harness.models.kv import forward_with_cache, new_cache
+from harness.models.kv import encode_left_padded, forward_with_cache
 
 
 def row_seed(request_seed: int, sample_index: int) -> int:
@@ -110,21 +110,11 @@ class HFGenerator(Generator):
         for req in reqs:
             unique.setdefault(id(req), len(unique))
         prompts = list({id(req): req.prompt_ids for req in reqs}.values())
-        width = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-        attn = torch.zeros((len(prompts), width), dtype=torch.long)
-        for i, p in enumerate(prompts):
-            ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-            attn[i, width - len(p) :] = 1
-        ids, attn = ids.to(device), attn.to(device)
-        positions = (attn.cumsum(-1) - 1).clamp(min=0)
-        logits, cache = forward_with_cache(
-            model, new_cache(), input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=1
-        )
+        logits, cache, attn, positions = encode_left_padded(model, prompts, pad_id, device)
         self.prompt_tokens += sum(len(p) for p in prompts)
         expand = torch.tensor([unique[id(req)] for req in reqs], device=device)
         cache.reorder_cache(expand)
-        logits = logits[:, -1].index_select(0, expand)
+        logits = logits.index_select(0, expand)
         attn = attn.index_select(0, expand)
         last_pos = positions[:, -1].index_select(0, expand)
 

@@ -39,6 +39,25 @@ def forward_with_cache(model: Any, cache: Any, **kwargs: Any) -> tuple[torch.Ten
     return out.logits, new
 
 
+def encode_left_padded(
+    model: Any, prompts: list[list[int]], pad_id: int, device: Any
+) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
+    """One left-padded pass over `prompts`, shared by generation and scoring:
+    (last-position logits [G, V], KV cache, attention mask [G, L], position ids [G, L])."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+        attn[i, width - len(p) :] = 1
+    ids, attn = ids.to(device), attn.to(device)
+    positions = (attn.cumsum(-1) - 1).clamp(min=0)
+    logits, cache = forward_with_cache(
+        model, new_cache(), input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=1
+    )
+    return logits[:, -1], cache, attn, positions
+
+
 def select_cache(cache: Any, index: torch.Tensor) -> Any:
     """A NEW cache whose row i is row `index[i]` of `cache` (rows may repeat); `cache` is left intact, so
     one encoded prompt batch can serve several response batches."""

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from harness.models.base import LoadedModel
-from harness.models.kv import forward_with_cache, new_cache, select_cache
+from harness.models.kv import encode_left_padded, forward_with_cache, select_cache
 
 Group = tuple[list[int], list[list[int]]]
 
@@ -106,21 +106,9 @@ class Scorer:
 
     def _encode_prompts(self, prompts: list[list[int]]) -> tuple[torch.Tensor, Any, torch.Tensor]:
         """Left-padded prompt pass: (last-position logits [G, V], KV cache, attention mask [G, L])."""
-        device = self.loaded.device
-        width = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        attn = torch.zeros((len(prompts), width), dtype=torch.long)
-        for i, p in enumerate(prompts):
-            ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-            attn[i, width - len(p) :] = 1
-        ids, attn = ids.to(device), attn.to(device)
-        positions = (attn.cumsum(-1) - 1).clamp(min=0)
-        logits, cache = forward_with_cache(
-            self.loaded.model, new_cache(), input_ids=ids, attention_mask=attn, position_ids=positions,
-            logits_to_keep=1,
-        )
+        logits, cache, attn, _ = encode_left_padded(self.loaded.model, prompts, self.pad_id, self.loaded.device)
         self.forward_tokens += sum(len(p) for p in prompts)
-        return logits[:, -1], cache, attn
+        return logits, cache, attn
 
     def _chunks(self, groups: list[Group]) -> Iterator[list[int]]:
         """Indices of consecutive groups holding at most `batch_size` responses (a group is never split)."""
