@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,6 @@ class ModelRow:
     method: MethodSpec | None = None
     seed: int | None = None
     train: Artifact | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def model_key(spec: Any) -> dict[str, Any]:

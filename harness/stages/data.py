@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 from typing import Any
 
 from harness.config import Experiment
-from harness.methods.base import Method, PromptGroup, Signal
+from harness.methods.base import Method, PromptGroup
 from harness.prompts import load_prompts
 from harness.store import read_jsonl, write_json_atomic, write_jsonl
 
@@ -23,15 +22,18 @@ def read_prompts(path: Path) -> list[dict[str, Any]]:
     return read_jsonl(path / "prompts.jsonl")
 
 
+def build_generator(backend: str, loaded: Any, batch_size: int) -> Any:
+    """A registered generation backend around a loaded model (every backend takes (loaded, batch_size))."""
+    from harness.registry import BACKENDS
+
+    return BACKENDS.get(backend)(loaded, batch_size=batch_size)
+
+
 def run_samples(exp: Experiment, prompts: list[dict[str, Any]], sampler: Any, out: Path) -> dict[str, Any]:
     """Sample candidates with the sampler (student by default), keep n diverse ones per prompt."""
-    from harness.models.hf_generator import HFGenerator
-    from harness.registry import BACKENDS
     from harness.sampling import sample_prompts
 
-    backend_cls = BACKENDS.get(exp.sampling.backend)
-    generator = backend_cls(sampler, batch_size=exp.sampling.batch_size) if backend_cls is HFGenerator \
-        else backend_cls.from_loaded(sampler)
+    generator = build_generator(exp.sampling.backend, sampler, exp.sampling.batch_size)
     result = sample_prompts(generator, sampler.formatter, prompts, exp.sampling, progress=True)
     write_jsonl(out / "samples.jsonl", result.records)
     who = "teacher" if exp.sampling.sampler == "teacher" else "student"
@@ -57,12 +59,12 @@ def groups_from(samples: list[dict[str, Any]], signals: dict[str, Any]) -> list[
     return groups
 
 
-def build_trainset(methods: list[Method], groups: list[PromptGroup], seed: int) -> list[PromptGroup]:
-    """The SAME prompts for every method: the intersection of what each method's filter keeps."""
+def build_trainset(methods: list[Method], groups: list[PromptGroup]) -> list[PromptGroup]:
+    """The SAME prompts for every method: the intersection of what each method's filter keeps, in sample
+    order (the trainer shuffles per seed)."""
     keep = {g.prompt_id for g in groups}
     for method in methods:
         keep &= {g.prompt_id for g in method.filter_groups(groups)}
-    del seed  # order is the sample order; the trainer shuffles per seed
     return [g for g in groups if g.prompt_id in keep]
 
 
@@ -73,16 +75,3 @@ def write_trainset(out: Path, groups: list[PromptGroup], dropped: int) -> None:
 def read_trainset_ids(path: Path) -> list[str]:
     return json.loads((path / "prompt_ids.json").read_text())["prompt_ids"]
 
-
-def shuffle_pairs_rng(seed: int) -> random.Random:
-    return random.Random(seed)
-
-
-SIGNAL_SCORERS = {
-    Signal.TEACHER_AVG_LOGPROB: "teacher",
-    Signal.STUDENT_AVG_LOGPROB: "student",
-    Signal.REFERENCE_LOGPROB: "student",
-    Signal.MCQ_PREFERENCE: "teacher",
-    Signal.TEACHER_TOPK: "teacher",
-    Signal.TEACHER_SAMPLES: "teacher",
-}

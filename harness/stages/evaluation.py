@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from harness.benchmarks.base import AnswerModel, Benchmark, BenchmarkData
 from harness.models.base import GenerationRequest, LoadedModel, SamplingParams
 from harness.registry import BENCHMARKS
+from harness.stages.data import build_generator
 from harness.store import read_jsonl, write_jsonl
 
 if TYPE_CHECKING:
@@ -69,21 +70,11 @@ def _loaded_for_row(pipe: Pipeline, row: ModelRow) -> LoadedModel:
     return pipe._models[cache_key]
 
 
-def _generator(pipe: Pipeline, loaded: LoadedModel) -> Any:
-    from harness.models.hf_generator import HFGenerator
-    from harness.registry import BACKENDS
-
-    cls = BACKENDS.get(pipe.exp.generation_backend)
-    if cls is HFGenerator:
-        return HFGenerator(loaded, batch_size=pipe.exp.sampling.batch_size)
-    return cls.from_loaded(loaded)
-
-
 def run_answers(pipe: Pipeline, row: ModelRow, index: int, out: Path) -> dict[str, Any]:
     bench = build_benchmark(pipe, index)
     data = bench.load()
     loaded = _loaded_for_row(pipe, row)
-    generator = _generator(pipe, loaded)
+    generator = build_generator(pipe.exp.generation_backend, loaded, pipe.exp.sampling.batch_size)
     answer_model = GeneratorAnswerModel(loaded, row.row, generator)
     answers = bench.generate(answer_model, data)
     write_jsonl(out / "answers.jsonl", answers)

@@ -126,7 +126,7 @@ def run_trainset(pipe: Pipeline, out: Path) -> dict[str, Any]:
     samples = data_stages.read_samples(pipe.samples_artifact().path)
     sig = {n: load_signal(n, pipe.signal_artifact(n).path) for n in names}
     groups = data_stages.groups_from(samples, sig)
-    kept = data_stages.build_trainset(list(pipe.methods.values()), groups, seed=0)
+    kept = data_stages.build_trainset(list(pipe.methods.values()), groups)
     data_stages.write_trainset(out, kept, dropped=len(groups) - len(kept))
     if not kept:
         from harness.errors import HarnessError
