@@ -9,7 +9,7 @@ allowed. Method and benchmark parameters are validated by the plugin's own `Para
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -112,6 +112,16 @@ class Budget(Frozen):
     gradient_checkpointing: bool = False
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     checkpoint_every: int = Field(0, ge=0)  # optimizer steps between checkpoints; 0 = only at the end
+    # A checkpoint (weights + AdamW moments: ~3x the model's size) exists to resume an interrupted run;
+    # once the trained model is stored as an artifact it is deleted unless kept (for inspection).
+    keep_checkpoints: bool = False
+
+    # How training is stored, not what it computes (resumed == uninterrupted): not part of any cache key.
+    STORAGE_FIELDS: ClassVar[frozenset[str]] = frozenset({"checkpoint_every", "keep_checkpoints"})
+
+    def result_inputs(self) -> dict[str, Any]:
+        """The fields that change what training produces (the train artifact's key and resume check)."""
+        return self.model_dump(mode="json", exclude=set(self.STORAGE_FIELDS))
 
     @model_validator(mode="after")
     def _batches(self) -> Budget:

@@ -32,3 +32,7 @@ class JudgeError(HarnessError):
 
 class BudgetError(HarnessError):
     """A method's setting cannot fit the experiment's matched budget."""
+
+
+class DiskFullError(HarnessError):
+    """The disk is (or would become) full; finished artifacts are kept for the rerun."""

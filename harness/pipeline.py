@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import Experiment, MethodSpec, load_experiment
+from harness.diskspace import disk_full_error, is_disk_full
 from harness.methods.base import Method, Signal
 from harness.registry import METHODS
 from harness.results import MAY_DIFFER_BETWEEN_MERGED_RUNS, RunResults
@@ -33,6 +34,7 @@ class Step:
     label: str
     artifact: Artifact
     run: Callable[[Path], dict[str, Any] | None]
+    after_commit: Callable[[], None] | None = None  # once the artifact is stored (e.g. drop its scratch files)
 
     @property
     def done(self) -> bool:
@@ -133,7 +135,7 @@ class Pipeline:
         signals = {name: self.signal_artifact(name).key for name in sorted(method.signals_needed())}
         return self._art("train", f"{spec.row_name}-seed{seed}", {
             "trainset": self.trainset_artifact().key, "signals": signals, "method": spec.name,
-            "params": method.params.model_dump(mode="json"), "budget": self.exp.budget, "seed": seed,
+            "params": method.params.model_dump(mode="json"), "budget": self.exp.budget.result_inputs(), "seed": seed,
             "student": self.student_key,
         })
 
@@ -199,7 +201,8 @@ class Pipeline:
         rows = self.rows()
         for row in rows:
             if row.train is not None:
-                steps.append(Step("train", row.train.label, row.train, partial(training.run_training, self, row)))
+                steps.append(Step("train", row.train.label, row.train, partial(training.run_training, self, row),
+                                  after_commit=partial(training.release_checkpoints, self, row)))
         for row in rows:
             for b in self.benchmark_indices():
                 answers, judged = self.answers_artifact(row, b), self.judgements_artifact(row, b)
@@ -230,10 +233,17 @@ class Pipeline:
             if step.done:
                 continue
             t0 = time.time()
-            with self.store.writing(step.artifact) as out:
-                manifest = step.run(out) or {}
-                manifest.setdefault("wall_time_s", round(time.time() - t0, 3))
-                _merge_manifest(out, manifest)
+            try:
+                with self.store.writing(step.artifact) as out:
+                    manifest = step.run(out) or {}
+                    manifest.setdefault("wall_time_s", round(time.time() - t0, 3))
+                    _merge_manifest(out, manifest)
+            except Exception as exc:
+                if is_disk_full(exc):
+                    raise disk_full_error(exc, self.run_dir, f"{step.stage} {step.label!r}") from exc
+                raise
+            if step.after_commit is not None:
+                step.after_commit()
             self.timings[f"{step.stage}:{step.label}"] = round(time.time() - t0, 2)
         results = collect_results(self)
         results.save(self.run_dir / "results.json")

@@ -67,3 +67,12 @@ def run_training(pipe: Pipeline, row: ModelRow, out: Path, stop_after_steps: int
     random.seed()  # leave no global RNG state behind for the next stage
     return {"accounting": result.accounting, "method": row.method.name, "seed": row.seed,
             "prompts": len(groups)}
+
+
+def release_checkpoints(pipe: Pipeline, row: ModelRow) -> None:
+    """The trained model is stored: its resume checkpoints (~3x the model each) are no longer needed."""
+    from harness.training.checkpoint import remove_checkpoints
+
+    assert row.train is not None
+    if not pipe.exp.budget.keep_checkpoints:
+        remove_checkpoints(pipe.store.work_dir(row.train))

@@ -186,6 +186,19 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     }
 
 
+def remove_checkpoints(work_dir: Path) -> None:
+    """Delete every checkpoint of a finished run (its trained model is stored elsewhere)."""
+    shutil.rmtree(checkpoint_root(work_dir), ignore_errors=True)
+
+
+def estimated_bytes(model: torch.nn.Module) -> tuple[int, int]:
+    """(bytes of the saved model, bytes of one checkpoint): weights once (tied weights count once), plus
+    AdamW's two moments per trainable weight in a checkpoint."""
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    moments = 2 * sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    return weights, weights + moments
+
+
 def clean_partial(work_dir: Path) -> None:
     """Remove temp directories of a checkpoint whose writing was interrupted."""
     root = checkpoint_root(work_dir)

@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.config import Budget, LoggingConfig
+from harness.diskspace import require_free
 from harness.errors import BudgetError, HarnessError
 from harness.methods.base import Method, PromptGroup, TrainContext
 from harness.models.base import LoadedModel
@@ -111,6 +112,17 @@ def _optimizer(model: torch.nn.Module, budget: Budget) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=budget.learning_rate, betas=(0.9, 0.999), eps=1e-8, foreach=False)
 
 
+def _require_disk_space(model: torch.nn.Module, budget: Budget, steps_left: int, work_dir: Path, name: str) -> None:
+    """Fail before training, not after it, when the trained model and its checkpoints cannot be written.
+    Peak: the model written at the end, plus the checkpoints on disk at once (the end state alone, or
+    KEEP_LAST rotating ones and the one being written)."""
+    model_bytes, checkpoint_bytes = ckpt.estimated_bytes(model)
+    periodic = steps_left // budget.checkpoint_every if budget.checkpoint_every else 0
+    at_once = min(ckpt.KEEP_LAST + 1, periodic + 1)
+    require_free(work_dir, model_bytes + at_once * checkpoint_bytes,
+                 f"training {name!r} (the trained model and {at_once} checkpoint(s) of weights + optimizer state)")
+
+
 def _set_activation_checkpointing(model: Any, on: bool) -> None:
     # transformers 5 renamed gradient_* to activation_checkpointing_*; support both (metadata allows >=4.45).
     if hasattr(model, "activation_checkpointing_enable"):
@@ -138,10 +150,10 @@ def _counting_loader(loader: Any, holder: dict[str, Any]) -> Any:
 
 
 def _fingerprint(method: Method, groups: list[PromptGroup], budget: Budget, seed: int, processes: int) -> str:
-    """What a checkpoint must match to be resumed (checkpoint_every may change between calls)."""
+    """What a checkpoint must match to be resumed (how checkpoints are stored may change between calls)."""
     params = method.params.model_dump(mode="json") if hasattr(method.params, "model_dump") else {}
     return hash_inputs({"method": method.name, "params": params, "seed": seed, "processes": processes,
-                        "budget": budget.model_dump(mode="json", exclude={"checkpoint_every"}),
+                        "budget": budget.result_inputs(),
                         "prompts": [g.prompt_id for g in groups]})
 
 
@@ -224,6 +236,8 @@ def train(
                                f"prompts changed); delete {ckpt.checkpoint_root(work_dir)} to start over")
         model.load_state_dict(saved["model"])  # before prepare, so sharding wrappers see the restored weights
 
+    if accelerator.is_main_process:
+        _require_disk_space(model, budget, plan.total_steps - (saved["step"] if saved else 0), work_dir, method.name)
     optimizer = _optimizer(model, budget)
     model, optimizer = accelerator.prepare(model, optimizer)
     if accelerator.device.type == "cuda":
