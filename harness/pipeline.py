@@ -284,5 +284,5 @@ def run_experiment(path_or_experiment: str | Path | Experiment, run_dir: Path | 
 
 def experiment_hash(exp: Experiment) -> str:
     """What must match for two runs to share one leaderboard (methods and seeds may differ)."""
-    return hash_inputs({k: v for k, v in exp.model_dump(mode="json").items()
-                        if k not in MAY_DIFFER_BETWEEN_MERGED_RUNS})
+    fields = {**exp.model_dump(mode="json"), "budget": exp.budget.result_inputs()}  # not how it is stored
+    return hash_inputs({k: v for k, v in fields.items() if k not in MAY_DIFFER_BETWEEN_MERGED_RUNS})

@@ -14,7 +14,7 @@ from test_pipeline import SMALL, experiment
 
 import harness.diskspace as diskspace
 from harness.errors import DiskFullError
-from harness.pipeline import Pipeline
+from harness.pipeline import Pipeline, experiment_hash
 from harness.training import checkpoint as ckpt
 from harness.training import train
 
@@ -39,6 +39,7 @@ def test_checkpoints_are_deleted_once_the_model_is_stored_unless_kept(tmp_path):
     storage = {**SMALL["budget"], "checkpoint_every": 2, "keep_checkpoints": True}
     kept_exp = experiment(methods=ONE_METHOD, budget=storage)
     assert "to run" not in Pipeline(kept_exp, tmp_path / "a", progress=False).describe_plan()
+    assert experiment_hash(kept_exp) == experiment_hash(experiment(methods=ONE_METHOD))  # one leaderboard
 
     kept = Pipeline(kept_exp, tmp_path / "b", progress=False)
     kept.run()

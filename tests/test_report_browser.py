@@ -126,3 +126,38 @@ def test_pipeline_report_renders_in_headless_chromium(tiny_preset_run, tmp_path:
     width, _, rows, bpp = decode_png_rows(png.read_bytes(), max_rows=800)
     colours = {row[i : i + 3] for row in rows[::2] for i in range(0, len(row), bpp * 2)}
     assert len(colours) > 20, f"only {len(colours)} distinct colours: the page looks blank"
+
+
+def test_offline_default_report_renders_in_headless_chromium(tmp_path: Path) -> None:
+    """The report of the offline default itself (leaderboards/smol.yaml), as the README's main job wrote it.
+    `.ci/run` runs that job before the tests; elsewhere this test skips until `tox -e demo` has run."""
+    import json
+
+    from harness.cli import DEFAULT_EXPERIMENT, REPO_ROOT
+    from harness.config import load_experiment
+    from harness.pipeline import experiment_hash
+
+    exp = load_experiment(REPO_ROOT / DEFAULT_EXPERIMENT)
+    run_dir = exp.run_dir(REPO_ROOT)
+    if not (run_dir / "results.json").is_file():
+        pytest.skip(f"the offline default has not run here ({run_dir}): `tox -e demo` first")
+    if json.loads((run_dir / "results.json").read_text())["experiment_hash"] != experiment_hash(exp):
+        pytest.skip(f"{run_dir} holds a run of an older {DEFAULT_EXPERIMENT}: rerun `tox -e demo`")
+    url = (run_dir / "report.html").resolve().as_uri()
+    dom = _chromium(["--dump-dom", url], tmp_path / "profile-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    rows = ["teacher", "student (untrained)", *(m.row_name for m in exp.methods)]
+    for row in rows:
+        assert f'data-row="{row}"' in dom.stdout, f"row {row!r} missing from the rendered table"
+    # AlpacaEval's log-prob judge always answers: its chart has one bar per row. Plus the budget scatter
+    # and PAD's agreement curve.
+    assert dom.stdout.count('class="bar"') >= len(rows) and dom.stdout.count("<svg") >= 3
+    assert 'class="series"' in dom.stdout and 'id="provenance"' in dom.stdout
+    png = tmp_path / "shot.png"
+    shot = _chromium([f"--screenshot={png}", "--window-size=1400,2000", url], tmp_path / "profile-shot")
+    assert shot.returncode == 0 and png.is_file(), shot.stderr[-2000:]
+    width, _, rows_px, bpp = decode_png_rows(png.read_bytes(), max_rows=1400)
+    colours = {row[i : i + 3] for row in rows_px[::2] for i in range(0, len(row), bpp * 2)}
+    assert len(colours) > 40, f"only {len(colours)} distinct colours: the page looks blank"
+    # the first method's bar colour (#1f77b4 at 80% opacity over white) is on screen: the plots rendered
+    assert any(abs(c[0] - 76) < 6 and abs(c[1] - 146) < 6 and abs(c[2] - 195) < 6 for c in colours)
