@@ -32,6 +32,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(pipe.describe_plan())
         return 0
+    if not pipe.processes.is_main:  # a worker of a multi-process launch: the main process reports
+        pipe.run()
+        return 0
     print(f"pad-harness: running {path} -> {run_dir}", flush=True)
     pipe.run()
     board = run_dir / "LEADERBOARD.md"

@@ -12,6 +12,7 @@ that actually run.
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from typing import Any
 from harness.config import Experiment, MethodSpec, load_experiment
 from harness.diskspace import disk_full_error, is_disk_full
 from harness.methods.base import Method, Signal
+from harness.processes import ProcessInfo, wait_for
 from harness.registry import METHODS
 from harness.results import MAY_DIFFER_BETWEEN_MERGED_RUNS, RunResults
 from harness.stages import STAGE_VERSIONS
@@ -35,6 +37,7 @@ class Step:
     artifact: Artifact
     run: Callable[[Path], dict[str, Any] | None]
     after_commit: Callable[[], None] | None = None  # once the artifact is stored (e.g. drop its scratch files)
+    collective: bool = False  # every process of a multi-process launch takes part (training); else main only
 
     @property
     def done(self) -> bool:
@@ -66,7 +69,8 @@ class Pipeline:
         self.run_dir = Path(run_dir) if run_dir else experiment.run_dir()
         self.store = ArtifactStore(self.run_dir)
         self.source_file = source_file
-        self.progress = progress
+        self.processes = ProcessInfo.from_env()
+        self.progress = progress and self.processes.is_main  # one set of progress bars per run
         self.methods: dict[str, Method] = {
             spec.row_name: METHODS.get(spec.name)(spec.params) for spec in experiment.methods
         }
@@ -202,7 +206,7 @@ class Pipeline:
         for row in rows:
             if row.train is not None:
                 steps.append(Step("train", row.train.label, row.train, partial(training.run_training, self, row),
-                                  after_commit=partial(training.release_checkpoints, self, row)))
+                                  after_commit=partial(training.release_checkpoints, self, row), collective=True))
         for row in rows:
             for b in self.benchmark_indices():
                 answers, judged = self.answers_artifact(row, b), self.judgements_artifact(row, b)
@@ -225,12 +229,19 @@ class Pipeline:
         from harness.stages.reporting import collect_results, write_all_reports
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        if self.source_file:
+        main = self.processes.is_main
+        if self.source_file and main:
             (self.run_dir / "experiment.yaml").write_text(Path(self.source_file).read_text())
         self._check_models_early()
         started = time.time()
         for step in self.plan():
             if step.done:
+                continue
+            if not main:  # see harness/processes.py: the main process stores every artifact
+                if step.collective:
+                    with tempfile.TemporaryDirectory(prefix="pad-harness-worker-") as scratch:
+                        step.run(Path(scratch))
+                wait_for(step.artifact)
                 continue
             t0 = time.time()
             try:
@@ -246,8 +257,9 @@ class Pipeline:
                 step.after_commit()
             self.timings[f"{step.stage}:{step.label}"] = round(time.time() - t0, 2)
         results = collect_results(self)
-        results.save(self.run_dir / "results.json")
-        self.report_paths = write_all_reports(results, self.run_dir)
+        if main:
+            results.save(self.run_dir / "results.json")
+            self.report_paths = write_all_reports(results, self.run_dir)
         self.timings["total"] = round(time.time() - started, 2)
         return results
 

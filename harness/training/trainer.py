@@ -191,9 +191,11 @@ def train(
     started = time.perf_counter()
     work_dir, out_dir = Path(work_dir), Path(out_dir)
     from accelerate.state import PartialState
-    from accelerate.utils import DistributedType, set_seed
+    from accelerate.utils import DistributedType, parse_flag_from_env, set_seed
 
-    processes = PartialState().num_processes
+    # Data-parallel on CPUs (torchrun with ACCELERATE_USE_CPU=1, gloo): the first state made decides, and
+    # without cpu=True accelerate ignores torchrun's environment and runs every process alone.
+    processes = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU")).num_processes
     plan = plan_training(budget, len(groups), seed, processes)
     accelerator = make_accelerator(budget, plan.accumulation_steps)
     if method.on_policy and generator is None:
