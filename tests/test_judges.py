@@ -373,3 +373,30 @@ def test_system_prompt_changes_the_identity(tiny_model: LoadedModel) -> None:
 def test_unknown_backend_is_a_registry_error(tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match="unknown judge 'nope'"):
         build_judge(JudgeSpec(backend="nope"), tmp_path / "j.sqlite")
+
+
+def test_local_judge_continues_a_prefilled_reply(tiny_model: LoadedModel, tmp_path: Path) -> None:
+    """The prefill is the start of the judge's own turn: its first generated token is the model's choice
+    after prompt + prefill tokens, and the reply text is the continuation only."""
+    loaded = tiny_model
+    plain = JudgeRequest.chat([{"role": "user", "content": "Rate this: hello"}], max_tokens=3, top_logprobs=3)
+    prefilled = JudgeRequest.chat([{"role": "user", "content": "Rate this: hello"}], max_tokens=3, top_logprobs=3,
+                                  prefill="Rating: [[")
+    judge = LocalJudge(loaded)
+    assert judge.supports_prefill and CachedJudge(judge, tmp_path / "c.sqlite").supports_prefill
+    assert not OpenAIJudge.supports_prefill
+    response = judge.complete([prefilled])[0]
+    ids = loaded.formatter.prompt_ids(prefilled.as_messages()) + loaded.tokenizer.encode("Rating: [[",
+                                                                                         add_special_tokens=False)
+    with torch.no_grad():
+        logits = loaded.model(torch.tensor([ids])).logits[0, -1]
+    top = torch.topk(torch.log_softmax(logits.float(), -1), 3).values.tolist()
+    assert response.top_logprobs is not None
+    assert sorted(response.top_logprobs[0].values(), reverse=True) == pytest.approx(top, abs=1e-4)
+    assert response.prompt_tokens == len(ids) and not response.text.startswith("Rating")
+    # Cache keys: a prefill is part of the request; requests without one keep their old keys.
+    from harness.judges.cache import cache_key, request_payload
+
+    assert cache_key({"m": 1}, plain) != cache_key({"m": 1}, prefilled)
+    assert request_payload(plain) == {"messages": [["user", "Rate this: hello"]], "max_tokens": 3,
+                                      "temperature": 0.0, "top_logprobs": 3}

@@ -18,7 +18,7 @@ from harness.benchmarks.mt_bench import (
     extract_rating,
     score_single,
 )
-from harness.errors import DataSourceError
+from harness.errors import DataSourceError, JudgeError
 from harness.judges.base import Judge, JudgeRequest, JudgeResponse
 
 
@@ -216,3 +216,38 @@ def test_score_official_fastchat_single_file(tmp_path: Path) -> None:
 def test_bad_data_path_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(DataSourceError, match="question.jsonl"):
         MTBench({"data_path": str(tmp_path)}).load()
+
+
+class PrefillJudge(Judge):
+    """Continues a prefilled reply: answers the rating's digits and the closing brackets only."""
+
+    supports_prefill = True
+
+    def __init__(self) -> None:
+        self.requests: list[JudgeRequest] = []
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return {"backend": "prefill"}
+
+    def complete(self, requests: list[JudgeRequest], progress: str | None = None) -> list[JudgeResponse]:
+        self.requests += requests
+        return [JudgeResponse(text="6]] because it is fine.") for _ in requests]
+
+
+def test_verdict_prefill_starts_every_reply_and_is_reported() -> None:
+    bench, data = _bench(category_temperature=False, verdict_prefill=True)
+    data.items = data.items[:3]
+    answers = bench.generate(RecordingModel(), data)
+    judge = PrefillJudge()
+    judgements = bench.judge(judge, data, answers)
+    assert {r.prefill for r in judge.requests} == {"Rating: [["}
+    assert {j["judgment"] for j in judgements} == {"Rating: [[6]] because it is fine."}
+    result = bench.score(judgements)
+    assert result.metrics["overall"] == pytest.approx(6.0) and result.metrics["n_unparsable"] == 0
+    assert any("verdict prefilled" in note for note in result.notes)
+
+    canned = CannedJudge()  # a judge that cannot continue a given reply: refused before any call
+    with pytest.raises(JudgeError, match="verdict_prefill needs a judge"):
+        bench.judge(canned, data, answers)
+    assert canned.requests == []

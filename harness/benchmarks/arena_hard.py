@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness.benchmarks import arena_hard_scoring as S
-from harness.benchmarks.base import AnswerModel, Benchmark, BenchmarkData, ScoreResult
+from harness.benchmarks.base import AnswerModel, Benchmark, BenchmarkData, ScoreResult, verdict_prefill
 from harness.errors import DataSourceError, JudgeError
 from harness.judges.base import Judge, JudgeRequest
 
@@ -69,6 +69,9 @@ OFFICIAL_JUDGE = {"v0.1": "gpt-4-1106-preview", "v2.0": "gpt-4.1"}
 HUB_DATASET = "lmarena-ai/arena-hard-auto"
 
 
+VERDICT_PREFILL = "My final verdict is: [["  # the prompt's example output: "My final verdict is tie: [[A=B]]"
+
+
 class ArenaHardParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -83,6 +86,9 @@ class ArenaHardParams(BaseModel):
     seed: int = 42
     style_control: bool = False
     style_features: Literal["both", "length", "markdown"] = "both"
+    # Not arena-hard-auto's protocol: start the judge's reply with "My final verdict is: [[" so it can only
+    # continue with a verdict label. For small local judges; the report says it was used.
+    verdict_prefill: bool = False
     data_path: str | None = None
 
 
@@ -238,20 +244,22 @@ class ArenaHard(Benchmark):
             convs.append(self._request(item["prompt"], text, item["baseline_answer"]))  # game 2: swapped
         texts = [""] * len(convs)
         pending = list(range(len(convs)))
+        prefill = verdict_prefill(judge, "arena_hard", VERDICT_PREFILL if self.params.verdict_prefill else None)
         for attempt in range(attempts):
-            requests = [JudgeRequest.chat(convs[k], max_tokens=max_tokens,
-                                          temperature=self.params.judge_temperature) for k in pending]
+            requests = [JudgeRequest.chat(convs[k], max_tokens=max_tokens, temperature=self.params.judge_temperature,
+                                          prefill=prefill) for k in pending]
             replies = judge.complete(requests, progress=f"arena_hard judge (attempt {attempt + 1})")
             retry = []
             for k, reply in zip(pending, replies, strict=True):
+                reply_text = (prefill or "") + reply.text  # the judgement as the judge "wrote" it
                 if v01:  # upstream accumulates every attempt in `judgment` and asks to continue
-                    texts[k] += "\n" + reply.text
+                    texts[k] += "\n" + reply_text
                     if S.extract_verdict_v01(texts[k])[1]:
-                        convs[k] = convs[k] + [{"role": "assistant", "content": reply.text},
+                        convs[k] = convs[k] + [{"role": "assistant", "content": reply_text},
                                                {"role": "user", "content": CONTINUE_PROMPT}]
                         retry.append(k)
                 else:  # v2.0 has one attempt; extra attempts (our option) simply ask again
-                    texts[k] = reply.text
+                    texts[k] = reply_text
                     if S.extract_verdict_v2(texts[k]) is None:
                         retry.append(k)
             pending = retry
@@ -277,6 +285,9 @@ class ArenaHard(Benchmark):
                             p.style_control, p.style_features)
         # Upstream counts answer tokens with tiktoken; offline its vocabulary may be missing.
         result.notes.append(f"avg_tokens counted with {S.count_tokens('')[1]}")
+        if p.verdict_prefill:
+            result.notes.append(f"verdict prefilled: every judge reply was started with {VERDICT_PREFILL!r} "
+                                f"(not arena-hard-auto's protocol, where the judge answers and explains first)")
         return result
 
     @classmethod

@@ -76,3 +76,14 @@ class Benchmark(ABC):
     @abstractmethod
     def score(self, judgements: list[dict[str, Any]]) -> ScoreResult:
         """Metrics from judgement records."""
+
+
+def verdict_prefill(judge: Judge, benchmark: str, prefill: str | None) -> str | None:
+    """The reply start a benchmark asks for (`params.verdict_prefill`), checked against the judge first."""
+    if prefill is not None and not judge.supports_prefill:
+        from harness.errors import JudgeError
+
+        raise JudgeError(f"{benchmark}: params.verdict_prefill needs a judge that can continue a reply it was "
+                         f"given (the `local` judge); this judge cannot. Remove verdict_prefill to use the "
+                         f"official protocol.")
+    return prefill

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.benchmarks.base import AnswerModel, Benchmark, BenchmarkData, ScoreResult
+from harness.benchmarks.base import AnswerModel, Benchmark, BenchmarkData, ScoreResult, verdict_prefill
 from harness.errors import DataSourceError, JudgeError
 from harness.judges.base import Judge, JudgeRequest
 
@@ -78,6 +78,9 @@ FALLBACK_PROMPTS: dict[str, dict[str, str]] = {
 }
 
 
+RATING_PREFILL = "Rating: [["  # the judge prompt's own example of the answer format: "Rating: [[5]]"
+
+
 class MTBenchParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -85,6 +88,9 @@ class MTBenchParams(BaseModel):
     category_temperature: bool = True  # FastChat's temperature_config; False answers every turn greedily
     judge_max_tokens: int = Field(2048, ge=1)  # FastChat's chat_completion_openai setting
     judge_temperature: float = Field(0.0, ge=0.0)
+    # Not FastChat's protocol: start the judge's reply with "Rating: [[" so it can only continue with a
+    # rating. For small local judges that never reach a verdict on their own; the report says it was used.
+    verdict_prefill: bool = False
     data_path: str | None = None
 
 
@@ -229,16 +235,22 @@ class MTBench(Benchmark):
                 for turn in (1, 2):
                     name, messages = self.judge_messages(item, by_id[item["id"]]["output"], turn)
                     jobs.append((item, turn, name, messages))
+        prefill = verdict_prefill(judge, "mt_bench", RATING_PREFILL if self.params.verdict_prefill else None)
         requests = [JudgeRequest.chat(m, max_tokens=self.params.judge_max_tokens,
-                                      temperature=self.params.judge_temperature) for *_, m in jobs]
+                                      temperature=self.params.judge_temperature, prefill=prefill) for *_, m in jobs]
         replies = judge.complete(requests, progress="mt_bench judge")
+        texts = [(prefill or "") + reply.text for reply in replies]  # the judgement as the judge "wrote" it
         return [{"id": item["id"], "question_id": item["id"], "category": item["category"], "turn": turn,
-                 "judge_prompt": name, "user_prompt": messages[1]["content"], "judgment": reply.text,
-                 "score": extract_rating(reply.text)}
-                for (item, turn, name, messages), reply in zip(jobs, replies, strict=True)]
+                 "judge_prompt": name, "user_prompt": messages[1]["content"], "judgment": text,
+                 "score": extract_rating(text)}
+                for (item, turn, name, messages), text in zip(jobs, texts, strict=True)]
 
     def score(self, judgements: list[dict[str, Any]]) -> ScoreResult:
-        return score_single(judgements)
+        result = score_single(judgements)
+        if self.params.verdict_prefill:
+            result.notes.append(f"verdict prefilled: every judge reply was started with {RATING_PREFILL!r} "
+                                f"(not FastChat's protocol, where the judge explains first)")
+        return result
 
     @classmethod
     def score_official(cls, path: Path) -> ScoreResult:

@@ -19,6 +19,9 @@ class JudgeRequest:
     max_tokens: int = 1024
     temperature: float = 0.0
     top_logprobs: int | None = None  # ask for the top-k log-probs of each generated token
+    # The start of the judge's reply, fixed: the judge continues from it and `JudgeResponse.text` is the
+    # continuation only. Judges that can do it say so with `supports_prefill`.
+    prefill: str | None = None
 
     @classmethod
     def chat(cls, messages: list[dict[str, str]], **kwargs: Any) -> JudgeRequest:
@@ -41,6 +44,8 @@ class JudgeResponse:
 
 class Judge(ABC):
     """A judge backend. Registered in the `harness.judges` entry-point group; built from a `JudgeSpec`."""
+
+    supports_prefill: bool = False  # can continue a reply from `JudgeRequest.prefill`
 
     @abstractmethod
     def complete(self, requests: list[JudgeRequest], progress: str | None = None) -> list[JudgeResponse]:

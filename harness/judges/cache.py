@@ -70,8 +70,11 @@ def canonical_json(obj: Any) -> str:
 
 
 def request_payload(request: JudgeRequest) -> dict[str, Any]:
-    return {"messages": [list(m) for m in request.messages], "max_tokens": request.max_tokens,
-            "temperature": request.temperature, "top_logprobs": request.top_logprobs}
+    payload = {"messages": [list(m) for m in request.messages], "max_tokens": request.max_tokens,
+               "temperature": request.temperature, "top_logprobs": request.top_logprobs}
+    if request.prefill is not None:  # only when set, so keys of requests without one stay as they were
+        payload["prefill"] = request.prefill
+    return payload
 
 
 def cache_key(identity: dict[str, Any], request: JudgeRequest) -> str:
@@ -118,6 +121,10 @@ class CachedJudge(Judge):
             self._conn.execute(_SCHEMA)
             self._conn.commit()
         self._identity_json = canonical_json(inner.identity)
+
+    @property
+    def supports_prefill(self) -> bool:  # type: ignore[override]
+        return self.inner.supports_prefill
 
     # -- counters -------------------------------------------------------------------------------------
     @property

@@ -30,6 +30,7 @@ class LocalJudge(Judge):
     """An in-process model as judge: greedy decoding with top-k log-probs, batched, fully offline."""
 
     reports_incrementally = True
+    supports_prefill = True  # the reply's first tokens are simply part of the prompt
 
     def __init__(self, loaded: LoadedModel, *, system_prompt: str | None = None, batch_size: int = 8,
                  seed: int = 0) -> None:
@@ -76,7 +77,10 @@ class LocalJudge(Judge):
         messages = request.as_messages()
         if self.system_prompt and not any(m["role"] == "system" for m in messages):
             messages = [{"role": "system", "content": self.system_prompt}, *messages]
-        return self.loaded.formatter.prompt_ids(messages)
+        ids = self.loaded.formatter.prompt_ids(messages)
+        if request.prefill:
+            ids = ids + list(self.loaded.tokenizer.encode(request.prefill, add_special_tokens=False))
+        return ids
 
     def _groups(self, requests: list[JudgeRequest], prompts: list[list[int]]) -> list[list[int]]:
         """Indices grouped into batches of requests that decode alike; sampled requests go alone."""
