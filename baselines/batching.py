@@ -12,6 +12,7 @@ import torch
 
 from harness.methods.base import TrainContext
 from harness.methods.common import Packed, fit_lengths, pack_sequences
+from harness.methods.shared_prompt import GroupPacked, pack_groups
 
 
 def encode(ctx: TrainContext, messages: list[dict[str, str]], response: str) -> tuple[list[int], list[int]]:
@@ -33,6 +34,16 @@ def pack_pairs(ctx: TrainContext, items: list[tuple[list[dict[str, str]], str]])
                           ctx.max_prompt_length)
 
 
+def pack_pair_groups(ctx: TrainContext, items: list[tuple[list[dict[str, str]], str, str]]) -> GroupPacked:
+    """(messages, chosen, rejected) items, each prompt encoded once for both; results in `pack_pairs`'
+    layout: every chosen response first, then every rejected one."""
+    prompts = [ctx.formatter.prompt_ids(messages, max_length=ctx.max_prompt_length) for messages, _, _ in items]
+    responses = [[ctx.formatter.response_ids(chosen), ctx.formatter.response_ids(rejected)]
+                 for _, chosen, rejected in items]
+    order = [[i, len(items) + i] for i in range(len(items))]
+    return pack_groups(prompts, responses, pad_id(ctx), ctx.max_length, ctx.max_prompt_length, order=order)
+
+
 def model_device(model: torch.nn.Module) -> torch.device:
     try:
         return next(model.parameters()).device
@@ -44,7 +55,7 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """Tensors and Packed values moved to `device` (the trainer may or may not have done it)."""
     moved: dict[str, Any] = {}
     for key, value in batch.items():
-        if isinstance(value, torch.Tensor | Packed):
+        if isinstance(value, torch.Tensor | Packed | GroupPacked):
             moved[key] = value.to(device)
         else:
             moved[key] = value

@@ -19,9 +19,10 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from baselines.batching import model_device, pack_pairs
+from baselines.batching import model_device, pack_pair_groups, pack_pairs
 from harness.methods.base import Method, PromptGroup, Signal, TrainContext
-from harness.methods.common import Packed, sequence_logprobs
+from harness.methods.common import Packed
+from harness.methods.shared_prompt import GroupPacked
 
 Preference = Literal["mcq", "teacher_logprob"]
 PairStrategy = Literal["best_worst", "random"]
@@ -108,8 +109,12 @@ class PairwiseMethod(Method):
         return examples
 
     def collate(self, examples: list[dict[str, Any]], ctx: TrainContext) -> dict[str, Any]:
-        items = [(e["messages"], e["chosen"]) for e in examples] + [(e["messages"], e["rejected"]) for e in examples]
-        packed = pack_pairs(ctx, items)
+        packed: Packed | GroupPacked
+        if ctx.share_prompts:  # chosen and rejected share one prompt encoding; same layout of results
+            packed = pack_pair_groups(ctx, [(e["messages"], e["chosen"], e["rejected"]) for e in examples])
+        else:
+            packed = pack_pairs(ctx, [(e["messages"], e["chosen"]) for e in examples]
+                                + [(e["messages"], e["rejected"]) for e in examples])
         batch: dict[str, Any] = {"packed": packed, "num_pairs": len(examples), "student_tokens": packed.num_tokens}
         for key in examples[0]:
             if key.startswith("ref_") or key.startswith("teacher_"):
@@ -119,8 +124,8 @@ class PairwiseMethod(Method):
 
 def pair_logprobs(model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Sum and mean (length-normalised) response log-likelihoods of the chosen and rejected halves."""
-    packed: Packed = batch["packed"].to(model_device(model))
-    total, mean, count = sequence_logprobs(model, packed)
+    packed: Packed | GroupPacked = batch["packed"].to(model_device(model))
+    total, mean, count = packed.sequence_logprobs(model)
     b = int(batch["num_pairs"])
     return {"sum_chosen": total[:b], "sum_rejected": total[b:], "mean_chosen": mean[:b], "mean_rejected": mean[b:],
             "len_chosen": count[:b], "len_rejected": count[b:]}

@@ -93,6 +93,9 @@ class TrainContext:
     generator: Any = None  # callable(model, prompt_ids_list, max_new_tokens, seed) -> list[list[int]]
     rng: random.Random = field(default_factory=random.Random)
     step: int = 0
+    # The student takes `shared_prompt.pack_groups` batches (one prompt encoding for all its responses);
+    # the trainer sets it from the model. Methods that score several responses per prompt may use it.
+    share_prompts: bool = False
 
 
 class Method(ABC):

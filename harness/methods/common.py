@@ -23,6 +23,9 @@ class Packed:
     def num_tokens(self) -> int:
         return int(self.attention_mask.sum())
 
+    def sequence_logprobs(self, model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return sequence_logprobs(model, self)
+
     def to(self, device: torch.device | str) -> Packed:
         return Packed(self.input_ids.to(device), self.attention_mask.to(device), self.response_mask.to(device))
 

@@ -28,7 +28,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from harness.methods.base import LossOutput, Method, PromptGroup, Signal, TrainContext
-from harness.methods.common import pack_sequences, sequence_logprobs
+from harness.methods.common import Packed, pack_sequences
 from harness.methods.pad_loss import (
     RankingSupport,
     jensen_shannon,
@@ -37,6 +37,7 @@ from harness.methods.pad_loss import (
     plackett_luce_log_probs,
     plackett_luce_prefix_log_probs,
 )
+from harness.methods.shared_prompt import GroupPacked, pack_groups
 
 # m_i = 0 would make log m_i = -inf and every ranking probability NaN; an MCQ probability this small
 # already means "never preferred", so flooring it changes no ranking the teacher expresses.
@@ -140,16 +141,18 @@ class PADMethod(Method):
         if n < 2:
             raise ValueError("PAD needs at least 2 responses per prompt to form a ranking")
         fmt = ctx.formatter
-        prompts: list[list[int]] = []
-        responses: list[list[int]] = []
-        for ex in examples:
-            prompt = fmt.prompt_ids(ex["messages"], max_length=ctx.max_prompt_length)  # encoded once
-            prompts.extend([prompt] * n)
-            responses.extend(fmt.response_ids(r, max_length=ctx.max_length) for r in ex["responses"])
+        prompts = [fmt.prompt_ids(ex["messages"], max_length=ctx.max_prompt_length) for ex in examples]
+        responses = [[fmt.response_ids(r, max_length=ctx.max_length) for r in ex["responses"]] for ex in examples]
         pad_id = fmt.tokenizer.pad_token_id
         if pad_id is None:
             pad_id = fmt.end_of_turn_id
-        packed = pack_sequences(prompts, responses, int(pad_id), ctx.max_length, ctx.max_prompt_length)
+        packed: Packed | GroupPacked
+        if ctx.share_prompts:  # the prompt runs once for its n responses (same log-probs, fewer tokens)
+            packed = pack_groups(prompts, responses, int(pad_id), ctx.max_length, ctx.max_prompt_length)
+        else:
+            packed = pack_sequences([p for p, rs in zip(prompts, responses, strict=True) for _ in rs],
+                                    [r for rs in responses for r in rs], int(pad_id), ctx.max_length,
+                                    ctx.max_prompt_length)
         return {
             "packed": packed,
             "teacher_scores": torch.tensor([ex["teacher_scores"] for ex in examples], dtype=torch.float32),
@@ -161,7 +164,7 @@ class PADMethod(Method):
         device = next(model.parameters()).device
         packed = batch["packed"].to(device)
         teacher = batch["teacher_scores"].to(device)
-        _, mean_logprobs, _ = sequence_logprobs(model, packed)
+        _, mean_logprobs, _ = packed.sequence_logprobs(model)
         student = student_scores(mean_logprobs.float().view(teacher.shape), self.params.beta)
         generator = None
         if self.params.decomposition == "sampled":

@@ -29,6 +29,7 @@ from harness.config import Budget, LoggingConfig
 from harness.diskspace import require_free
 from harness.errors import BudgetError, HarnessError
 from harness.methods.base import Method, PromptGroup, TrainContext
+from harness.methods.shared_prompt import shares_prompts
 from harness.models.base import LoadedModel
 from harness.store import hash_inputs, write_json_atomic, write_jsonl
 from harness.training import checkpoint as ckpt
@@ -222,7 +223,8 @@ def train(
     method_rng = random.Random(seed + 1)
     holder: dict[str, Any] = {}  # the loader must reach ctx.accounting, which a resume replaces
     ctx = TrainContext(formatter=student.formatter, max_length=budget.max_length,
-                       max_prompt_length=budget.max_prompt_length, accounting=accounting,
+                       max_prompt_length=budget.max_prompt_length, share_prompts=shares_prompts(model),
+                       accounting=accounting,
                        teacher_loader=_counting_loader(teacher_loader, holder), generator=generator, rng=method_rng)
     holder["ctx"] = ctx
     fingerprint = _fingerprint(method, groups, budget, seed, processes)
