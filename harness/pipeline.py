@@ -237,31 +237,40 @@ class Pipeline:
         for step in self.plan():
             if step.done:
                 continue
-            if not main:  # see harness/processes.py: the main process stores every artifact
-                if step.collective:
-                    with tempfile.TemporaryDirectory(prefix="pad-harness-worker-") as scratch:
-                        step.run(Path(scratch))
-                wait_for(step.artifact)
-                continue
-            t0 = time.time()
-            try:
-                with self.store.writing(step.artifact) as out:
-                    manifest = step.run(out) or {}
-                    manifest.setdefault("wall_time_s", round(time.time() - t0, 3))
-                    _merge_manifest(out, manifest)
-            except Exception as exc:
-                if is_disk_full(exc):
-                    raise disk_full_error(exc, self.run_dir, f"{step.stage} {step.label!r}") from exc
-                raise
-            if step.after_commit is not None:
-                step.after_commit()
-            self.timings[f"{step.stage}:{step.label}"] = round(time.time() - t0, 2)
+            if main:
+                self._run_step(step)
+            else:
+                self._follow_step(step)
         results = collect_results(self)
         if main:
             results.save(self.run_dir / "results.json")
             self.report_paths = write_all_reports(results, self.run_dir)
         self.timings["total"] = round(time.time() - started, 2)
         return results
+
+    def _run_step(self, step: Step) -> None:
+        """Compute one artifact and store it (atomically: a failure leaves nothing half-written)."""
+        t0 = time.time()
+        try:
+            with self.store.writing(step.artifact) as out:
+                manifest = step.run(out) or {}
+                manifest.setdefault("wall_time_s", round(time.time() - t0, 3))
+                _merge_manifest(out, manifest)
+        except Exception as exc:
+            if is_disk_full(exc):
+                raise disk_full_error(exc, self.run_dir, f"{step.stage} {step.label!r}") from exc
+            raise
+        if step.after_commit is not None:
+            step.after_commit()
+        self.timings[f"{step.stage}:{step.label}"] = round(time.time() - t0, 2)
+
+    def _follow_step(self, step: Step) -> None:
+        """A worker of a multi-process launch (harness/processes.py): take part in collective steps,
+        whose outputs only the main process stores, then wait for the main process's artifact."""
+        if step.collective:
+            with tempfile.TemporaryDirectory(prefix="pad-harness-worker-") as scratch:
+                step.run(Path(scratch))
+        wait_for(step.artifact)
 
     def _check_models_early(self) -> None:
         """Methods that cannot work with these models fail before any work (e.g. KD across vocabularies)."""
