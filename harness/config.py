@@ -111,7 +111,9 @@ class Budget(Frozen):
     max_flops: float | None = Field(None, gt=0)
     gradient_checkpointing: bool = False
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
-    checkpoint_every: int = Field(0, ge=0)  # optimizer steps between checkpoints; 0 = only at the end
+    # Optimizer steps between checkpoints (and one at the end). 0 = none: an interrupted method trains
+    # again from its start (the same result, as training is deterministic), and no checkpoint is written.
+    checkpoint_every: int = Field(0, ge=0)
     # A checkpoint (weights + AdamW moments: ~3x the model's size) exists to resume an interrupted run;
     # once the trained model is stored as an artifact it is deleted unless kept (for inspection).
     keep_checkpoints: bool = False

@@ -44,4 +44,4 @@ def disk_full_error(exc: BaseException, where: Path, what: str) -> DiskFullError
     return DiskFullError(
         f"the disk filled up while writing {what} under {where} ({free_bytes(where) / GB:.2f} GB free now). "
         f"Free some disk space (or point output_dir at a larger disk) and rerun: finished stages are kept "
-        f"and skipped, and an interrupted training run resumes from its last checkpoint.")
+        f"and skipped, and an interrupted training run resumes from its last checkpoint, if any.")

@@ -50,8 +50,8 @@ def test_checkpoints_are_deleted_once_the_model_is_stored_unless_kept(tmp_path):
 def test_estimated_sizes_match_the_files_written(tmp_path):
     student = make_tiny("llama", seed=0)  # tied embeddings: stored once, counted once
     model_bytes, checkpoint_bytes = ckpt.estimated_bytes(student.model)
-    train(MarginMethod(), make_groups(8), student, budget(max_steps=1), 7, tmp_path / "work", tmp_path / "out",
-          progress=False)
+    train(MarginMethod(), make_groups(8), student, budget(max_steps=1, checkpoint_every=1), 7, tmp_path / "work",
+          tmp_path / "out", progress=False)
     latest = ckpt.latest_checkpoint(tmp_path / "work")
     assert latest is not None
     written = (latest / "model.safetensors").stat().st_size + (latest / "optimizer.safetensors").stat().st_size

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import torch
 from conftest import make_tiny
+from safetensors.torch import load_file
 from test_budget import MarginMethod, NLLMethod, budget, make_groups, one_thread  # noqa: F401 (autouse)
 
 from harness.config import LoggingConfig
@@ -158,3 +159,16 @@ def test_gradient_checkpointing_gives_the_same_result(tmp_path) -> None:
     assert ckpt.log_rows[0]["loss"] == pytest.approx(plain.log_rows[0]["loss"], abs=1e-6)
     for a, b in zip(s1.model.parameters(), s2.model.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_without_checkpoints_nothing_is_written_and_a_killed_run_starts_over_to_the_same_result(tmp_path) -> None:
+    b = budget(max_steps=3)  # checkpoint_every: 0 (the default)
+    whole, _ = run(tmp_path, "whole", budget=b)
+    assert latest_checkpoint(tmp_path / "whole" / "work") is None
+    run(tmp_path, "killed", budget=b, stop_after_steps=2)
+    assert latest_checkpoint(tmp_path / "killed" / "work") is None
+    again, _ = run(tmp_path, "killed", budget=b)
+    assert again.resumed_from_step is None and untimed(again.log_rows) == untimed(whole.log_rows)
+    trained = load_file(str(tmp_path / "killed" / "out" / "model.safetensors"))
+    for name, tensor in load_file(str(tmp_path / "whole" / "out" / "model.safetensors")).items():
+        assert torch.equal(trained[name], tensor), name

@@ -115,11 +115,11 @@ def _optimizer(model: torch.nn.Module, budget: Budget) -> torch.optim.Optimizer:
 
 def _require_disk_space(model: torch.nn.Module, budget: Budget, steps_left: int, work_dir: Path, name: str) -> None:
     """Fail before training, not after it, when the trained model and its checkpoints cannot be written.
-    Peak: the model written at the end, plus the checkpoints on disk at once (the end state alone, or
-    KEEP_LAST rotating ones and the one being written)."""
+    Peak: the model written at the end, plus the checkpoints on disk at once (none without
+    checkpoint_every; else up to KEEP_LAST kept ones and the one being written)."""
     model_bytes, checkpoint_bytes = ckpt.estimated_bytes(model)
-    periodic = steps_left // budget.checkpoint_every if budget.checkpoint_every else 0
-    at_once = min(ckpt.KEEP_LAST + 1, periodic + 1)
+    saves = (steps_left - 1) // budget.checkpoint_every + 1 if budget.checkpoint_every and steps_left else 0
+    at_once = min(ckpt.KEEP_LAST + 1, saves)
     require_free(work_dir, model_bytes + at_once * checkpoint_bytes,
                  f"training {name!r} (the trained model and {at_once} checkpoint(s) of weights + optimizer state)")
 
@@ -378,7 +378,7 @@ def train(
             save(done)
     bar.close()
     accounting.stop_reason = stop_reason
-    if stop_reason != "stop_after_steps" and accounting.optimizer_steps > start_step:
+    if budget.checkpoint_every and stop_reason != "stop_after_steps" and accounting.optimizer_steps > start_step:
         save(accounting.optimizer_steps)  # the end state: a rerun after a crash below starts here
     accounting.wall_time_s += time.perf_counter() - started
 
