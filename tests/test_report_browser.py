@@ -80,33 +80,52 @@ def decode_png_rows(data: bytes, max_rows: int) -> tuple[int, int, list[bytes], 
     return width, height, rows, bpp
 
 
+def rendered_dom(url: str, tmp_path: Path, rows: list[str]) -> str:
+    """The DOM Chromium builds from the report, checked to hold a table row for each of `rows`."""
+    dom = _chromium(["--dump-dom", url], tmp_path / "profile-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    for row in rows:
+        assert f'data-row="{row}"' in dom.stdout, f"row {row!r} missing from the rendered table"
+    return dom.stdout
+
+
+def screenshot_rows(url: str, tmp_path: Path, max_rows: int) -> tuple[int, int, list[bytes], int]:
+    """A 1400x2000 screenshot of the report, decoded: (width, height, first scanlines, bytes per pixel)."""
+    png = tmp_path / "shot.png"
+    shot = _chromium([f"--screenshot={png}", "--window-size=1400,2000", url], tmp_path / "profile-shot")
+    assert shot.returncode == 0 and png.is_file(), shot.stderr[-2000:]
+    return decode_png_rows(png.read_bytes(), max_rows=max_rows)
+
+
+def colours_of(rows: list[bytes], bpp: int) -> set[bytes]:
+    return {row[i : i + 3] for row in rows[::2] for i in range(0, len(row), bpp * 2)}
+
+
+def shows_first_method_bar(colours: set[bytes]) -> bool:
+    """The first method's bar colour (#1f77b4 at 80% opacity over white) is on screen: the plots rendered."""
+    return any(abs(c[0] - 76) < 6 and abs(c[1] - 146) < 6 and abs(c[2] - 195) < 6 for c in colours)
+
+
 def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     results = sample_results(methods=("pad", "dpo", "simpo"), seeds=(0, 1, 2))
     html = write_reports(results, tmp_path / "report", paper_dirs=[], n_boot=200)["html"]
     url = html.resolve().as_uri()
 
-    dom = _chromium(["--dump-dom", url], tmp_path / "profile-dom")
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    for row in ("teacher", "student (untrained)", "pad", "dpo", "simpo"):
-        assert f'data-row="{row}"' in dom.stdout, f"row {row!r} missing from the rendered table"
-    assert dom.stdout.count("<svg") >= 7  # 5 headline bar charts + budget scatter + PAD agreement
-    assert dom.stdout.count('class="bar"') >= 5 * 5 and 'class="series"' in dom.stdout
-    assert 'id="provenance"' in dom.stdout
+    dom = rendered_dom(url, tmp_path, ["teacher", "student (untrained)", "pad", "dpo", "simpo"])
+    assert dom.count("<svg") >= 7  # 5 headline bar charts + budget scatter + PAD agreement
+    assert dom.count('class="bar"') >= 5 * 5 and 'class="series"' in dom
+    assert 'id="provenance"' in dom
 
-    png = tmp_path / "shot.png"
-    shot = _chromium([f"--screenshot={png}", "--window-size=1400,2000", url], tmp_path / "profile-shot")
-    assert shot.returncode == 0 and png.is_file(), shot.stderr[-2000:]
     # The top 1000 px hold the title, the score table and the first plots.
-    width, height, rows, bpp = decode_png_rows(png.read_bytes(), max_rows=1000)
+    width, height, rows, bpp = screenshot_rows(url, tmp_path, max_rows=1000)
     assert (width, height) == (1400, 2000)
-    colours = {row[i : i + 3] for row in rows[::2] for i in range(0, len(row), bpp * 2)}
+    colours = colours_of(rows, bpp)
     non_white = sum(
         1 for row in rows[::4] for i in range(0, len(row), bpp * 4) if row[i : i + 3] != b"\xff\xff\xff"
     )
     assert len(colours) > 40, f"only {len(colours)} distinct colours: the page looks blank"
     assert non_white > 0.03 * (width // 4) * (len(rows) // 4)
-    # the first method's bar colour (#1f77b4 at 80% opacity over white) is on screen: the plots rendered
-    assert any(abs(c[0] - 76) < 6 and abs(c[1] - 146) < 6 and abs(c[2] - 195) < 6 for c in colours)
+    assert shows_first_method_bar(colours)
 
 
 @pytest.mark.slow
@@ -114,17 +133,11 @@ def test_pipeline_report_renders_in_headless_chromium(tiny_preset_run, tmp_path:
     """The report a real pipeline run writes (tiny preset: every method, every benchmark) renders."""
     exp, results, run_dir = tiny_preset_run
     url = (run_dir / "report.html").resolve().as_uri()
-    dom = _chromium(["--dump-dom", url], tmp_path / "profile-dom")
-    assert dom.returncode == 0, dom.stderr[-2000:]
-    for row in ["teacher", "student (untrained)", *(m.row_name for m in exp.methods)]:
-        assert f'data-row="{row}"' in dom.stdout, f"row {row!r} missing from the rendered table"
+    dom = rendered_dom(url, tmp_path, ["teacher", "student (untrained)", *(m.row_name for m in exp.methods)])
     # Tiny random models score nothing a judge can parse, but PAD trained: its agreement curve is drawn.
-    assert dom.stdout.count("<svg") >= 1 and 'class="series"' in dom.stdout and 'id="provenance"' in dom.stdout
-    png = tmp_path / "shot.png"
-    shot = _chromium([f"--screenshot={png}", "--window-size=1400,2000", url], tmp_path / "profile-shot")
-    assert shot.returncode == 0 and png.is_file(), shot.stderr[-2000:]
-    width, _, rows, bpp = decode_png_rows(png.read_bytes(), max_rows=800)
-    colours = {row[i : i + 3] for row in rows[::2] for i in range(0, len(row), bpp * 2)}
+    assert dom.count("<svg") >= 1 and 'class="series"' in dom and 'id="provenance"' in dom
+    _, _, rows, bpp = screenshot_rows(url, tmp_path, max_rows=800)
+    colours = colours_of(rows, bpp)
     assert len(colours) > 20, f"only {len(colours)} distinct colours: the page looks blank"
 
 
@@ -144,20 +157,13 @@ def test_offline_default_report_renders_in_headless_chromium(tmp_path: Path) -> 
     if json.loads((run_dir / "results.json").read_text())["experiment_hash"] != experiment_hash(exp):
         pytest.skip(f"{run_dir} holds a run of an older {DEFAULT_EXPERIMENT}: rerun `tox -e demo`")
     url = (run_dir / "report.html").resolve().as_uri()
-    dom = _chromium(["--dump-dom", url], tmp_path / "profile-dom")
-    assert dom.returncode == 0, dom.stderr[-2000:]
     rows = ["teacher", "student (untrained)", *(m.row_name for m in exp.methods)]
-    for row in rows:
-        assert f'data-row="{row}"' in dom.stdout, f"row {row!r} missing from the rendered table"
+    dom = rendered_dom(url, tmp_path, rows)
     # AlpacaEval's log-prob judge always answers: its chart has one bar per row. Plus the budget scatter
     # and PAD's agreement curve.
-    assert dom.stdout.count('class="bar"') >= len(rows) and dom.stdout.count("<svg") >= 3
-    assert 'class="series"' in dom.stdout and 'id="provenance"' in dom.stdout
-    png = tmp_path / "shot.png"
-    shot = _chromium([f"--screenshot={png}", "--window-size=1400,2000", url], tmp_path / "profile-shot")
-    assert shot.returncode == 0 and png.is_file(), shot.stderr[-2000:]
-    width, _, rows_px, bpp = decode_png_rows(png.read_bytes(), max_rows=1400)
-    colours = {row[i : i + 3] for row in rows_px[::2] for i in range(0, len(row), bpp * 2)}
+    assert dom.count('class="bar"') >= len(rows) and dom.count("<svg") >= 3
+    assert 'class="series"' in dom and 'id="provenance"' in dom
+    _, _, rows_px, bpp = screenshot_rows(url, tmp_path, max_rows=1400)
+    colours = colours_of(rows_px, bpp)
     assert len(colours) > 40, f"only {len(colours)} distinct colours: the page looks blank"
-    # the first method's bar colour (#1f77b4 at 80% opacity over white) is on screen: the plots rendered
-    assert any(abs(c[0] - 76) < 6 and abs(c[1] - 146) < 6 and abs(c[2] - 195) < 6 for c in colours)
+    assert shows_first_method_bar(colours)

@@ -115,9 +115,13 @@ def pack_groups(prompts: list[list[int]], responses: list[list[list[int]]], pad_
                        as_long(targets), as_long(owner), sequence)
 
 
+def _config(model: Any) -> Any:
+    return getattr(getattr(model, "module", model), "config", None)  # DDP wraps the model in .module
+
+
 def shares_prompts(model: Any) -> bool:
     """Whether `model` takes the custom 4D mask: `sdpa` or `eager` attention, and no sliding window."""
-    config = getattr(getattr(model, "module", model), "config", None)  # DDP wraps the model in .module
+    config = _config(model)
     if getattr(config, "_attn_implementation", None) not in ("sdpa", "eager"):
         return False
     return not (getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True))
@@ -126,8 +130,7 @@ def shares_prompts(model: Any) -> bool:
 def group_sequence_logprobs(model: Any, packed: GroupPacked) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(sum log-prob [N], mean log-prob [N], token count [N]) of every (prompt, response) sequence, in the
     order the groups and their responses were given: what `sequence_logprobs` returns for the same pairs."""
-    config = getattr(getattr(model, "module", model), "config", None)
-    eager = getattr(config, "_attn_implementation", None) == "eager"
+    eager = getattr(_config(model), "_attn_implementation", None) == "eager"
     mask = packed.attention_mask(next(model.parameters()).dtype if eager else None)
     logits = model(input_ids=packed.input_ids, position_ids=packed.position_ids, attention_mask=mask).logits
     scored = logits[packed.rows, packed.cols]  # [K, V]: only the positions that predict response tokens

@@ -199,6 +199,16 @@ def estimated_bytes(model: torch.nn.Module) -> tuple[int, int]:
     return weights, weights + moments
 
 
+def bytes_needed(model: torch.nn.Module, checkpoint_every: int, steps_left: int) -> tuple[int, int]:
+    """(peak bytes a training run writes, checkpoints on disk at that peak): the trained model, plus the
+    checkpoints held at once (none without checkpoint_every; else up to KEEP_LAST kept ones and the one
+    being written)."""
+    model_bytes, checkpoint_bytes = estimated_bytes(model)
+    saves = (steps_left - 1) // checkpoint_every + 1 if checkpoint_every and steps_left else 0
+    at_once = min(KEEP_LAST + 1, saves)
+    return model_bytes + at_once * checkpoint_bytes, at_once
+
+
 def clean_partial(work_dir: Path) -> None:
     """Remove temp directories of a checkpoint whose writing was interrupted."""
     root = checkpoint_root(work_dir)

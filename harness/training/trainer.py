@@ -113,17 +113,6 @@ def _optimizer(model: torch.nn.Module, budget: Budget) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=budget.learning_rate, betas=(0.9, 0.999), eps=1e-8, foreach=False)
 
 
-def _require_disk_space(model: torch.nn.Module, budget: Budget, steps_left: int, work_dir: Path, name: str) -> None:
-    """Fail before training, not after it, when the trained model and its checkpoints cannot be written.
-    Peak: the model written at the end, plus the checkpoints on disk at once (none without
-    checkpoint_every; else up to KEEP_LAST kept ones and the one being written)."""
-    model_bytes, checkpoint_bytes = ckpt.estimated_bytes(model)
-    saves = (steps_left - 1) // budget.checkpoint_every + 1 if budget.checkpoint_every and steps_left else 0
-    at_once = min(ckpt.KEEP_LAST + 1, saves)
-    require_free(work_dir, model_bytes + at_once * checkpoint_bytes,
-                 f"training {name!r} (the trained model and {at_once} checkpoint(s) of weights + optimizer state)")
-
-
 def _set_activation_checkpointing(model: Any, on: bool) -> None:
     # transformers 5 renamed gradient_* to activation_checkpointing_*; support both (metadata allows >=4.45).
     if hasattr(model, "activation_checkpointing_enable"):
@@ -240,8 +229,11 @@ def train(
                                f"prompts changed); delete {ckpt.checkpoint_root(work_dir)} to start over")
         model.load_state_dict(saved["model"])  # before prepare, so sharding wrappers see the restored weights
 
-    if accelerator.is_main_process:
-        _require_disk_space(model, budget, plan.total_steps - (saved["step"] if saved else 0), work_dir, method.name)
+    if accelerator.is_main_process:  # fail before training, not after it, when its outputs cannot be written
+        needed, at_once = ckpt.bytes_needed(model, budget.checkpoint_every,
+                                            plan.total_steps - (saved["step"] if saved else 0))
+        require_free(work_dir, needed, f"training {method.name!r} (the trained model and {at_once} "
+                                       f"checkpoint(s) of weights + optimizer state)")
     optimizer = _optimizer(model, budget)
     model, optimizer = accelerator.prepare(model, optimizer)
     if accelerator.device.type == "cuda":
