@@ -15,10 +15,12 @@ from harness.methods.common import Packed, fit_lengths, pack_sequences
 from harness.methods.shared_prompt import GroupPacked, pack_groups
 
 
-def encode(ctx: TrainContext, messages: list[dict[str, str]], response: str) -> tuple[list[int], list[int]]:
-    """(prompt ids, response ids) of one (conversation, response) for the student, cut to the budget."""
+def encode(ctx: TrainContext, messages: list[dict[str, str]], response: str,
+           finished: bool = True) -> tuple[list[int], list[int]]:
+    """(prompt ids, response ids) of one (conversation, response) for the student, cut to the budget; an
+    unfinished response (cut at sampling) gets no end-of-turn token."""
     prompt = ctx.formatter.prompt_ids(messages, max_length=ctx.max_prompt_length)
-    response_ids = ctx.formatter.response_ids(response)
+    response_ids = ctx.formatter.response_ids(response, finished=finished)
     return fit_lengths(prompt, response_ids, ctx.max_length, ctx.max_prompt_length)
 
 
@@ -27,19 +29,21 @@ def pad_id(ctx: TrainContext) -> int:
     return int(tok.pad_token_id if tok.pad_token_id is not None else ctx.formatter.end_of_turn_id)
 
 
-def pack_pairs(ctx: TrainContext, items: list[tuple[list[dict[str, str]], str]]) -> Packed:
-    """Pack (messages, response) items into one right-padded batch, response tokens masked in."""
-    encoded = [encode(ctx, messages, response) for messages, response in items]
+def pack_pairs(ctx: TrainContext, items: list[tuple[list[dict[str, str]], str, bool]]) -> Packed:
+    """Pack (messages, response, finished) items into one right-padded batch, response tokens masked in."""
+    encoded = [encode(ctx, messages, response, finished) for messages, response, finished in items]
     return pack_sequences([p for p, _ in encoded], [r for _, r in encoded], pad_id(ctx), ctx.max_length,
                           ctx.max_prompt_length)
 
 
-def pack_pair_groups(ctx: TrainContext, items: list[tuple[list[dict[str, str]], str, str]]) -> GroupPacked:
-    """(messages, chosen, rejected) items, each prompt encoded once for both; results in `pack_pairs`'
-    layout: every chosen response first, then every rejected one."""
-    prompts = [ctx.formatter.prompt_ids(messages, max_length=ctx.max_prompt_length) for messages, _, _ in items]
-    responses = [[ctx.formatter.response_ids(chosen), ctx.formatter.response_ids(rejected)]
-                 for _, chosen, rejected in items]
+def pack_pair_groups(ctx: TrainContext,
+                     items: list[tuple[list[dict[str, str]], tuple[str, bool], tuple[str, bool]]]) -> GroupPacked:
+    """(messages, (chosen, finished), (rejected, finished)) items, each prompt encoded once for both;
+    results in `pack_pairs`' layout: every chosen response first, then every rejected one."""
+    fmt = ctx.formatter
+    prompts = [fmt.prompt_ids(messages, max_length=ctx.max_prompt_length) for messages, _, _ in items]
+    responses = [[fmt.response_ids(chosen, finished=c_done), fmt.response_ids(rejected, finished=r_done)]
+                 for _, (chosen, c_done), (rejected, r_done) in items]
     order = [[i, len(items) + i] for i in range(len(items))]
     return pack_groups(prompts, responses, pad_id(ctx), ctx.max_length, ctx.max_prompt_length, order=order)
 

@@ -4,7 +4,9 @@ losses as options.
 
 With h = [log pi(y_w|x) - log pi_ref(y_w|x)] - [log pi(y_l|x) - log pi_ref(y_l|x)] (SUM log-probs):
     sigmoid  -log sigmoid(beta * h)
-    ipo      (h - 1 / (2 beta))^2
+    ipo      (h_avg - 1 / (2 beta))^2, h_avg = each log-ratio divided by ITS response's token count, as TRL
+             defines IPO (its DPOTrainer divides the policy and reference log-probs by the completion length
+             for `loss_type="ipo"`; confirmed with the IPO authors per TRL's comment)
     hinge    max(0, 1 - beta * h)
 Interpretation made here: the reference model is the initial student, and its sum log-probs are cached
 once (`Signal.REFERENCE_LOGPROB`) instead of running a second model during training; the pair is the
@@ -27,13 +29,19 @@ LossType = Literal["sigmoid", "ipo", "hinge"]
 
 
 def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, reference_chosen: torch.Tensor,
-             reference_rejected: torch.Tensor, beta: float, loss_type: LossType = "sigmoid") -> torch.Tensor:
-    """Per-pair loss [B] from SUM log-probs [B] of the policy and the reference."""
+             reference_rejected: torch.Tensor, beta: float, loss_type: LossType = "sigmoid",
+             chosen_tokens: torch.Tensor | None = None, rejected_tokens: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-pair loss [B] from SUM log-probs [B] of the policy and the reference; IPO also needs each
+    response's token count [B]."""
     h = (policy_chosen - reference_chosen) - (policy_rejected - reference_rejected)
     if loss_type == "sigmoid":
         return -F.logsigmoid(beta * h)
     if loss_type == "ipo":
-        return (h - 1.0 / (2.0 * beta)) ** 2
+        if chosen_tokens is None or rejected_tokens is None:
+            raise ValueError("the IPO loss needs the token counts of the chosen and rejected responses")
+        h_avg = ((policy_chosen - reference_chosen) / chosen_tokens.clamp_min(1)
+                 - (policy_rejected - reference_rejected) / rejected_tokens.clamp_min(1))
+        return (h_avg - 1.0 / (2.0 * beta)) ** 2
     if loss_type == "hinge":
         return torch.relu(1.0 - beta * h)
     raise ValueError(f"unknown DPO loss type {loss_type!r}")
@@ -61,6 +69,6 @@ class DPOMethod(PairwiseMethod):
         ref_c = batch["ref_chosen"].to(lp["sum_chosen"].device)
         ref_r = batch["ref_rejected"].to(lp["sum_chosen"].device)
         losses = dpo_loss(lp["sum_chosen"], lp["sum_rejected"], ref_c, ref_r, self.params.beta,
-                          self.params.loss_type)
+                          self.params.loss_type, lp["len_chosen"], lp["len_rejected"])
         h = (lp["sum_chosen"] - ref_c) - (lp["sum_rejected"] - ref_r)
         return LossOutput(losses.mean(), {"loss": float(losses.detach().mean()), **preference_metrics(h)})

@@ -10,6 +10,7 @@ response to each prompt, the teacher scores it online (its forward tokens counte
 the JSD is taken over the FULL vocabulary. Otherwise the micro-batch uses the prompt's fixed shared
 samples with the teacher's cached top-k + tail buckets, exactly like `baselines.kd` (so `lmbda = 0` is
 fully offline and needs no teacher during training).
+Loss weighting: the mean over the micro-batch's response tokens.
 Interpretations made here: the on-policy coin is flipped per micro-batch from a hash of (seed, step,
 prompt ids), so a resumed run makes the same choices; the fixed branch compares k + 1 buckets (the
 cached signal), the on-policy branch the full distributions (a bucketed JSD is a lower bound of the full).
@@ -62,13 +63,17 @@ def _count(accounting: Any, method: str, attribute: str, tokens: int) -> None:
         setattr(accounting, attribute, getattr(accounting, attribute, 0) + tokens)
 
 
-def finish_response(ids: list[int], end_of_turn: int, max_new_tokens: int) -> list[int]:
-    """A sampled response as training tokens: cut at end-of-turn, and end it there when it stopped early."""
+def finish_response(ids: list[int], end_of_turn: int, max_new_tokens: int,
+                    stop_ids: tuple[int, ...] = ()) -> list[int]:
+    """A sampled response as training tokens: cut at its first stop token and end it with THE end-of-turn
+    token when it stopped early; a response that ran to max_new_tokens did not finish and gets no end."""
     ids = list(ids)[:max_new_tokens]
-    if end_of_turn in ids:
-        return ids[: ids.index(end_of_turn) + 1]
+    stops = {end_of_turn, *stop_ids}
+    for t, token in enumerate(ids):
+        if token in stops:
+            return ids[:t] + [end_of_turn]
     if len(ids) < max_new_tokens:
-        ids.append(end_of_turn)  # generators return sequences without the end-of-turn token
+        ids.append(end_of_turn)  # generators return sequences without their stop token
     return ids or [end_of_turn]
 
 
@@ -136,7 +141,7 @@ class GKDMethod(Method):
         eot = ctx.formatter.end_of_turn_id
         max_new = max(1, min(self.params.max_new_tokens, ctx.max_length - max(len(p) for p in prompts)))
         sampled = self._sample(model, prompts, max_new, int(batch["seed"]), ctx)
-        responses = [finish_response(r, eot, max_new) for r in sampled]
+        responses = [finish_response(r, eot, max_new, ctx.formatter.stop_ids) for r in sampled]
         _count(ctx.accounting, "add_student_generation", "student_generation_tokens_online",
                sum(len(r) for r in sampled))
 
@@ -191,6 +196,6 @@ def sample_from_student(model: torch.nn.Module, prompts: list[list[int]], max_ne
             seq = model.generate(  # type: ignore[operator]
                 input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True,
                                  temperature=temperature, top_p=top_p, max_new_tokens=max_new,
-                                 pad_token_id=pad_id(ctx), eos_token_id=ctx.formatter.end_of_turn_id)
+                                 pad_token_id=pad_id(ctx), eos_token_id=list(ctx.formatter.stop_ids))
         out.append(seq[0, len(prompt):].tolist())
     return out

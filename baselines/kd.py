@@ -16,7 +16,10 @@ buckets: the teacher's k token ids plus ONE tail bucket holding the remaining ma
 (the student's tail is computed as a log-sum-exp over the other ids, which is exact and stable). Both
 tails are floored at `TAIL_FLOOR` so a teacher whose top-k holds all its mass gives finite values. The
 responses are the prompt's shared samples (all n by default). Loss = mean divergence over response tokens
-+ `nll_weight` x token-averaged NLL. Teacher and student must share a vocabulary (checked before training).
++ `nll_weight` x token-averaged NLL (loss weighting: per response token of the micro-batch). Teacher and
+student must share a vocabulary (checked before training). The released PAD baseline (`kd_trainer.py`) is
+`divergence: reverse_kl` (its KLDivLoss(teacher, student) computes KL(student || teacher)) with
+`nll_weight: 1` over the teacher's top-100 (`signals.topk: 100`).
 """
 
 from __future__ import annotations
@@ -105,8 +108,10 @@ def collate_topk(examples: list[dict[str, Any]], ctx: TrainContext) -> dict[str,
     response token: position p-1+t (in the shifted [B, L-1] layout) predicts response token t."""
     prompts, responses, topk = [], [], []
     for e in examples:
-        for response, ids, logps in zip(e["responses"], e["topk_ids"], e["topk_logprobs"], strict=True):
-            p, r = encode(ctx, e["messages"], response)
+        finished = e.get("finished") or [True] * len(e["responses"])
+        for response, done, ids, logps in zip(e["responses"], finished, e["topk_ids"], e["topk_logprobs"],
+                                              strict=True):
+            p, r = encode(ctx, e["messages"], response, done)
             prompts.append(p)
             responses.append(r)
             topk.append((torch.as_tensor(ids, dtype=torch.long), torch.as_tensor(logps, dtype=torch.float32)))
@@ -132,8 +137,10 @@ def topk_examples(groups: list[PromptGroup], which: str) -> list[dict[str, Any]]
     for g in groups:
         topk = g.signals[Signal.TEACHER_TOPK]
         keep = range(len(g.responses)) if which == "all" else range(1)
+        finished = g.finished_flags()
         examples.append({"prompt_id": g.prompt_id, "messages": g.messages,
                          "responses": [g.responses[i] for i in keep],
+                         "finished": [finished[i] for i in keep],
                          "topk_ids": [topk["ids"][i] for i in keep],
                          "topk_logprobs": [topk["logprobs"][i] for i in keep]})
     return examples

@@ -9,6 +9,7 @@ Every pairwise method takes its pair from the SAME samples and the SAME teacher 
     baselines did, with MCQ scores). The draw depends only on (`pair_seed`, prompt id), so every method
     with the same settings gets the same pair for a prompt, whatever the training seed or data order.
 Ties keep the lower response index first (a stable sort), so selection is deterministic.
+Loss weighting (every pairwise method): the mean over the micro-batch's pairs, one pair per prompt.
 """
 
 from __future__ import annotations
@@ -100,10 +101,12 @@ class PairwiseMethod(Method):
         examples = []
         for group in groups:
             chosen, rejected = select_group_pair(group, self.params)
+            finished = group.finished_flags()
             examples.append({
                 "prompt_id": group.prompt_id, "messages": group.messages,
                 "chosen": group.responses[chosen], "rejected": group.responses[rejected],
                 "chosen_index": chosen, "rejected_index": rejected,
+                "chosen_finished": finished[chosen], "rejected_finished": finished[rejected],
                 **self.pair_fields(group, chosen, rejected),
             })
         return examples
@@ -111,10 +114,12 @@ class PairwiseMethod(Method):
     def collate(self, examples: list[dict[str, Any]], ctx: TrainContext) -> dict[str, Any]:
         packed: Packed | GroupPacked
         if ctx.share_prompts:  # chosen and rejected share one prompt encoding; same layout of results
-            packed = pack_pair_groups(ctx, [(e["messages"], e["chosen"], e["rejected"]) for e in examples])
+            packed = pack_pair_groups(ctx, [(e["messages"], (e["chosen"], e.get("chosen_finished", True)),
+                                             (e["rejected"], e.get("rejected_finished", True))) for e in examples])
         else:
-            packed = pack_pairs(ctx, [(e["messages"], e["chosen"]) for e in examples]
-                                + [(e["messages"], e["rejected"]) for e in examples])
+            packed = pack_pairs(ctx, [(e["messages"], e["chosen"], e.get("chosen_finished", True)) for e in examples]
+                                + [(e["messages"], e["rejected"], e.get("rejected_finished", True))
+                                   for e in examples])
         batch: dict[str, Any] = {"packed": packed, "num_pairs": len(examples), "student_tokens": packed.num_tokens}
         for key in examples[0]:
             if key.startswith("ref_") or key.startswith("teacher_"):

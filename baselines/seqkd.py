@@ -5,7 +5,7 @@ Interpretation made here: Kim & Rush train on the teacher's beam-search output; 
 teacher's own sampled responses (decoded with the experiment's sampling settings, from the teacher's
 context), the first `samples_per_prompt` of them per prompt (default 1, the closest to one beam output).
 The teacher's generation tokens are part of the shared precompute and are counted in the accounting of
-every method that uses this signal.
+every method that uses this signal. Loss weighting: averaged over the micro-batch's response tokens.
 """
 
 from __future__ import annotations
@@ -38,10 +38,13 @@ class SeqKDMethod(Method):
     def build_examples(self, groups: list[PromptGroup], rng: random.Random) -> list[dict[str, Any]]:
         examples = []
         for g in groups:
-            responses = list(g.signals[Signal.TEACHER_SAMPLES]["responses"])[: self.params.samples_per_prompt]
+            samples = g.signals[Signal.TEACHER_SAMPLES]
+            responses = list(samples["responses"])[: self.params.samples_per_prompt]
             if not responses:
                 raise DataSourceError(f"prompt {g.prompt_id!r} has no teacher samples; re-run the signals stage")
-            examples.append({"prompt_id": g.prompt_id, "messages": g.messages, "responses": responses})
+            finished = list(samples.get("finished") or [True] * len(samples["responses"]))
+            examples.append({"prompt_id": g.prompt_id, "messages": g.messages, "responses": responses,
+                             "finished": finished[: len(responses)]})
         return examples
 
     def collate(self, examples: list[dict[str, Any]], ctx: TrainContext) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Plain next-token negative log-likelihood, the standard SFT objective. Interpretation made here: the
 "teacher-preferred" response is the best of the prompt's shared samples under the same teacher judgement
 the pairwise methods and PAD use (MCQ win probability by default, the teacher's mean log-probability as
-an option; see `baselines.pairs`). The loss is averaged over all response tokens of the micro-batch.
+an option; see `baselines.pairs`). Loss weighting: averaged over all response tokens of the micro-batch
+(a long response counts more than a short one).
 """
 
 from __future__ import annotations
@@ -49,8 +50,12 @@ class SFTMethod(Method):
         return frozenset({preference_signal(self.params.preference)})
 
     def build_examples(self, groups: list[PromptGroup], rng: random.Random) -> list[dict[str, Any]]:
-        return [{"prompt_id": g.prompt_id, "messages": g.messages,
-                 "responses": [g.responses[preferred_index(g, self.params.preference)]]} for g in groups]
+        examples = []
+        for g in groups:
+            best = preferred_index(g, self.params.preference)
+            examples.append({"prompt_id": g.prompt_id, "messages": g.messages, "responses": [g.responses[best]],
+                             "finished": [g.finished_flags()[best]]})
+        return examples
 
     def collate(self, examples: list[dict[str, Any]], ctx: TrainContext) -> dict[str, Any]:
         return collate_responses(examples, ctx)
@@ -60,7 +65,9 @@ class SFTMethod(Method):
 
 
 def collate_responses(examples: list[dict[str, Any]], ctx: TrainContext) -> dict[str, Any]:
-    """Every (messages, response) of every example, packed into one batch."""
-    items = [(e["messages"], r) for e in examples for r in e["responses"]]
+    """Every (messages, response) of every example, packed into one batch (`finished` flags: an unfinished
+    response is taught without an end-of-turn token)."""
+    items = [(e["messages"], r, done) for e in examples
+             for r, done in zip(e["responses"], e.get("finished") or [True] * len(e["responses"]), strict=True)]
     packed = pack_pairs(ctx, items)
     return {"packed": packed, "student_tokens": packed.num_tokens}

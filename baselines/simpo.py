@@ -2,9 +2,13 @@
 
     loss = -log sigmoid( beta/|y_w| log pi(y_w|x) - beta/|y_l| log pi(y_l|x) - gamma )
 i.e. a margin on LENGTH-NORMALISED log-likelihoods (mean log-prob over response tokens), with a target
-reward margin gamma and no reference model. Defaults beta = 2.0, gamma = 1.0 follow the SimPO release's
-default (gamma/beta = 0.5). Interpretation made here: pairs are the teacher-ranked samples of
-`baselines.pairs` (teacher-best vs teacher-worst by default) rather than a reward model's.
+reward margin gamma and no reference model. Defaults beta = 2.0, gamma = 0.5 are the SimPO release's
+`SimPOConfig` defaults (beta 2.0, gamma_beta_ratio 0.25). The released PAD run trained SimPO with
+beta = 10 and a margin hard-coded as 0.3 x beta, i.e. gamma = 3 (its `simpo_trainer.py` subtracts 0.3
+from the log-ratio before multiplying by beta; its logged gamma_beta_ratio 0.5 is unused): the paper
+configs set those. Interpretation made here: pairs are the teacher-ranked samples of `baselines.pairs`
+(teacher-best vs teacher-worst by default; the PAD release draws a random pair, `pairs: random`) rather
+than a reward model's.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ def simpo_loss(mean_chosen: torch.Tensor, mean_rejected: torch.Tensor, beta: flo
 
 class SimPOParams(PairParams):
     beta: float = Field(2.0, gt=0)
-    gamma: float = Field(1.0, ge=0)
+    gamma: float = Field(0.5, ge=0)
 
 
 class SimPOMethod(PairwiseMethod):

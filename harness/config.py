@@ -43,6 +43,9 @@ class ModelSpec(Frozen):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = "auto"
     seed: int = 0  # only for tiny random-init models: fixes the initial weights
+    # The token that ends an assistant turn, e.g. "<end_of_turn>"; by default read off the chat template
+    # (harness.models.chat.end_of_turn_from_template), which is right for Gemma-2, Llama-3.x and ChatML.
+    end_of_turn: str | None = None
 
 
 class PromptSource(Frozen):
@@ -62,6 +65,12 @@ class SamplingConfig(Frozen):
     backend: str = "hf"
     candidates: int = Field(6, ge=1)  # drawn per prompt before the diversity selection
     n: int = Field(4, ge=2)  # kept per prompt
+    # The diversity selection's first pick: `first` = the first sample, as the released agg.py does;
+    # `farthest` = the sample with the largest total edit distance to the others.
+    first_pick: Literal["first", "farthest"] = "farthest"
+    # Candidates cut at max_new_tokens are kept (trained and scored without an end token) unless dropped
+    # here, before the diversity selection; a prompt left with fewer than n candidates is dropped.
+    drop_unfinished: bool = False
     temperature: float = Field(1.0, ge=0.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     max_new_tokens: int = Field(64, ge=1)
@@ -78,7 +87,10 @@ class SamplingConfig(Frozen):
 class SignalsConfig(Frozen):
     topk: int = Field(20, ge=1)  # teacher top-k log-probs per response token, for token-level KD
     batch_size: int = Field(8, ge=1)
-    mcq_template: str = "default"
+    # How the teacher's MCQ preference is read (harness.signals): `released` = the released PAD code
+    # (each pair once, raw top-20 letter probabilities); `debiased` = both orders, renormalised.
+    mcq: Literal["released", "debiased"] = "released"
+    mcq_template: str | None = None  # None: the rule's own prompt ("released" or "default")
 
 
 class MethodSpec(Frozen):

@@ -27,7 +27,7 @@ from harness.processes import ProcessInfo, wait_for
 from harness.registry import METHODS
 from harness.results import MAY_DIFFER_BETWEEN_MERGED_RUNS, RunResults
 from harness.stages import STAGE_VERSIONS
-from harness.store import Artifact, ArtifactStore, hash_inputs
+from harness.store import Artifact, ArtifactStore, canonical_json, hash_inputs
 
 
 @dataclass
@@ -128,7 +128,8 @@ class Pipeline:
             art_name, self.exp, self.teacher_key, self.student_key, self.prompts_artifact().key)})
 
     def trainset_artifact(self) -> Artifact:
-        filters = sorted(f for m in self.methods.values() if (f := m.filter_key()) is not None)
+        filters = sorted((f for m in self.methods.values() if (f := m.filter_identity()) is not None),
+                         key=canonical_json)
         signals = {name: self.signal_artifact(name).key for name in self.signals_needed()
                    if name != Signal.TEACHER_SAMPLES}
         return self._art("trainset", "trainset", {"samples": self.samples_artifact().key, "filters": filters,

@@ -1,10 +1,15 @@
-"""The sampling stage, as PAD's reference pipeline does it.
+"""The sampling stage.
 
 For each prompt: draw `cfg.candidates` responses at high temperature (default 1.0, top_p 0.95), keep
-`cfg.n` of them chosen for diversity by greedy max-min edit distance, and drop the prompt when the kept
-responses are not all distinct (a ranking over identical responses teaches nothing). Each prompt's seed
-is derived from (cfg.seed, prompt_id) only, so a prompt's samples do not change when other prompts are
-added, removed or reordered.
+`cfg.n` of them chosen for diversity by greedy max-min edit distance over characters, and drop the prompt
+when the kept responses are not all distinct (a ranking over identical responses teaches nothing). Each
+prompt's seed is derived from (cfg.seed, prompt_id) only, so a prompt's samples do not change when other
+prompts are added, removed or reordered.
+
+The released PAD pipeline (EganGu/PAD `data_gen/gen/agg.py`) draws 5 samples and keeps 4 by the same
+greedy max-min character edit distance, starting from the first sample (`first_pick: first`, what the
+paper configs use); this project's default starts from the sample farthest from all others
+(`first_pick: farthest`). Every response carries `finished`: False when it was cut at max_new_tokens.
 """
 
 from __future__ import annotations
@@ -50,16 +55,17 @@ def edit_distance(a: str, b: str) -> int:
     return score
 
 
-def select_diverse(responses: list[str], n: int) -> list[int]:
+def select_diverse(responses: list[str], n: int, first_pick: str = "farthest") -> list[int]:
     """Indices of `n` responses chosen by greedy max-min edit distance, in selection order.
 
-    Start rule: the first pick is the response with the largest total edit distance to all others (the
-    most "central outlier"); ties go to the lowest index. Then repeatedly add the candidate whose minimum
-    distance to the already chosen ones is largest; ties go to the larger total distance to the chosen
-    ones, then to the lowest index. With n >= len(responses) every index is returned.
-    Greedy is an approximation of the max-min subset (it can miss the optimum when an early pick is a
-    near-duplicate of a later one); it is what the reference pipeline does, and it is O(n * m) after the
-    O(m^2) distances.
+    Start rule: `farthest` picks first the response with the largest total edit distance to all others
+    (the most "central outlier"; ties to the lowest index); `first` picks response 0, as the released
+    agg.py does. Then repeatedly add the candidate whose minimum distance to the already chosen ones is
+    largest. Ties: under `farthest`, to the larger total distance to the chosen ones, then to the lowest
+    index; under `first`, to the lowest index (agg.py's strict `>` over ascending indices).
+    With n >= len(responses) every index is returned. Greedy is an approximation of the max-min subset
+    (it can miss the optimum when an early pick is a near-duplicate of a later one); it is O(n * m) after
+    the O(m^2) distances.
     """
     m = len(responses)
     if n >= m:
@@ -70,12 +76,13 @@ def select_diverse(responses: list[str], n: int) -> list[int]:
     for i in range(m):
         for j in range(i + 1, m):
             dist[i][j] = dist[j][i] = edit_distance(responses[i], responses[j])
-    chosen = [max(range(m), key=lambda i: (sum(dist[i]), -i))]
+    released = first_pick == "first"
+    chosen = [0] if released else [max(range(m), key=lambda i: (sum(dist[i]), -i))]
     while len(chosen) < n:
         rest = [i for i in range(m) if i not in chosen]
         best = max(
             rest,
-            key=lambda i: (min(dist[i][c] for c in chosen), sum(dist[i][c] for c in chosen), -i),
+            key=lambda i: (min(dist[i][c] for c in chosen), 0 if released else sum(dist[i][c] for c in chosen), -i),
         )
         chosen.append(best)
     return chosen
@@ -88,7 +95,7 @@ def prompt_seed(base_seed: int, prompt_id: str) -> int:
 
 @dataclass
 class SamplingResult:
-    records: list[dict[str, Any]]  # {"prompt_id", "messages", "responses", "response_token_counts"}
+    records: list[dict[str, Any]]  # {"prompt_id", "messages", "responses", "finished", "response_token_counts"}
     stats: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -123,21 +130,25 @@ def sample_prompts(
     tokens_before = int(getattr(generator, "generated_tokens", 0))
     outputs = generator.generate(requests, params, progress="sampling" if progress else None)
     records, dropped = [], []
-    candidate_tokens = 0
+    candidate_tokens = unfinished_candidates = unfinished_kept = 0
     for prompt, out in zip(prompts, outputs, strict=True):
+        finished = list(out.finished) if out.finished else [False] * len(out.texts)
         # Finished samples count their end-of-turn token: it was generated too.
-        counts = [len(ids) + int(done) for ids, done in zip(out.token_ids, out.finished or [False] * len(out.texts),
-                                                             strict=True)]
+        counts = [len(ids) + int(done) for ids, done in zip(out.token_ids, finished, strict=True)]
         candidate_tokens += sum(counts)
-        keep = select_diverse(out.texts, cfg.n)
+        unfinished_candidates += finished.count(False)
+        pool = [i for i in range(len(out.texts)) if finished[i] or not cfg.drop_unfinished]
+        keep = [pool[i] for i in select_diverse([out.texts[i] for i in pool], cfg.n, cfg.first_pick)]
         responses = [out.texts[i] for i in keep]
         if len(responses) < cfg.n or len(set(responses)) < len(responses):
             dropped.append(prompt["prompt_id"])
             continue
+        unfinished_kept += sum(not finished[i] for i in keep)
         records.append({
             "prompt_id": prompt["prompt_id"],
             "messages": prompt["messages"],
             "responses": responses,
+            "finished": [finished[i] for i in keep],
             "response_token_counts": [counts[i] for i in keep],
         })
     generated = int(getattr(generator, "generated_tokens", 0)) - tokens_before
@@ -147,6 +158,10 @@ def sample_prompts(
         "dropped_prompt_ids": dropped,
         "candidates_per_prompt": cfg.candidates,
         "kept_per_prompt": cfg.n,
+        # Cut at max_new_tokens (no end-of-turn): among all candidates, and among the kept responses.
+        "unfinished_candidates": unfinished_candidates,
+        "unfinished_responses": unfinished_kept,
+        "responses_kept": len(records) * cfg.n,
         # Backends that count exactly report their own number; otherwise the samples' lengths are summed.
         "generated_tokens": generated if generated > 0 else candidate_tokens,
         "sampler_identity": generator.identity,

@@ -10,27 +10,21 @@ A model sees its OWN context: prompts are built with `model.formatter`, so a tea
 and demonstrations scores and judges with them (context distillation), the student without. Responses are
 tokenized with `formatter.response_ids` (end-of-turn included), the training convention.
 
-MCQ preference (PAD's teacher judgement). The teacher is asked, as a user turn in its own chat context:
+MCQ preference (PAD's teacher judgement): the teacher, as a user turn in its own chat context, is shown
+a request and two responses A and B and asked which is better; the preference is read from its next-token
+probabilities. `pref[i][j]` is what the judge gives response i against j, and a response's score is
+m_i = mean over j != i of pref[i][j] (`PromptGroup.mcq_win_prob`). Two rules (`signals.mcq`):
 
-    Which of the two responses below answers the user's request better? Judge helpfulness, correctness,
-    relevance and clarity; ignore the order in which they are shown.
-
-    ### Request
-    {question}
-
-    ### Response A
-    {response_a}
-
-    ### Response B
-    {response_b}
-
-    Answer with a single letter, A or B.
-
-and P(A), P(B) are read from the next-token log-probs at the start of its answer, renormalised over the two
-option tokens. Each unordered pair is asked in both orders; P(i beats j) = (P(A | i first) + P(B | i second))
-/ 2, so a model's bias for a position cancels, and pref[i][j] + pref[j][i] = 1 exactly (diagonal 0.5).
-The prompt follows the PAD paper's multiple-choice formulation (the teacher picks an option letter and the
-option's probability is the preference); the wording above is this project's.
+- `released` (default), as the released code does it (EganGu/PAD `data_gen/gen/prob.py`): its prompt
+  (`MCQ_TEMPLATES["released"]`, which also offers the answer "None"), each unordered pair asked ONCE with
+  the lower index shown as A; P(A) is the RAW probability summed over the tokens among the teacher's top 20
+  whose text contains the letter and is shorter than 3 characters (" A", "A)", ...), plus 1e-8; no
+  renormalisation, so mass on "None" or anything else is lost and m_i can all lie below (or above) 0.5.
+  (The release also cuts each response to 2,500 tokens; this harness does not.)
+- `debiased`: each pair asked in both orders with this project's prompt (`MCQ_TEMPLATES["default"]`), P(A)
+  renormalised over the two letter tokens, P(i beats j) = (P(A | i first) + P(B | i second)) / 2: a
+  position bias cancels and pref + pref.T = 1. Then sum_i m_i = n/2 exactly, so PAD's filter (some
+  m_i > 0.5 and some <= 0.5) drops a prompt only when every m_i is exactly 0.5: it filters nothing.
 """
 
 from __future__ import annotations
@@ -49,6 +43,19 @@ from harness.models.scoring import Scorer
 from harness.sampling import prompt_seed
 
 MCQ_TEMPLATES = {
+    # The released prompt (mcq-template.json), system text folded into the user turn as the release does
+    # for chat templates without a system role (Gemma-2), candidates formatted as its generate_options.
+    "released": (
+        "You are a helpful assistant, that evaluates the following responses to the given query and choose "
+        "the best one based on relevance, accuracy, completeness, coherence, and clarity.\nOutput only the "
+        "identifier of the best response (A, or B). If none of the responses meet these criteria, or if the "
+        "responses are too similar to distinguish, Output \"None\".\n\n"
+        "### Query\n{question}\n\n"
+        "### Candidate Responses\n"
+        'A) """\n{response_a}\n"""\n'
+        'B) """\n{response_b}\n"""\n\n'
+        "### Output\nThe identifier of the best response:"
+    ),
     "default": (
         "Which of the two responses below answers the user's request better? Judge helpfulness, "
         "correctness, relevance and clarity; ignore the order in which they are shown.\n\n"
@@ -59,6 +66,9 @@ MCQ_TEMPLATES = {
     ),
 }
 MCQ_OPTIONS = ("A", "B")
+MCQ_RULES = ("released", "debiased")
+RELEASED_TOP_LOGPROBS = 20  # the release reads vLLM's top-20 next-token log-probs
+RELEASED_EPSILON = 1e-8
 
 
 @dataclass
@@ -76,6 +86,12 @@ def _field(group: Any, name: str) -> Any:
     return group[name] if isinstance(group, dict) else getattr(group, name)
 
 
+def _finished(group: Any) -> list[bool]:
+    """Per response: finished (scored with its end-of-turn token) or cut at sampling (scored without)."""
+    flags = group.get("finished") if isinstance(group, dict) else getattr(group, "finished", None)
+    return list(flags) if flags is not None else [True] * len(_field(group, "responses"))
+
+
 def _scoring_groups(
     model: LoadedModel, groups: list[Any], max_length: int | None, max_prompt_length: int | None
 ) -> list[tuple[list[int], list[list[int]]]]:
@@ -85,7 +101,8 @@ def _scoring_groups(
     out = []
     for g in groups:
         prompt = fmt.prompt_ids(_field(g, "messages"))
-        responses = [fmt.response_ids(r) for r in _field(g, "responses")]
+        responses = [fmt.response_ids(r, finished=done) for r, done in zip(_field(g, "responses"), _finished(g),
+                                                                             strict=True)]
         if max_length is not None:
             cut = [fit_lengths(prompt, r, max_length, max_prompt_length or max_length) for r in responses]
             prompt = cut[0][0] if cut else prompt[-(max_prompt_length or max_length):]
@@ -179,28 +196,43 @@ def mcq_option_ids(model: LoadedModel) -> list[int]:
     return ids
 
 
-def mcq_prompts(model: LoadedModel, group: Any, template: str = "default") -> list[tuple[int, int, list[int]]]:
-    """(first, second, prompt_ids) for every ordered pair of distinct responses: both orders of each pair."""
+def released_option_ids(model: LoadedModel) -> list[list[int]]:
+    """Per option letter, every token id whose text contains the letter and is shorter than 3 characters
+    (the release's `stat_prob` match: "A", " A", "A)", "A." ...; case-sensitive)."""
+    tok = model.tokenizer
+    texts = tok.batch_decode([[i] for i in range(len(tok))])
+    return [[i for i, text in enumerate(texts) if letter in text and len(text) < 3] for letter in MCQ_OPTIONS]
+
+
+def mcq_prompts(model: LoadedModel, group: Any, template: str = "default",
+                both_orders: bool = True) -> list[tuple[int, int, list[int]]]:
+    """(first, second, prompt_ids) for every ordered pair of distinct responses (`both_orders`), or for
+    each unordered pair once with the lower index first (the released rule)."""
     text = mcq_template(template)
     question = mcq_question(_field(group, "messages"))
     responses = _field(group, "responses")
     out = []
     for i in range(len(responses)):
         for j in range(len(responses)):
-            if i != j:
+            if i != j and (both_orders or i < j):
                 user = text.format(question=question, response_a=responses[i], response_b=responses[j])
                 out.append((i, j, model.formatter.prompt_ids([{"role": "user", "content": user}])))
     return out
 
 
 def mcq_preference(
-    teacher: LoadedModel, groups: list[Any], batch_size: int = 8, template: str = "default",
-    progress: str | None = "MCQ preferences",
+    teacher: LoadedModel, groups: list[Any], batch_size: int = 8, template: str | None = None,
+    progress: str | None = "MCQ preferences", rule: str = "released",
 ) -> SignalResult:
-    """[P][n][n] P(i beats j) judged by the teacher, both orders averaged; pref + pref.T == 1."""
+    """[P][n][n] pref[i][j]: what the teacher gives response i against response j (module docstring).
+    `template` None: the rule's own prompt."""
+    if rule not in MCQ_RULES:
+        raise ConfigError(f"signals.mcq: {rule!r} is not a known rule ({', '.join(MCQ_RULES)})")
+    if rule == "released":
+        return _released_mcq(teacher, groups, batch_size, template or "released", progress)
     scorer = Scorer(teacher, batch_size=batch_size)
     options = mcq_option_ids(teacher)
-    asks = [mcq_prompts(teacher, group, template) for group in groups]
+    asks = [mcq_prompts(teacher, group, template or "default") for group in groups]
     # The n(n-1) prompts of a group share the judge's context and the question: encoded once per group.
     logps = scorer.shared_next_token_logprobs([[p for _, _, p in a] for a in asks], options, progress)
     values = []
@@ -214,6 +246,30 @@ def mcq_preference(
                 # i shown first: P(A); i shown second: P(B) = 1 - P(A) of the (j, i) prompt.
                 p_ij = 0.5 * (shown_first[(i, j)] + (1.0 - shown_first[(j, i)]))
                 pref[i][j], pref[j][i] = p_ij, 1.0 - p_ij
+        values.append(pref)
+    return SignalResult(values, forward_tokens=scorer.forward_tokens)
+
+
+def _released_mcq(teacher: LoadedModel, groups: list[Any], batch_size: int, template: str,
+                  progress: str | None) -> SignalResult:
+    """The released rule: one prompt per unordered pair, raw top-20 letter probabilities (docstring)."""
+    scorer = Scorer(teacher, batch_size=batch_size)
+    letters = released_option_ids(teacher)
+    if not all(letters):
+        raise ModelSourceError("the judge's tokenizer has no token containing the option letter A or B")
+    candidates = letters[0] + letters[1]
+    asks = [mcq_prompts(teacher, group, template, both_orders=False) for group in groups]
+    logps = scorer.shared_next_token_logprobs([[p for _, _, p in a] for a in asks], candidates, progress,
+                                              within_top=RELEASED_TOP_LOGPROBS)
+    values = []
+    for group, group_asks, logp in zip(groups, asks, logps, strict=True):
+        n = len(_field(group, "responses"))
+        probs = logp.double().exp()  # tokens outside the top 20 come back as -inf: probability 0
+        p_a = (probs[:, : len(letters[0])].sum(-1) + RELEASED_EPSILON).tolist()
+        p_b = (probs[:, len(letters[0]):].sum(-1) + RELEASED_EPSILON).tolist()
+        pref = [[0.5] * n for _ in range(n)]
+        for (i, j, _), a, b in zip(group_asks, p_a, p_b, strict=True):
+            pref[i][j], pref[j][i] = a, b  # i was shown as A, j as B
         values.append(pref)
     return SignalResult(values, forward_tokens=scorer.forward_tokens)
 
@@ -301,6 +357,6 @@ def teacher_samples(
     outputs = generator.generate(requests, params, progress=progress)
     generated = sum(len(ids) + int(done) for o in outputs for ids, done in zip(o.token_ids, o.finished, strict=True))
     prompt_tokens = sum(len(r.prompt_ids) for r in requests)
-    values = [{"prompt_id": _field(p, "prompt_id"), "responses": list(o.texts)}
+    values = [{"prompt_id": _field(p, "prompt_id"), "responses": list(o.texts), "finished": list(o.finished)}
               for p, o in zip(prompts, outputs, strict=True)]
     return SignalResult(values, forward_tokens=prompt_tokens, generated_tokens=generated)

@@ -132,7 +132,12 @@ def test_dpo_losses_by_hand_including_reference_term() -> None:
     rc, rr = torch.tensor([-11.0]), torch.tensor([-11.0])
     # h = (-10 - -11) - (-12 - -11) = 2
     assert dpo_loss(pc, pr, rc, rr, 0.1).item() == pytest.approx(math.log1p(math.exp(-0.2)), rel=1e-6)
-    assert dpo_loss(pc, pr, rc, rr, 0.1, "ipo").item() == pytest.approx((2 - 5) ** 2, rel=1e-6)
+    # IPO as TRL defines it: each log-ratio over its own completion length (4 and 2 tokens here):
+    # h_avg = (-10 + 11) / 4 - (-12 + 11) / 2 = 0.75
+    assert dpo_loss(pc, pr, rc, rr, 0.1, "ipo", torch.tensor([4.0]), torch.tensor([2.0])).item() == pytest.approx(
+        (0.75 - 5) ** 2, rel=1e-6)
+    with pytest.raises(ValueError, match="token counts"):
+        dpo_loss(pc, pr, rc, rr, 0.1, "ipo")
     assert dpo_loss(pc, pr, rc, rr, 0.1, "hinge").item() == pytest.approx(0.8, rel=1e-6)
     # The reference moves the loss: a reference that already prefers the chosen by 3 nats gives h = -1.
     assert dpo_loss(pc, pr, torch.tensor([-8.0]), torch.tensor([-11.0]), 0.1).item() == pytest.approx(
@@ -533,3 +538,31 @@ def test_gkd_samples_through_generator_class_or_plain_generate(generator, models
     assert 0 < acc.student_generation_tokens_online <= 2 * 5
     assert acc.teacher_forward_tokens_online > acc.student_generation_tokens_online
     assert models[0].model.training is False  # the fixture's eval mode is restored after sampling
+
+
+def test_ipo_matches_trls_formula_retyped() -> None:
+    """TRL (v0.19 `concatenated_forward` + `dpo_loss`): for loss_type "ipo" every sequence's log-prob is
+    divided by its completion-token count (policy and reference alike), then
+    losses = (logits - 1 / (2 * beta)) ** 2 with logits = (pi_c - pi_r) - (ref_c - ref_r)."""
+    gen = torch.Generator().manual_seed(0)
+    pc, pr, rc, rr = (-50 * torch.rand(6, generator=gen) - 1 for _ in range(4))
+    len_c = torch.randint(1, 300, (6,), generator=gen).float()
+    len_r = torch.randint(1, 300, (6,), generator=gen).float()
+    beta = 0.1
+
+    def trl_ipo(policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps,
+                chosen_len, rejected_len):
+        policy_chosen_logps = policy_chosen_logps / chosen_len  # all_logps / loss_mask.sum(-1)
+        policy_rejected_logps = policy_rejected_logps / rejected_len
+        reference_chosen_logps = reference_chosen_logps / chosen_len
+        reference_rejected_logps = reference_rejected_logps / rejected_len
+        pi_logratios = policy_chosen_logps - policy_rejected_logps
+        ref_logratios = reference_chosen_logps - reference_rejected_logps
+        logits = pi_logratios - ref_logratios
+        return (logits - 1 / (2 * beta)) ** 2
+
+    expected = trl_ipo(pc, pr, rc, rr, len_c, len_r)
+    torch.testing.assert_close(dpo_loss(pc, pr, rc, rr, beta, "ipo", len_c, len_r), expected, rtol=1e-6, atol=0)
+    # The raw-sum form this replaces differs by orders of magnitude on long responses.
+    raw = ((pc - rc) - (pr - rr) - 1 / (2 * beta)) ** 2
+    assert (raw - expected).abs().max() > 10

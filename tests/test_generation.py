@@ -68,10 +68,10 @@ def test_greedy_matches_transformers_generate(tiny):
 def test_stops_at_end_of_turn_and_counts_tokens(tiny):
     req = _requests(tiny, n=1)[0]
     free = HFGenerator(tiny).generate([req], SamplingParams(temperature=0.0, max_new_tokens=6))[0].token_ids[0]
-    # Make the 3rd greedy token the end-of-turn marker: generation must stop there and drop it.
+    # Make the 3rd greedy token a generation-config eos id: generation must stop there and drop it.
     stop_tok = free[2]
     cut = free.index(stop_tok)
-    formatter = dataclasses.replace(tiny.formatter, tokenizer=_EosOverride(tiny.tokenizer, stop_tok))
+    formatter = dataclasses.replace(tiny.formatter, generation_eos_ids=(stop_tok,))
     loaded = dataclasses.replace(tiny, formatter=formatter)
     gen = HFGenerator(loaded)
     out = gen.generate([req], SamplingParams(temperature=0.0, max_new_tokens=6))[0]
@@ -79,16 +79,6 @@ def test_stops_at_end_of_turn_and_counts_tokens(tiny):
     assert gen.generated_tokens == cut + 1  # the end-of-turn token was generated too
     unfinished = HFGenerator(tiny).generate([req], SamplingParams(temperature=0.0, max_new_tokens=6))[0]
     assert unfinished.finished == [False] and len(unfinished.token_ids[0]) == 6
-
-
-class _EosOverride:
-    """A tokenizer view whose eos is another token (everything else delegated)."""
-
-    def __init__(self, tok, eos_id):
-        self._tok, self.eos_token_id = tok, eos_id
-
-    def __getattr__(self, name):
-        return getattr(self._tok, name)
 
 
 def test_top_p_sampling_frequencies():

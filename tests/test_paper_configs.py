@@ -22,8 +22,18 @@ def test_paper_config_validates_with_plugins(name: str) -> None:
     assert exp.budget.learning_rate == 8e-7 and exp.budget.schedule == "cosine"
     assert exp.budget.warmup_ratio == 0.1 and exp.budget.epochs == 1 and exp.budget.effective_batch == 128
     assert exp.budget.max_length == 2048
-    pad = next(m for m in exp.methods if m.name == "pad")
-    assert pad.params == {"beta": 10.0, "alpha": 0.0}
+    pads = {m.row_name: m.params for m in exp.methods if m.name == "pad"}
+    assert pads == {"pad-ppd": {"beta": 10.0, "alpha": 0.0, "kind": "ppd"},
+                    "pad-vpd": {"beta": 10.0, "alpha": 0.0, "kind": "vpd"},
+                    "pad-released": {"beta": 10.0, "alpha": 0.0, "kind": "ppd", "reference_code_compat": True}}
+    # As released (EganGu/PAD): 5 samples kept down to 4 from the first one, the released MCQ rule,
+    # SimPO beta 10 / gamma 3 on a random pair, KD = reverse KL on the top-100 + NLL.
+    assert (exp.sampling.candidates, exp.sampling.n, exp.sampling.first_pick) == (5, 4, "first")
+    assert exp.signals.mcq == "released" and exp.signals.topk == 100
+    params = {m.row_name: m.params for m in exp.methods}
+    assert params["simpo"] == {"beta": 10.0, "gamma": 3.0, "pairs": "random"}
+    assert params["kd"] == {"divergence": "reverse_kl", "nll_weight": 1.0}
+    assert params["dpo"] == {"pairs": "random"}
     assert [b.name for b in exp.benchmarks] == ["alpaca_eval2", "arena_hard", "mt_bench", "gsm8k"]
     assert next(b for b in exp.benchmarks if b.name == "arena_hard").params == {"version": "v0.1"}
     assert exp.judge.backend == "openai" and exp.generation_backend == "vllm"
@@ -45,8 +55,24 @@ def test_gemma_setting_and_its_paper_reference() -> None:
         ("dpo", "accounting.gpu_hours"): 8.7856,
         ("simpo", "alpaca_eval2.length_controlled_winrate"): 44.94,
         ("simpo", "accounting.gpu_hours"): 7.2672,
-        ("pad", "alpaca_eval2.length_controlled_winrate"): 45.73,
-        ("pad", "accounting.gpu_hours"): 7.2884,
+        ("pad-released", "alpaca_eval2.length_controlled_winrate"): 45.73,
+        ("pad-released", "accounting.gpu_hours"): 7.2884,
     }
     llama = Experiment.model_validate(yaml.safe_load((LEADERBOARDS / "llama3-8b-to-1b.yaml").read_text()))
     assert find_reference(llama.name, [LEADERBOARDS / "paper"]) is None
+
+
+@pytest.mark.parametrize("name", PAPER_FILES)
+def test_paper_config_dry_run_lists_every_row(name: str, monkeypatch, tmp_path) -> None:
+    """`--dry-run` plans one train step per row (hub models stubbed: no download, no weights)."""
+    from harness import pipeline
+    from harness.cli import main
+
+    monkeypatch.setattr(pipeline, "model_key", lambda spec: {"model": spec.model, "stub": True})
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", str(LEADERBOARDS / name), "--dry-run"]) == 0
+    exp = load_experiment(LEADERBOARDS / name)
+    plan = pipeline.Pipeline(exp, tmp_path / "run", progress=False).plan()
+    trained = [step.label.rsplit("-seed", 1)[0] for step in plan if step.stage == "train"]
+    rows = ["pad-ppd", "pad-vpd", "pad-released", "dpo", "simpo", "sft", "seqkd", "kd"]
+    assert trained == [row for row in rows for _ in exp.seeds]

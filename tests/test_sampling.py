@@ -93,7 +93,7 @@ def test_sample_prompts_reproducible_and_seed_sensitive():
     assert a.records == b.records and len(a.records) == 3
     assert [r["responses"] for r in a.records] != [r["responses"] for r in c.records]
     rec = a.records[0]
-    assert set(rec) == {"prompt_id", "messages", "responses", "response_token_counts"}
+    assert set(rec) == {"prompt_id", "messages", "responses", "finished", "response_token_counts"}
     assert len(rec["responses"]) == 2 and all(0 < t <= 8 for t in rec["response_token_counts"])
     assert a.generated_tokens == a.stats["generated_tokens"] > 0 and a.dropped == []
     # A prompt's samples do not depend on the other prompts in the run.

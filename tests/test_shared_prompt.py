@@ -51,9 +51,10 @@ def test_grouped_logprobs_and_gradients_equal_one_row_per_pair(arch, attention, 
     for p, e in zip(model.parameters(), expected_grads, strict=True):
         torch.testing.assert_close(p.grad, e, atol=2e-5, rtol=0)
 
-    # Tokens run: each prompt once, each response but its last token (independently of the code).
+    # Tokens run: each prompt once, its last token once more per further response (every scored position
+    # distinct), each response but its last token (independently of the code).
     cut = [min(len(p), max_prompt) for p in prompts]
-    fed = sum(c + sum(min(len(r), max(1, max_length - c)) - 1 for r in rs)
+    fed = sum(c + len(rs) - 1 + sum(min(len(r), max(1, max_length - c)) - 1 for r in rs)
               for c, rs in zip(cut, responses, strict=True))
     assert grouped.num_tokens == fed < rows.num_tokens
 

@@ -73,7 +73,7 @@ def test_sequence_scores_truncate_like_training(models):
 
 def test_mcq_matrix_properties(models):
     _, teacher = models
-    res = signals.mcq_preference(teacher, GROUPS, batch_size=5, progress=None)
+    res = signals.mcq_preference(teacher, GROUPS, batch_size=5, progress=None, rule="debiased")
     for pref, group in zip(res.values, GROUPS, strict=True):
         p = torch.tensor(pref, dtype=torch.float64)
         n = len(signals._field(group, "responses"))
@@ -92,13 +92,13 @@ def test_mcq_asks_both_orders_and_averages_them(models, monkeypatch):
     seen = []
     real = Scorer.shared_next_token_logprobs
 
-    def spy(self, prompt_sets, candidates, progress=None):
+    def spy(self, prompt_sets, candidates, progress=None, within_top=None):
         seen.extend(self.loaded.tokenizer.decode(p) for prompts in prompt_sets for p in prompts)
-        return real(self, prompt_sets, candidates, progress)
+        return real(self, prompt_sets, candidates, progress, within_top)
 
     monkeypatch.setattr(Scorer, "shared_next_token_logprobs", spy)
     group = GROUPS[1]
-    res = signals.mcq_preference(teacher, [group], progress=None)
+    res = signals.mcq_preference(teacher, [group], progress=None, rule="debiased")
     responses = group["responses"]
     for i in range(3):
         for j in range(3):
@@ -136,7 +136,7 @@ def test_position_bias_cancels(models):
     _, teacher = models
     a_id = signals.mcq_option_ids(teacher)[0]
     biased = dataclasses.replace(teacher, model=_AlwaysA(teacher.model, a_id))
-    res = signals.mcq_preference(biased, GROUPS, progress=None)
+    res = signals.mcq_preference(biased, GROUPS, progress=None, rule="debiased")
     for pref in res.values:
         assert torch.allclose(torch.tensor(pref), torch.full((len(pref), len(pref)), 0.5), atol=1e-6)
 
@@ -224,3 +224,72 @@ def test_a_signal_is_computed_once_and_charged_to_every_method_that_reads_it(tmp
         assert accounting[name]["teacher_forward_tokens_precompute"] >= mcq_tokens
     Pipeline(exp, tmp_path, progress=False).run()  # a rerun reads every signal from the cache
     assert len(calls) == 1
+
+
+# --- the released MCQ rule ------------------------------------------------------------------------
+
+
+def test_released_mcq_asks_each_pair_once_and_reads_raw_top20_letter_mass(models, monkeypatch):
+    _, teacher = models
+    seen = []
+    real = Scorer.shared_next_token_logprobs
+
+    def spy(self, prompt_sets, candidates, progress=None, within_top=None):
+        seen.extend(self.loaded.tokenizer.decode(p) for prompts in prompt_sets for p in prompts)
+        return real(self, prompt_sets, candidates, progress, within_top)
+
+    monkeypatch.setattr(Scorer, "shared_next_token_logprobs", spy)
+    group = GROUPS[0]
+    res = signals.mcq_preference(teacher, [group], progress=None)  # the default rule is the released one
+    responses = group.responses
+    assert len(seen) == 6  # C(4, 2): each unordered pair once ...
+    for i in range(4):
+        for j in range(i + 1, 4):  # ... the lower index shown as A, in the released prompt
+            shown = [t for t in seen if f'A) """\n{responses[i]}\n"""\nB) """\n{responses[j]}\n"""' in t]
+            assert len(shown) == 1 and 'Output "None"' in shown[0] and "You are a careful assistant." in shown[0]
+
+    # Independent recomputation (the release's stat_prob): full softmax, the top 20 tokens, those whose
+    # text contains the letter and is shorter than 3 characters, summed, plus 1e-8; no renormalisation.
+    tok = teacher.tokenizer
+    asks = {(i, j): p for i, j, p in signals.mcq_prompts(teacher, group, "released", both_orders=False)}
+    pref = res.values[0]
+    with torch.no_grad():
+        for (i, j), ids in asks.items():
+            probs = torch.softmax(teacher.model(input_ids=torch.tensor([ids])).logits[0, -1].double(), -1)
+            top = probs.topk(20)
+            mass = {"A": 1e-8, "B": 1e-8}
+            for p, t in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+                text = tok.decode([t])
+                for letter in mass:
+                    if letter in text and len(text) < 3:
+                        mass[letter] += p
+            assert abs(pref[i][j] - mass["A"]) < 1e-6 and abs(pref[j][i] - mass["B"]) < 1e-6
+
+
+def test_released_rule_lets_the_filter_act_and_the_debiased_rule_cannot(models):
+    from harness.methods.pad import keep_group
+
+    _, teacher = models
+    a_id = signals.mcq_option_ids(teacher)[0]
+    none_id = teacher.tokenizer("N", add_special_tokens=False)["input_ids"][0]
+    judges = {"prefers A": dataclasses.replace(teacher, model=_AlwaysA(teacher.model, a_id)),
+              "answers None": dataclasses.replace(teacher, model=_AlwaysA(teacher.model, none_id))}
+    for name, judge in judges.items():
+        released = signals.mcq_preference(judge, [GROUPS[0]], progress=None)
+        debiased = signals.mcq_preference(judge, [GROUPS[0]], progress=None, rule="debiased")
+        rel = PromptGroup("p", [], GROUPS[0].responses, {Signal.MCQ_PREFERENCE: released.values[0]})
+        deb = PromptGroup("p", [], GROUPS[0].responses, {Signal.MCQ_PREFERENCE: debiased.values[0]})
+        # debiased: sum_i m_i = n/2 whatever the judge does, so a prompt is dropped only if all m_i = 0.5
+        assert sum(deb.mcq_win_prob()) == pytest.approx(2.0, abs=1e-9)
+        if name == "answers None":  # no letter gets any mass: every m_i ~ 0 < 0.5, the prompt is dropped
+            assert max(rel.mcq_win_prob()) < 1e-3 and not keep_group(rel)
+        else:  # position bias is not cancelled: response 0 (always shown as A) wins everything
+            wins = rel.mcq_win_prob()
+            assert wins[0] > 0.99 and wins[3] < 1e-3 and keep_group(rel)
+
+
+def test_unknown_mcq_rule_is_a_config_error(models):
+    from harness.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="signals.mcq"):
+        signals.mcq_preference(models[1], GROUPS, rule="both", progress=None)

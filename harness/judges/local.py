@@ -97,13 +97,9 @@ class LocalJudge(Judge):
         return groups
 
     def _stop_ids(self) -> list[int]:
-        stops = {self.loaded.formatter.end_of_turn_id}
-        configured = getattr(getattr(self.loaded.model, "generation_config", None), "eos_token_id", None)
-        if isinstance(configured, int):
-            stops.add(configured)
-        elif isinstance(configured, list | tuple):
-            stops.update(int(t) for t in configured)
-        return sorted(stops)
+        from harness.models.sources import generation_eos_ids
+
+        return sorted(set(self.loaded.formatter.stop_ids) | set(generation_eos_ids(self.loaded.model)))
 
     def _generate(self, prompts: list[list[int]], settings: JudgeRequest) -> list[JudgeResponse]:
         import torch

@@ -8,6 +8,13 @@ A method
   3. collates examples into tensors and computes `loss(model, batch, ctx)`.
 It never touches the optimizer, device placement or checkpointing: that is the `Trainer`'s job.
 Losses live in pure tensor functions next to the method, tested on hand-made tensors.
+
+Loss weighting: `loss` returns the mean over its micro-batch, and the trainer gives every micro-batch of
+a step the same weight (they hold the same number of prompts), so the step's gradient is the mean over
+its micro-batches. Each method's docstring says what it averages over inside a micro-batch: prompts
+(PAD, the pairwise methods) or response tokens (SFT, SeqKD, KD, GKD). The released PAD trainer differs:
+it weights each micro-batch by its number of response tokens (`num_items_in_batch`), so long responses
+count more there.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ class Signal:
     TEACHER_AVG_LOGPROB = "teacher_avg_logprob"  # [n] mean log p_teacher(y_i | teacher context + x)
     STUDENT_AVG_LOGPROB = "student_avg_logprob"  # [n] mean log p_student0(y_i | x), the initial student
     REFERENCE_LOGPROB = "reference_logprob"  # [n] SUM log p_ref(y_i | x), ref = initial student (DPO)
-    MCQ_PREFERENCE = "mcq_preference"  # [n, n] P(i beats j) by the teacher, both orders averaged
+    MCQ_PREFERENCE = "mcq_preference"  # [n, n] what the teacher gives i against j (signals.mcq rule)
     TEACHER_TOPK = "teacher_topk"  # per response token: top-k teacher ids and log-probs (+ tail mass)
     TEACHER_SAMPLES = "teacher_samples"  # responses the teacher generated itself (SeqKD)
 
@@ -50,7 +57,7 @@ class PromptGroup:
     {"ids": [LongTensor[T_i, k]] * n, "logprobs": [FloatTensor[T_i, k]] * n} where T_i is the number of
     response tokens of response i (its `ChatFormatter.response_ids`, end-of-turn included), position t
     holding the teacher's top-k next-token log-probs for predicting response token t; and for
-    `teacher_samples` {"responses": [str, ...]} (the teacher's own generations for this prompt). `mcq_win_prob` (the average pairwise MCQ win
+    `teacher_samples` {"responses": [str, ...], "finished": [bool, ...]} (the teacher's own generations). `mcq_win_prob` (the average pairwise MCQ win
     probability of each response, [n]) is derived from `mcq_preference` when present.
     """
 
@@ -58,6 +65,12 @@ class PromptGroup:
     messages: list[dict[str, str]]
     responses: list[str]
     signals: dict[str, Any] = field(default_factory=dict)
+    # Per response: did it end with an end-of-turn (True) or was it cut at max_new_tokens (False)? A cut
+    # response is trained and scored WITHOUT an end token (ChatFormatter.response_ids). None: all finished.
+    finished: list[bool] | None = None
+
+    def finished_flags(self) -> list[bool]:
+        return list(self.finished) if self.finished is not None else [True] * len(self.responses)
 
     def mcq_win_prob(self) -> list[float]:
         pref = self.signals[Signal.MCQ_PREFERENCE]
@@ -105,6 +118,9 @@ class Method(ABC):
     Params: ClassVar[type[BaseModel]]
     required_signals: ClassVar[frozenset[str]] = frozenset()
     on_policy: ClassVar[bool] = False  # generates from the student during training
+    # The params `filter_groups` reads, to keep the shared training set's cache key narrow (changing
+    # another param then re-trains only this method). None: every param counts (the safe default).
+    filter_params: ClassVar[tuple[str, ...] | None] = None
     needs_shared_vocab: ClassVar[bool] = False  # compares teacher and student token distributions
 
     def __init__(self, params: BaseModel | dict[str, Any] | None = None) -> None:
@@ -121,10 +137,19 @@ class Method(ABC):
         method trains on the SAME prompts (the matched budget)."""
         return groups
 
-    def filter_key(self) -> str | None:
-        """What `filter_groups` depends on (None: keeps everything). Part of the shared training set's
-        cache key, so changing a parameter the filter ignores re-trains only this method."""
-        return None
+    def filter_identity(self) -> dict[str, Any] | None:
+        """This method's part of the shared training set's cache key: None when it keeps every prompt
+        (it does not override `filter_groups`), else its name and the params its filter reads (all of
+        them unless `filter_params` narrows it). Derived, not declared: a filter cannot be left out."""
+        if type(self).filter_groups is Method.filter_groups:
+            return None
+        params = self.params.model_dump(mode="json")
+        if self.filter_params is not None:
+            unknown = sorted(set(self.filter_params) - set(params))
+            if unknown:
+                raise TypeError(f"method {self.name!r}: filter_params names unknown params {unknown}")
+            params = {name: params[name] for name in self.filter_params}
+        return {"method": f"{type(self).__module__}.{type(self).__qualname__}", "params": params}
 
     def check_models(self, teacher: Any, student: Any) -> None:  # noqa: B027 - optional hook
         """Fail early (before any training) when this method cannot work with these models."""

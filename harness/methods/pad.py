@@ -10,6 +10,9 @@ released run used alpha = 0, beta = 10 (the defaults); the paper's text motivate
 The losses themselves (Plackett-Luce distributions, PPD/VPD/KL, the released code's batch-coupled JSD,
 and the decomposition for large n) are pure tensor functions in `harness.methods.pad_loss`.
 
+Loss weighting: the mean over the micro-batch's prompts (each prompt's divergence counts once, whatever
+its response lengths); the released trainer weights micro-batches by their response tokens instead.
+
 Metrics: `pad_jsd` is the mean per-example JSD(P_T, P_S) in nats and `pad_agreement` = 1 - pad_jsd / ln 2,
 in [0, 1] (1: identical ranking distributions; 0: disjoint supports). Both are computed on the same
 support as the loss: exact for n <= exact_max_n, else the top-k marginals or the sampled (unbiased,
@@ -103,6 +106,7 @@ class PADMethod(Method):
     name = "pad"
     Params = PADParams
     required_signals = frozenset({Signal.MCQ_PREFERENCE})
+    filter_params = ("mcq_filter",)  # the filter reads the MCQ signal (in the key) and this switch only
     params: PADParams
 
     def signals_needed(self) -> frozenset[str]:
@@ -126,6 +130,7 @@ class PADMethod(Method):
                 "prompt_id": g.prompt_id,
                 "messages": g.messages,
                 "responses": list(g.responses),
+                "finished": g.finished_flags(),
                 "teacher_scores": teacher_scores(g, self.params.beta, self.params.alpha),
             }
             for g in groups
@@ -142,7 +147,9 @@ class PADMethod(Method):
             raise ValueError("PAD needs at least 2 responses per prompt to form a ranking")
         fmt = ctx.formatter
         prompts = [fmt.prompt_ids(ex["messages"], max_length=ctx.max_prompt_length) for ex in examples]
-        responses = [[fmt.response_ids(r, max_length=ctx.max_length) for r in ex["responses"]] for ex in examples]
+        responses = [[fmt.response_ids(r, max_length=ctx.max_length, finished=done)
+                      for r, done in zip(ex["responses"], ex.get("finished") or [True] * n, strict=True)]
+                     for ex in examples]
         pad_id = fmt.tokenizer.pad_token_id
         if pad_id is None:
             pad_id = fmt.end_of_turn_id

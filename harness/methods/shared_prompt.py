@@ -1,12 +1,19 @@
 """Training on several responses to one prompt without encoding the prompt once per response.
 
 `pack_sequences` lays out n (prompt, response) pairs as n rows, so the prompt runs n times, with
-gradients. `pack_groups` lays out one row per prompt: the prompt once, then each response, with an
-attention mask under which a response token sees its prompt and the earlier tokens of its own response
-only, and positions that restart after the prompt for every response. Each response token therefore
-gets exactly the context it has in its own (prompt + response) sequence, so `sequence_logprobs` over a
-`GroupPacked` equals `sequence_logprobs` over the `pack_sequences` layout (to float rounding; tested),
-while the model runs Lp + n*Lr tokens instead of n*(Lp + Lr).
+gradients. `pack_groups` lays out one row per prompt: the prompt once (but its last token), then each
+response preceded by its own copy of the prompt's last token, with an attention mask under which a
+response token sees the shared prompt and the earlier tokens of its own segment only, and positions that
+continue the prompt's for every response. Each response token therefore gets exactly the context it has
+in its own (prompt + response) sequence, so `sequence_logprobs` over a `GroupPacked` equals
+`sequence_logprobs` over the `pack_sequences` layout (to float rounding; tested), while the model runs
+Lp + n*Lr tokens instead of n*(Lp + Lr).
+
+Why the last prompt token is repeated per response (n-1 extra tokens per prompt): it makes every scored
+position distinct. Were one position to predict the first token of all n responses, the backward of the
+gather `logits[rows, cols]` would accumulate n gradients into one element, and PyTorch's CPU
+`index_put_(accumulate=True)` adds colliding elements in a thread-dependent order: with n >= 3 the sum
+rounds differently from run to run and PAD trainings were not bitwise reproducible.
 
 The custom mask is a 4D additive attention mask, which transformers passes through as-is to the `sdpa`
 and `eager` attention kernels; `shares_prompts(model)` says when a model can take it (not flash
@@ -25,14 +32,15 @@ from harness.methods.common import fit_lengths
 
 @dataclass
 class GroupPacked:
-    input_ids: torch.Tensor  # [G, S]: prompt, then every response but its last token, then padding
-    position_ids: torch.Tensor  # [G, S]: 0.. over the prompt, restarting at len(prompt) for each response
+    input_ids: torch.Tensor  # [G, S]: prompt[:-1], then per response prompt[-1] + response[:-1], padding
+    position_ids: torch.Tensor  # [G, S]: 0.. over the prompt, restarting at len(prompt)-1 for each segment
     segment: torch.Tensor  # [G, S]: 0 prompt, j+1 response j, -1 padding
     # One entry per scored token (the flat order is sequence by sequence, token by token):
     rows: torch.Tensor  # [K] row of the position whose logits predict the token
     cols: torch.Tensor  # [K] column of that position
     targets: torch.Tensor  # [K] the token
     owner: torch.Tensor  # [K] index of the (prompt, response) sequence it belongs to
+    slot: torch.Tensor  # [K] its position within that sequence's response (a unique (owner, slot) per token)
     num_sequences: int
 
     @property
@@ -46,7 +54,7 @@ class GroupPacked:
     def to(self, device: torch.device | str) -> GroupPacked:
         return GroupPacked(self.input_ids.to(device), self.position_ids.to(device), self.segment.to(device),
                            self.rows.to(device), self.cols.to(device), self.targets.to(device),
-                           self.owner.to(device), self.num_sequences)
+                           self.owner.to(device), self.slot.to(device), self.num_sequences)
 
     def attention_mask(self, additive_dtype: torch.dtype | None = None) -> torch.Tensor:
         """[G, 1, S, S]: True where query q may attend key k (what `sdpa` takes), or, given a dtype, the
@@ -78,25 +86,29 @@ def pack_groups(prompts: list[list[int]], responses: list[list[list[int]]], pad_
     score_cols: list[int] = []
     targets: list[int] = []
     owner: list[int] = []
+    slot: list[int] = []
     sequence = 0
     for g, (prompt, group) in enumerate(zip(prompts, responses, strict=True)):
         # fit_lengths cuts the prompt first and on its own, so every response of a group shares one cut.
         cut_prompt = fit_lengths(prompt, [], max_length, max_prompt)[0]
         if not cut_prompt:
             raise ValueError("pack_groups needs a non-empty prompt: its last position predicts each first token")
-        ids, pos, seg = list(cut_prompt), list(range(len(cut_prompt))), [0] * len(cut_prompt)
+        shared = cut_prompt[:-1]
+        ids, pos, seg = list(shared), list(range(len(shared))), [0] * len(shared)
         for j, response in enumerate(group):
             cut_response = fit_lengths(prompt, response, max_length, max_prompt)[1]
             start = len(ids)
             for t, token in enumerate(cut_response):
-                # Token t is predicted by the prompt's last position (t = 0) or by response token t-1.
+                # Token t is predicted by this segment's copy of the last prompt token (t = 0) or by
+                # response token t-1: every scored position is distinct (see the module docstring).
                 score_rows.append(g)
-                score_cols.append(len(cut_prompt) - 1 if t == 0 else start + t - 1)
+                score_cols.append(start + t)
                 targets.append(token)
                 owner.append(sequence if order is None else order[g][j])
-            fed = cut_response[:-1]  # the last token predicts nothing that is scored
+                slot.append(t)
+            fed = cut_prompt[-1:] + cut_response[:-1]  # the last response token predicts nothing scored
             ids += fed
-            pos += range(len(cut_prompt), len(cut_prompt) + len(fed))
+            pos += range(len(shared), len(shared) + len(fed))
             seg += [j + 1] * len(fed)
             sequence += 1
         rows_ids.append(ids)
@@ -112,7 +124,7 @@ def pack_groups(prompts: list[list[int]], responses: list[list[list[int]]], pad_
         segment[g, : len(seg)] = torch.tensor(seg, dtype=torch.long)
     as_long = lambda xs: torch.tensor(xs, dtype=torch.long)  # noqa: E731
     return GroupPacked(input_ids, position_ids, segment, as_long(score_rows), as_long(score_cols),
-                       as_long(targets), as_long(owner), sequence)
+                       as_long(targets), as_long(owner), as_long(slot), sequence)
 
 
 def _config(model: Any) -> Any:
@@ -136,6 +148,11 @@ def group_sequence_logprobs(model: Any, packed: GroupPacked) -> tuple[torch.Tens
     scored = logits[packed.rows, packed.cols]  # [K, V]: only the positions that predict response tokens
     logp = torch.log_softmax(scored.float(), dim=-1).gather(-1, packed.targets.unsqueeze(-1)).squeeze(-1)
     n = packed.num_sequences
-    total = torch.zeros(n, dtype=logp.dtype, device=logp.device).index_add(0, packed.owner, logp)
+    # Sum per sequence through a [sequences, tokens] layout (each element written once), not index_add:
+    # its atomic adds on GPUs sum in a run-dependent order.
+    width = int(packed.slot.max()) + 1 if packed.slot.numel() else 1
+    per_token = torch.zeros((n, width), dtype=logp.dtype, device=logp.device)
+    per_token = per_token.index_put((packed.owner, packed.slot), logp)
+    total = per_token.sum(-1)
     count = torch.bincount(packed.owner, minlength=n).to(logp.dtype)
     return total, total / count.clamp_min(1), count

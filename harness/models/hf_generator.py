@@ -101,9 +101,10 @@ class HFGenerator(Generator):
         self, reqs: list[GenerationRequest], sample_idx: list[int], params: SamplingParams
     ) -> list[tuple[list[int], bool]]:
         model, device = self.loaded.model, self.loaded.device
-        eot = self.loaded.formatter.end_of_turn_id
+        stop_ids = self.loaded.formatter.stop_ids  # end-of-turn + every generation-config eos id
+        stops = torch.tensor(stop_ids, device=device)
         pad_id = self.loaded.tokenizer.pad_token_id
-        pad_id = eot if pad_id is None else pad_id
+        pad_id = self.loaded.formatter.end_of_turn_id if pad_id is None else pad_id
 
         # Encode each distinct prompt once; the n sample rows of a request share its KV cache.
         unique: dict[int, int] = {}
@@ -134,7 +135,7 @@ class HFGenerator(Generator):
             for i in range(b):
                 if not finished[i]:
                     tokens[i].append(int(nxt[i]))
-            finished |= nxt == eot
+            finished |= torch.isin(nxt, stops)
             if bool(finished.all()) or step == params.max_new_tokens - 1:
                 break
             nxt = torch.where(finished, torch.full_like(nxt, pad_id), nxt)
@@ -147,6 +148,6 @@ class HFGenerator(Generator):
         results = []
         for seq in tokens:
             self.generated_tokens += len(seq)
-            done = bool(seq) and seq[-1] == eot
+            done = bool(seq) and seq[-1] in stop_ids
             results.append((seq[:-1] if done else seq, done))
         return results

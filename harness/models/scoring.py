@@ -71,12 +71,15 @@ class Scorer:
         return _regroup(flat, groups)
 
     def shared_next_token_logprobs(
-        self, prompt_sets: list[list[list[int]]], candidates: list[int], progress: str | None = None
+        self, prompt_sets: list[list[list[int]]], candidates: list[int], progress: str | None = None,
+        within_top: int | None = None,
     ) -> list[torch.Tensor]:
         """Log-probs [len(set), len(candidates)] of candidate next tokens after each prompt of each set,
         where the prompts of a set share a long token prefix (the MCQ judge's context + question): the
         longest common prefix is encoded once per set and only the differing suffixes run per prompt.
-        Token sequences are exactly the given ones, so results equal `next_token_logprobs`."""
+        Token sequences are exactly the given ones, so results equal `next_token_logprobs`.
+        `within_top=k`: a candidate outside the k most likely tokens gets -inf (what an API that returns
+        only the top-k log-probs shows)."""
         groups: list[Group] = []
         for prompts in prompt_sets:
             common = _common_prefix_length(prompts)
@@ -86,7 +89,12 @@ class Scorer:
         flat: list[torch.Tensor | None] = [None] * sum(len(rs) for _, rs in groups)
         for rows, logits, _targets, lengths in self._iter_buckets(groups, progress):
             last = logits[torch.arange(len(rows)), lengths - 1]  # predicts the dummy = the next token
-            picked = torch.log_softmax(last, dim=-1)[:, candidates].cpu()
+            logp = torch.log_softmax(last, dim=-1)
+            picked = logp[:, candidates]
+            if within_top is not None:
+                kth = logp.topk(min(within_top, logp.shape[-1]), dim=-1).values[:, -1:]
+                picked = picked.masked_fill(picked < kth, float("-inf"))
+            picked = picked.cpu()
             for i, row in enumerate(rows):
                 flat[row] = picked[i]
         return [torch.stack(list(r)) if r else torch.zeros((0, len(candidates))) for r in _regroup(flat, groups)]

@@ -270,6 +270,8 @@ def model_fingerprint(spec: ModelSpec, device: str | None = None) -> dict[str, A
     if spec.tokenizer:
         ident["tokenizer"] = spec.tokenizer
         template = ChatFormatter(_load_tokenizer(spec.tokenizer, spec.revision)).template_hash
+    if spec.end_of_turn:
+        ident["end_of_turn"] = spec.end_of_turn
     ident["template"] = template
     ident["context"] = context_hash(spec)
     return ident
@@ -283,6 +285,16 @@ def _gguf_template_hash(gguf: Path) -> str | None:
         return None
     text = bytes(field.parts[field.data[0]]).decode()
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def generation_eos_ids(model: Any) -> tuple[int, ...]:
+    """The ids `generation_config.eos_token_id` stops on (an int, a list, or None)."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if configured is None:
+        return ()
+    if isinstance(configured, int):
+        return (configured,)
+    return tuple(int(t) for t in configured)
 
 
 def load_model(spec: ModelSpec, device: str | None = None) -> LoadedModel:
@@ -308,11 +320,14 @@ def load_model(spec: ModelSpec, device: str | None = None) -> LoadedModel:
     if tokenizer.pad_token_id is None:
         # Left-padded batches need a pad id; its value never matters because padding is masked.
         tokenizer.pad_token = tokenizer.eos_token
-    formatter = ChatFormatter.for_spec(tokenizer, spec)  # raises one clear error without a chat template
+    # raises one clear error without a chat template
+    formatter = ChatFormatter.for_spec(tokenizer, spec, generation_eos_ids(model))
     model = model.to(device=dev, dtype=dtype).eval()
     identity = {"model": spec.model, **info, "dtype": str(dtype).removeprefix("torch.")}
     if spec.tokenizer:
         identity["tokenizer"] = spec.tokenizer
+    if spec.end_of_turn:
+        identity["end_of_turn"] = spec.end_of_turn
     identity["template"] = formatter.template_hash
     identity["context"] = context_hash(spec)
     return LoadedModel(model=model, tokenizer=tokenizer, formatter=formatter, identity=identity, device=dev)

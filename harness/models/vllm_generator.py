@@ -104,7 +104,8 @@ class VLLMGenerator(Generator):
             top_p=1.0 if greedy else params.top_p,
             max_tokens=params.max_new_tokens,
             seed=None if greedy else int(request.seed),
-            stop_token_ids=[self.loaded.formatter.end_of_turn_id],
+            # Explicit, so both backends stop on the same ids (vLLM would add generation_config's own).
+            stop_token_ids=list(self.loaded.formatter.stop_ids),
             skip_special_tokens=True,
         )
 
@@ -121,13 +122,13 @@ class VLLMGenerator(Generator):
         return [self.convert_output(o) for o in outs]
 
     def convert_output(self, request_output: Any) -> GenerationOutput:
-        eot = self.loaded.formatter.end_of_turn_id
+        stops = set(self.loaded.formatter.stop_ids)
         ids_list, texts, finished = [], [], []
         for completion in sorted(request_output.outputs, key=lambda c: getattr(c, "index", 0)):
             ids = list(completion.token_ids)
             self.generated_tokens += len(ids)
             done = completion.finish_reason == "stop"
-            if ids and ids[-1] == eot:  # vLLM keeps the stop token in token_ids; our convention drops it
+            if ids and ids[-1] in stops:  # vLLM keeps the stop token in token_ids; our convention drops it
                 ids = ids[:-1]
             ids_list.append(ids)
             texts.append(self.loaded.formatter.decode(ids))

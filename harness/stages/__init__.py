@@ -4,10 +4,10 @@
 # artifacts of that stage and of what depends on it.
 STAGE_VERSIONS = {
     "prompts": 1,
-    "samples": 1,
-    "signal": 1,
+    "samples": 2,  # 2: finished flags, stop ids from the chat template
+    "signal": 2,  # 2: unfinished responses scored without an end token; MCQ rules
     "trainset": 1,
-    "train": 1,
-    "answers": 1,
+    "train": 2,  # 2: fp32 master weights, dropout off
+    "answers": 2,  # 2: generation stops on every stop id
     "judgements": 1,
 }

@@ -41,6 +41,8 @@ def run_samples(exp: Experiment, prompts: list[dict[str, Any]], sampler: Any, ou
         "sampler": who,
         "kept_prompts": len(result.records),
         "dropped_prompts": result.dropped,
+        "unfinished": {"candidates": result.stats["unfinished_candidates"],
+                       "kept": result.stats["unfinished_responses"], "of": result.stats["responses_kept"]},
         "accounting": {f"{who}_generation_tokens": result.generated_tokens},
     }
 
@@ -55,7 +57,7 @@ def groups_from(samples: list[dict[str, Any]], signals: dict[str, Any]) -> list[
     for i, rec in enumerate(samples):
         sig = {name: values[rec["prompt_id"]] if isinstance(values, dict) else values[i]
                for name, values in signals.items()}
-        groups.append(PromptGroup(rec["prompt_id"], rec["messages"], rec["responses"], sig))
+        groups.append(PromptGroup(rec["prompt_id"], rec["messages"], rec["responses"], sig, rec.get("finished")))
     return groups
 
 
@@ -66,6 +68,10 @@ def build_trainset(methods: list[Method], groups: list[PromptGroup]) -> list[Pro
     for method in methods:
         keep &= {g.prompt_id for g in method.filter_groups(groups)}
     return [g for g in groups if g.prompt_id in keep]
+
+
+def has_filter(method: Method) -> bool:
+    return method.filter_identity() is not None
 
 
 def write_trainset(out: Path, groups: list[PromptGroup], dropped: int) -> None:

@@ -106,10 +106,36 @@ def collect_results(pipe: Pipeline) -> RunResults:
         "teacher": pipe.teacher_key, "student": pipe.student_key,
         "sampling": exp.sampling.model_dump(mode="json"), "budget": exp.budget.model_dump(mode="json"),
         "skipped_benchmarks": pipe.unavailable_benchmarks(),
+        "training_data": training_data_summary(pipe),
     }
     return RunResults(experiment_name=exp.name, setting=exp.setting or exp.description,
                       experiment=exp.model_dump(mode="json"), experiment_hash=experiment_hash(exp),
                       rows=rows, provenance=provenance)
+
+
+def training_data_summary(pipe: Pipeline) -> dict[str, str]:
+    """What the training data holds, per stage: responses cut at max_new_tokens (trained and scored
+    without an end token) and how many prompts each method's filter kept."""
+    out: dict[str, str] = {}
+    arts = [("samples", pipe.samples_artifact())]
+    if "teacher_samples" in pipe.signal_artifacts_needed():
+        arts.append(("teacher_samples", pipe.signal_artifact("teacher_samples")))
+    for name, art in arts:
+        if not art.done:
+            continue
+        cut = art.manifest().get("unfinished")
+        if cut:
+            text = f"{cut['kept']} of {cut['of']} responses cut at max_new_tokens (no end-of-turn token)"
+            if "candidates" in cut:
+                text += f"; {cut['candidates']} cut among all candidates"
+            out[f"unfinished {name}"] = text
+    trainset = pipe.trainset_artifact()
+    if trainset.done:
+        manifest = trainset.manifest()
+        for row, kept in (manifest.get("kept_by_filter") or {}).items():
+            out[f"{row} filter kept"] = f"{kept} of {manifest.get('sampled_prompts')} prompts"
+        out["trainset"] = f"{manifest.get('prompts')} prompts (the intersection of every filter)"
+    return out
 
 
 def _model_description(pipe: Pipeline, row: Any) -> str:

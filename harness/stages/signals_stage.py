@@ -44,7 +44,7 @@ def signal_inputs(artifact_name: str, exp: Experiment, teacher_key: dict[str, An
     if artifact_name == "teacher_logprobs":
         return {"model": teacher_key, **budget}
     if artifact_name == "mcq_preference":
-        return {"model": teacher_key, "template": exp.signals.mcq_template}
+        return {"model": teacher_key, "rule": exp.signals.mcq, "template": exp.signals.mcq_template}
     if artifact_name == "teacher_topk":
         return {"model": teacher_key, "k": exp.signals.topk, **budget}
     if artifact_name == "teacher_samples":
@@ -86,7 +86,7 @@ def _run_signal(pipe: Pipeline, artifact_name: str, out: Path) -> dict[str, Any]
         return {"accounting": {f"{who}_forward_tokens": scores.forward_tokens}}
     if artifact_name == "mcq_preference":
         result = signals.mcq_preference(pipe.teacher(), groups, batch_size=exp.signals.batch_size,
-                                        template=exp.signals.mcq_template)
+                                        template=exp.signals.mcq_template, rule=exp.signals.mcq)
         write_json_atomic(out / "values.json", {"preference": result.values})
         return {"accounting": {"teacher_forward_tokens": result.forward_tokens}}
     if artifact_name == "teacher_topk":
@@ -98,7 +98,9 @@ def _run_signal(pipe: Pipeline, artifact_name: str, out: Path) -> dict[str, Any]
         prompts = data_stages.read_prompts(pipe.prompts_artifact().path)
         result = signals.teacher_samples(pipe.teacher(), prompts, exp.sampling)
         write_json_atomic(out / "values.json", {"samples": result.values})
-        return {"accounting": {"teacher_generation_tokens": result.generated_tokens}}
+        flags = [done for v in result.values for done in v["finished"]]
+        return {"accounting": {"teacher_generation_tokens": result.generated_tokens},
+                "unfinished": {"kept": flags.count(False), "of": len(flags)}}
     raise KeyError(artifact_name)
 
 
@@ -117,7 +119,8 @@ def load_signal(name: str, path: Path) -> list[Any] | dict[str, Any]:
         return values["preference"]
     if name == Signal.TEACHER_SAMPLES:
         # Keyed by prompt id: the teacher answered every prompt, the samples kept only some.
-        return {rec["prompt_id"]: {"responses": rec["responses"]} for rec in values["samples"]}
+        return {rec["prompt_id"]: {"responses": rec["responses"], "finished": rec.get("finished")}
+                for rec in values["samples"]}
     raise KeyError(name)
 
 
@@ -128,6 +131,8 @@ def run_trainset(pipe: Pipeline, out: Path) -> dict[str, Any]:
     groups = data_stages.groups_from(samples, sig)
     kept = data_stages.build_trainset(list(pipe.methods.values()), groups)
     data_stages.write_trainset(out, kept, dropped=len(groups) - len(kept))
+    kept_by_filter = {row: len(method.filter_groups(groups)) for row, method in pipe.methods.items()
+                      if data_stages.has_filter(method)}
     if not kept:
         from harness.errors import HarnessError
 
@@ -135,4 +140,5 @@ def run_trainset(pipe: Pipeline, out: Path) -> dict[str, Any]:
             f"no training prompts left after the methods' filters ({len(groups)} sampled); use more prompts "
             f"or turn off a filter (e.g. pad's mcq_filter: false)"
         )
-    return {"prompts": len(kept), "dropped_by_filters": len(groups) - len(kept)}
+    return {"prompts": len(kept), "dropped_by_filters": len(groups) - len(kept), "sampled_prompts": len(groups),
+            "kept_by_filter": kept_by_filter}
