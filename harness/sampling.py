@@ -160,6 +160,7 @@ def sample_prompts(
         "kept_per_prompt": cfg.n,
         # Cut at max_new_tokens (no end-of-turn): among all candidates, and among the kept responses.
         "unfinished_candidates": unfinished_candidates,
+        "candidates_total": sum(len(out.texts) for out in outputs),
         "unfinished_responses": unfinished_kept,
         "responses_kept": len(records) * cfg.n,
         # Backends that count exactly report their own number; otherwise the samples' lengths are summed.

@@ -19,7 +19,7 @@ from harness.benchmarks.alpaca_eval2 import (
     preference_from_response,
     prompt_to_chatml,
 )
-from harness.benchmarks.base import AnswerModel, BenchmarkData
+from harness.benchmarks.base import Answer, AnswerModel, BenchmarkData
 from harness.errors import DataSourceError
 from harness.judges.base import Judge, JudgeRequest, JudgeResponse
 
@@ -185,10 +185,10 @@ class EchoModel(AnswerModel):
     def __init__(self) -> None:
         self.calls: list[tuple[list[list[dict[str, str]]], int]] = []
 
-    def chat(self, conversations: list[list[dict[str, str]]], max_new_tokens: int,
-             progress: str | None = None) -> list[str]:
+    def answer(self, conversations: list[list[dict[str, str]]], max_new_tokens: int,
+               progress: str | None = None, temperature: float = 0.0) -> list[Answer]:
         self.calls.append((conversations, max_new_tokens))
-        return [f"echo: {c[-1]['content']}" for c in conversations]
+        return [Answer(f"echo: {c[-1]['content']}", True) for c in conversations]
 
     @property
     def name(self) -> str:

@@ -25,7 +25,7 @@ from harness.benchmarks.arena_hard import (
     ArenaHard,
     score_rows,
 )
-from harness.benchmarks.base import AnswerModel, BenchmarkData
+from harness.benchmarks.base import Answer, AnswerModel, BenchmarkData
 from harness.errors import DataSourceError, JudgeError
 from harness.judges.base import Judge, JudgeRequest, JudgeResponse
 
@@ -306,10 +306,10 @@ class FakeAnswerModel(AnswerModel):
     def name(self) -> str:
         return "fake"
 
-    def chat(self, conversations: list[list[dict[str, str]]], max_new_tokens: int,
-             progress: str | None = None) -> list[str]:
+    def answer(self, conversations: list[list[dict[str, str]]], max_new_tokens: int,
+               progress: str | None = None, temperature: float = 0.0) -> list[Answer]:
         self.calls.append(conversations)
-        return [f"STUDENT ANSWER {i}\n- a point" for i in range(len(conversations))]
+        return [Answer(f"STUDENT ANSWER {i}\n- a point", True) for i in range(len(conversations))]
 
 
 class CannedJudge(Judge):

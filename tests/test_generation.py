@@ -194,6 +194,15 @@ def test_vllm_generator_translates_arguments_and_outputs(tiny, monkeypatch):
     assert gen.generated_tokens == 2 * (3 + 2 + 3)
     greedy = gen.sampling_params(reqs[0], SamplingParams(temperature=0.0))
     assert greedy.temperature == 0.0 and greedy.seed is None and greedy.top_p == 1.0
+    # Every stop id (end of turn + generation-config eos ids) is passed explicitly and stripped from outputs,
+    # as the hf backend does: a sample that ended on another eos id is finished, without it.
+    other = 101 % 50
+    with_eos = VLLMGenerator(dataclasses.replace(
+        loaded, formatter=dataclasses.replace(tiny.formatter, generation_eos_ids=(other,))))
+    assert with_eos.sampling_params(reqs[0], SamplingParams()).stop_token_ids == sorted({eot, other})
+    completion = type("C", (), {"index": 0, "token_ids": [7, other], "finish_reason": "stop"})()
+    converted = with_eos.convert_output(type("R", (), {"outputs": [completion]})())
+    assert converted.token_ids == [[7]] and converted.finished == [True]
 
 
 def test_vllm_scorer_matches_hf_scorer(tiny, monkeypatch):

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from harness.benchmarks.base import AnswerModel, BenchmarkData
+from harness.benchmarks.base import Answer, AnswerModel, BenchmarkData
 from harness.benchmarks.lm_eval_tasks import GSM8K, HarnessLM, LMEvalTask, task_config
 from harness.errors import DataSourceError
 
@@ -38,10 +38,10 @@ class KnownAnswers(AnswerModel):
     def __init__(self) -> None:
         self.conversations: list[list[dict[str, str]]] = []
 
-    def chat(self, conversations: list[list[dict[str, str]]], max_new_tokens: int,
-             progress: str | None = None) -> list[str]:
+    def answer(self, conversations: list[list[dict[str, str]]], max_new_tokens: int,
+               progress: str | None = None, temperature: float = 0.0) -> list[Answer]:
         self.conversations += conversations
-        return [OUTPUTS[int(c[-1]["content"].split(" q")[1].split(":")[0])] for c in conversations]
+        return [Answer(OUTPUTS[int(c[-1]["content"].split(" q")[1].split(":")[0])], True) for c in conversations]
 
     @property
     def name(self) -> str:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from harness.benchmarks.base import AnswerModel, BenchmarkData
+from harness.benchmarks.base import Answer, AnswerModel, BenchmarkData
 from harness.benchmarks.mt_bench import (
     FALLBACK_PROMPTS,
     NEED_REF_CATS,
@@ -76,16 +76,11 @@ class RecordingModel(AnswerModel):
     def name(self) -> str:
         return "recording"
 
-    def chat(self, conversations: list[list[dict[str, str]]], max_new_tokens: int,
-             progress: str | None = None, temperature: float = 0.0) -> list[str]:
+    def answer(self, conversations: list[list[dict[str, str]]], max_new_tokens: int,
+               progress: str | None = None, temperature: float = 0.0) -> list[Answer]:
         self.calls.append((conversations, temperature))
-        return [f" A{(len(c) + 1) // 2}:{c[-1]['content'][:20]} " for c in conversations]
-
-
-class GreedyOnlyModel(RecordingModel):
-    def chat(self, conversations: list[list[dict[str, str]]], max_new_tokens: int,  # type: ignore[override]
-             progress: str | None = None) -> list[str]:
-        return super().chat(conversations, max_new_tokens, progress)
+        # The second turn of every conversation is cut (to check the per-turn finished flags).
+        return [Answer(f" A{(len(c) + 1) // 2}:{c[-1]['content'][:20]} ", len(c) == 1) for c in conversations]
 
 
 def test_second_turn_follows_the_models_own_first_answer() -> None:
@@ -107,11 +102,11 @@ def test_second_turn_follows_the_models_own_first_answer() -> None:
     assert {t for _, t in model.calls} == {0.0, 0.1, 0.7}
 
 
-def test_model_without_temperature_answers_greedily() -> None:
+def test_each_turn_records_whether_it_finished() -> None:
     bench, data = _bench()
     data.items = data.items[:3]
-    answers = bench.generate(GreedyOnlyModel(), data)
-    assert all(a["temperature"] == 0.0 for a in answers)
+    answers = bench.generate(RecordingModel(), data)
+    assert [a["finished"] for a in answers] == [[True, False]] * 3
 
 
 def test_judge_prompts_carry_reference_answers_for_math_reasoning_coding() -> None:

@@ -130,3 +130,33 @@ def test_prompts_with_duplicate_kept_responses_are_dropped():
     assert result.dropped == ["p0"] and result.stats["prompts_in"] == 2
     assert result.generated_tokens == 12 + 11
     assert result.records[0]["response_token_counts"] == [len(t) + 1 for t in result.records[0]["responses"]]
+
+
+def _released_agg(texts: list[str], k: int) -> list[int]:
+    """EganGu/PAD data_gen/gen/agg.py's selection, retyped (Levenshtein over characters)."""
+    n = len(texts)
+    dist_matrix = [[edit_distance(texts[i], texts[j]) for j in range(n)] for i in range(n)]
+    selected_indices = [0]  # Start with the first text
+    remaining_indices = set(range(1, n))
+    while len(selected_indices) < k:
+        max_min_dist = -1
+        next_index = -1
+        for i in sorted(remaining_indices):  # CPython iterates a set of small ints in ascending order
+            min_dist = min(dist_matrix[i][j] for j in selected_indices)
+            if min_dist > max_min_dist:
+                max_min_dist = min_dist
+                next_index = i
+        selected_indices.append(next_index)
+        remaining_indices.remove(next_index)
+    return selected_indices
+
+
+def test_first_pick_first_is_the_released_selection_and_farthest_differs():
+    rng = random.Random(0)
+    differs = 0
+    for _ in range(300):
+        texts = ["".join(rng.choice("abc ") for _ in range(rng.randint(0, 12))) for _ in range(5)]
+        released = _released_agg(texts, 4)
+        assert select_diverse(texts, 4, first_pick="first") == released
+        differs += set(select_diverse(texts, 4, first_pick="farthest")) != set(released)
+    assert differs > 0  # the two start rules are different rules, so both are offered

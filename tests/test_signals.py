@@ -87,9 +87,9 @@ def test_mcq_matrix_properties(models):
     assert 0 < res.forward_tokens < asked
 
 
-def test_mcq_asks_both_orders_and_averages_them(models, monkeypatch):
-    _, teacher = models
-    seen = []
+def spy_mcq_prompts(monkeypatch) -> list[str]:
+    """The decoded text of every prompt the MCQ judge is asked (filled in as it is asked)."""
+    seen: list[str] = []
     real = Scorer.shared_next_token_logprobs
 
     def spy(self, prompt_sets, candidates, progress=None, within_top=None):
@@ -97,6 +97,12 @@ def test_mcq_asks_both_orders_and_averages_them(models, monkeypatch):
         return real(self, prompt_sets, candidates, progress, within_top)
 
     monkeypatch.setattr(Scorer, "shared_next_token_logprobs", spy)
+    return seen
+
+
+def test_mcq_asks_both_orders_and_averages_them(models, monkeypatch):
+    _, teacher = models
+    seen = spy_mcq_prompts(monkeypatch)
     group = GROUPS[1]
     res = signals.mcq_preference(teacher, [group], progress=None, rule="debiased")
     responses = group["responses"]
@@ -231,14 +237,7 @@ def test_a_signal_is_computed_once_and_charged_to_every_method_that_reads_it(tmp
 
 def test_released_mcq_asks_each_pair_once_and_reads_raw_top20_letter_mass(models, monkeypatch):
     _, teacher = models
-    seen = []
-    real = Scorer.shared_next_token_logprobs
-
-    def spy(self, prompt_sets, candidates, progress=None, within_top=None):
-        seen.extend(self.loaded.tokenizer.decode(p) for prompts in prompt_sets for p in prompts)
-        return real(self, prompt_sets, candidates, progress, within_top)
-
-    monkeypatch.setattr(Scorer, "shared_next_token_logprobs", spy)
+    seen = spy_mcq_prompts(monkeypatch)
     group = GROUPS[0]
     res = signals.mcq_preference(teacher, [group], progress=None)  # the default rule is the released one
     responses = group.responses

@@ -285,10 +285,10 @@ class AlpacaEval2(Benchmark):
 
     def generate(self, model: AnswerModel, data: BenchmarkData) -> list[dict[str, Any]]:
         conversations = [[{"role": "user", "content": item["instruction"]}] for item in data.items]
-        outputs = model.chat(conversations, max_new_tokens=self.max_new_tokens, progress="alpaca_eval2: answers")
+        outputs = model.answer(conversations, max_new_tokens=self.max_new_tokens, progress="alpaca_eval2: answers")
         decoding = {**self.decoding, "max_new_tokens": self.max_new_tokens}
-        return [{"id": item["id"], "instruction": item["instruction"], "output": output, "generator": model.name,
-                 "decoding": decoding} for item, output in zip(data.items, outputs, strict=True)]
+        return [{"id": item["id"], "instruction": item["instruction"], "output": out.text, "finished": out.finished,
+                 "generator": model.name, "decoding": decoding} for item, out in zip(data.items, outputs, strict=True)]
 
     def judge(self, judge: Judge | None, data: BenchmarkData, answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if judge is None:

@@ -217,12 +217,12 @@ class ArenaHard(Benchmark):
 
     def generate(self, model: AnswerModel, data: BenchmarkData) -> list[dict[str, Any]]:
         convs = [[{"role": "user", "content": item["prompt"]}] for item in data.items]
-        outputs = model.chat(convs, self.max_new_tokens, progress="arena_hard answers")
+        outputs = model.answer(convs, self.max_new_tokens, progress="arena_hard answers")
         records = []
-        for item, text in zip(data.items, outputs, strict=True):
-            meta = S.answer_metadata(text)
-            records.append({"id": item["id"], "category": item["category"], "output": text,
-                            "token_len": meta["token_len"], "metadata": meta})
+        for item, out in zip(data.items, outputs, strict=True):
+            meta = S.answer_metadata(out.text)
+            records.append({"id": item["id"], "category": item["category"], "output": out.text,
+                            "finished": out.finished, "token_len": meta["token_len"], "metadata": meta})
         return records
 
     def _request(self, question: str, answer_a: str, answer_b: str) -> list[dict[str, str]]:

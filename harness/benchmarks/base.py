@@ -25,12 +25,25 @@ class BenchmarkData:
     version: str = ""  # data version/hash for cache keys
 
 
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    finished: bool  # the model ended its turn (False: cut at max_new_tokens; reports count these)
+
+
 class AnswerModel(ABC):
     """What a benchmark may ask of the model under test: chat completions with fixed decoding."""
 
     @abstractmethod
-    def chat(self, conversations: list[list[dict[str, str]]], max_new_tokens: int, progress: str | None = None) -> list[str]:
-        """One answer per conversation (greedy unless the benchmark's decoding says otherwise)."""
+    def answer(self, conversations: list[list[dict[str, str]]], max_new_tokens: int,
+               progress: str | None = None, temperature: float = 0.0) -> list[Answer]:
+        """One answer per conversation (greedy unless `temperature` > 0), saying whether it finished.
+        Benchmarks store `finished` in each answer record (a list per turn for multi-turn ones)."""
+
+    def chat(self, conversations: list[list[dict[str, str]]], max_new_tokens: int,
+             progress: str | None = None, temperature: float = 0.0) -> list[str]:
+        """The answers' texts only."""
+        return [a.text for a in self.answer(conversations, max_new_tokens, progress, temperature)]
 
     @property
     @abstractmethod

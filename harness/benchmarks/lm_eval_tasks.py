@@ -106,13 +106,13 @@ class GSM8K(Benchmark):
 
     def generate(self, model: AnswerModel, data: BenchmarkData) -> list[dict[str, Any]]:
         until = task_config(self.task_name)["generation_kwargs"].get("until", [])
-        outputs = model.chat([item["messages"] for item in data.items], max_new_tokens=self.max_new_tokens,
-                             progress=f"{self.task_name}: answers")
+        outputs = model.answer([item["messages"] for item in data.items], max_new_tokens=self.max_new_tokens,
+                               progress=f"{self.task_name}: answers")
         decoding = {**self.decoding, "max_new_tokens": self.max_new_tokens, "until": until,
                     "num_fewshot": self.params.num_fewshot, "fewshot_seed": FEWSHOT_SEED,
                     "fewshot_as_multiturn": self.params.fewshot_as_multiturn, "chat": True}
-        return [{"id": item["id"], "output": cut_at_stops(text, until), "raw_output": text, "decoding": decoding}
-                for item, text in zip(data.items, outputs, strict=True)]
+        return [{"id": item["id"], "output": cut_at_stops(out.text, until), "raw_output": out.text,
+                 "finished": out.finished, "decoding": decoding} for item, out in zip(data.items, outputs, strict=True)]
 
     def judge(self, judge: Judge | None, data: BenchmarkData, answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Per-item correctness under each of the task's filters (no judge model involved)."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import inspect
 import json
 import re
 from pathlib import Path
@@ -184,26 +183,26 @@ class MTBench(Benchmark):
         return TEMPERATURE_CONFIG.get(category, 0.7) if self.params.category_temperature else 0.0
 
     def generate(self, model: AnswerModel, data: BenchmarkData) -> list[dict[str, Any]]:
-        takes_temperature = "temperature" in inspect.signature(model.chat).parameters
         convs = [[{"role": "user", "content": item["turns"][0]}] for item in data.items]
         answers: list[list[str]] = [[] for _ in data.items]
+        finished: list[list[bool]] = [[] for _ in data.items]
         for turn in range(2):
             if turn == 1:  # the conversation grows: the model's OWN first answer, then the second question
                 convs = [c + [{"role": "assistant", "content": a[0]}, {"role": "user", "content": item["turns"][1]}]
                          for c, a, item in zip(convs, answers, data.items, strict=True)]
             groups: dict[float, list[int]] = {}
             for i, item in enumerate(data.items):
-                temp = self._temperature(item["category"]) if takes_temperature else 0.0
+                temp = self._temperature(item["category"])
                 groups.setdefault(temp if temp >= 1e-4 else 0.0, []).append(i)
             for temp, idx in sorted(groups.items()):
-                kwargs = {"temperature": temp} if takes_temperature else {}
-                outs = model.chat([convs[i] for i in idx], self.max_new_tokens,
-                                  progress=f"mt_bench turn {turn + 1}", **kwargs)
+                outs = model.answer([convs[i] for i in idx], self.max_new_tokens,
+                                    progress=f"mt_bench turn {turn + 1}", temperature=temp)
                 for i, out in zip(idx, outs, strict=True):
-                    answers[i].append(out.strip())
-        return [{"id": item["id"], "category": item["category"], "output": a,
-                 "temperature": self._temperature(item["category"]) if takes_temperature else 0.0}
-                for item, a in zip(data.items, answers, strict=True)]
+                    answers[i].append(out.text.strip())
+                    finished[i].append(out.finished)
+        return [{"id": item["id"], "category": item["category"], "output": a, "finished": done,
+                 "temperature": self._temperature(item["category"])}
+                for item, a, done in zip(data.items, answers, finished, strict=True)]
 
     def judge_messages(self, item: dict[str, Any], answer: list[str], turn: int) -> tuple[str, list[dict[str, str]]]:
         """(prompt name, [system, user]) exactly as FastChat's `create_conv_single` builds them."""

@@ -42,6 +42,7 @@ def run_samples(exp: Experiment, prompts: list[dict[str, Any]], sampler: Any, ou
         "kept_prompts": len(result.records),
         "dropped_prompts": result.dropped,
         "unfinished": {"candidates": result.stats["unfinished_candidates"],
+                       "candidates_total": result.stats["candidates_total"],
                        "kept": result.stats["unfinished_responses"], "of": result.stats["responses_kept"]},
         "accounting": {f"{who}_generation_tokens": result.generated_tokens},
     }

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.benchmarks.base import AnswerModel, Benchmark, BenchmarkData
+from harness.benchmarks.base import Answer, AnswerModel, Benchmark, BenchmarkData
 from harness.models.base import GenerationRequest, LoadedModel, SamplingParams
 from harness.registry import BENCHMARKS
 from harness.stages.data import build_generator
@@ -32,13 +32,13 @@ class GeneratorAnswerModel(AnswerModel):
     def name(self) -> str:
         return self._name
 
-    def chat(self, conversations: list[list[dict[str, str]]], max_new_tokens: int,
-             progress: str | None = None, temperature: float = 0.0) -> list[str]:
+    def answer(self, conversations: list[list[dict[str, str]]], max_new_tokens: int,
+               progress: str | None = None, temperature: float = 0.0) -> list[Answer]:
         requests = [GenerationRequest(self.loaded.formatter.prompt_ids(conv), seed=i)
                     for i, conv in enumerate(conversations)]
         params = SamplingParams(temperature=temperature, top_p=1.0, max_new_tokens=max_new_tokens)
         outputs = self.generator.generate(requests, params, progress=progress)
-        return [out.texts[0] for out in outputs]
+        return [Answer(out.texts[0], bool(out.finished[0]) if out.finished else False) for out in outputs]
 
 
 def build_benchmark(pipe: Pipeline, index: int) -> Benchmark:

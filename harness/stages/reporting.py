@@ -127,7 +127,7 @@ def training_data_summary(pipe: Pipeline) -> dict[str, str]:
         if cut:
             text = f"{cut['kept']} of {cut['of']} responses cut at max_new_tokens (no end-of-turn token)"
             if "candidates" in cut:
-                text += f"; {cut['candidates']} cut among all candidates"
+                text += f"; {cut['candidates']} of {cut.get('candidates_total', '?')} sampled candidates"
             out[f"unfinished {name}"] = text
     trainset = pipe.trainset_artifact()
     if trainset.done:
