@@ -266,6 +266,10 @@ class AlpacaEval2(Benchmark):
     needs_judge = True
     headline = "length_controlled_winrate"
     decoding = {"temperature": 0.0, "turns": 1}
+    default_max_new_tokens = 2048  # alpaca_eval's model configs generate up to 2048 tokens (some 4096)
+
+    def official_judge(self) -> str | None:
+        return "gpt-4-1106-preview"  # weighted_alpaca_eval_gpt4_turbo, the AlpacaEval 2 annotator
 
     params: AlpacaEval2Params
 

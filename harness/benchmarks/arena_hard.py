@@ -179,7 +179,12 @@ class ArenaHard(Benchmark):
     headline: ClassVar[str] = "score"
     decoding: ClassVar[dict[str, Any]] = {"temperature": 0.0, "turns": 1,
                                           "note": "greedy, as arena-hard-auto's gen_answer temperature 0"}
+    default_max_new_tokens: ClassVar[int] = 4096  # arena-hard-auto's gen_answer_config max_tokens
     params: ArenaHardParams
+
+    def official_judge(self) -> str | None:
+        # arena-hard-auto: v0.1 is judged by gpt-4-1106-preview, v2.0 by gpt-4.1.
+        return "gpt-4-1106-preview" if self.params.version == "v0.1" else "gpt-4.1"
 
     # ------------------------------------------------------------------------------------ settings
     @property

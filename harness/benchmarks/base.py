@@ -58,21 +58,28 @@ class ScoreResult:
 
 
 class Benchmark(ABC):
-    """Base class; subclasses set `name`, `Params`, `needs_judge`, `headline` (the main metric key)."""
+    """Base class; subclasses set `name`, `Params`, `needs_judge`, `headline` (the main metric key), and
+    what the official protocol uses: `official_judge` (the judge model its leaderboard is defined with; None
+    for judge-free benchmarks) and `default_max_new_tokens` (the answer length its official runs allow)."""
 
     name: ClassVar[str] = ""
     Params: ClassVar[type[BaseModel]]
     needs_judge: ClassVar[bool] = True
     headline: ClassVar[str] = ""
     decoding: ClassVar[dict[str, Any]] = {"temperature": 0.0}
+    default_max_new_tokens: ClassVar[int] = 256
 
     def __init__(self, params: BaseModel | dict[str, Any] | None = None, subset: int | None = None,
-                 max_new_tokens: int = 256) -> None:
+                 max_new_tokens: int | None = None) -> None:
         if params is None or isinstance(params, dict):
             params = self.Params.model_validate(params or {})
         self.params = params
         self.subset = subset
-        self.max_new_tokens = max_new_tokens
+        self.max_new_tokens = max_new_tokens if max_new_tokens is not None else self.default_max_new_tokens
+
+    def official_judge(self) -> str | None:
+        """The judge model the benchmark's official numbers come from (may depend on params)."""
+        return None
 
     @abstractmethod
     def load(self) -> BenchmarkData:

@@ -165,7 +165,11 @@ class MTBench(Benchmark):
     headline: ClassVar[str] = "overall"
     decoding: ClassVar[dict[str, Any]] = {"turns": 2, "temperature_by_category": TEMPERATURE_CONFIG,
                                           "note": "FastChat gen_model_answer: sample when temperature >= 1e-4"}
+    default_max_new_tokens: ClassVar[int] = 1024  # FastChat gen_model_answer --max-new-token default
     params: MTBenchParams
+
+    def official_judge(self) -> str | None:
+        return "gpt-4"  # FastChat llm_judge: single-v1 / single-math-v1 with gpt-4
 
     def load(self) -> BenchmarkData:
         items, prompts, source = load_mt_bench(self.params.data_path, self.params.reference_model)

@@ -64,7 +64,7 @@ def _train_log(art_path: Path) -> list[dict[str, Any]]:
 
 def collect_results(pipe: Pipeline) -> RunResults:
     from harness.pipeline import experiment_hash
-    from harness.stages.evaluation import score_row
+    from harness.stages.evaluation import build_benchmark, score_row
 
     exp = pipe.exp
     rows: list[RowResult] = []
@@ -95,7 +95,8 @@ def collect_results(pipe: Pipeline) -> RunResults:
             result.benchmarks[bench.name] = BenchmarkResult(
                 benchmark=bench.name, metrics=score.metrics, notes=score.notes, per_item=score.per_item,
                 source=answers_manifest.get("source", ""), judge=judge,
-                decoding={**(answers_manifest.get("decoding") or {}), "max_new_tokens": bench.max_new_tokens},
+                decoding={**(answers_manifest.get("decoding") or {}),
+                          "max_new_tokens": build_benchmark(pipe, b).max_new_tokens},
                 subset=bench.subset)
         rows.append(result)
     judge_settings = exp.judge.model_dump(mode="json")
