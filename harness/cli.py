@@ -27,6 +27,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     path = Path(args.file) if args.file else _default_experiment()
     exp = load_experiment(path)
+    if not args.dry_run:
+        from harness.preflight import preflight
+
+        preflight(exp, str(path))  # a missing API key or an impossible answer length, before any work
     run_dir = Path(args.run_dir) if args.run_dir else exp.run_dir()
     pipe = Pipeline(exp, run_dir, source_file=str(path), progress=not args.quiet)
     if args.dry_run:
@@ -48,9 +52,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from harness.config import load_experiment
+    from harness.preflight import preflight
 
     for file in args.files:
         exp = load_experiment(file)
+        preflight(exp, file)
         methods = ", ".join(m.row_name for m in exp.methods)
         benches = ", ".join(b.name for b in exp.benchmarks) or "none"
         print(f"{file}: ok ({exp.name}: methods {methods}; benchmarks {benches}; judge {exp.judge.backend})")

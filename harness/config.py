@@ -149,21 +149,10 @@ class Budget(Frozen):
         return self
 
 
-class BenchmarkSpec(Frozen):
-    name: str
-    subset: int | None = Field(None, ge=1)  # first N items (in the data's own order); None = all
-    # Answer length; None = the benchmark's official default (Arena-Hard 4096, MT-Bench 1024, AlpacaEval
-    # 2 2048, ...), never above the model's context (checked by `validate`).
-    max_new_tokens: int | None = Field(None, ge=1)
-    params: dict[str, Any] = Field(default_factory=dict)
-    # When its data cannot be found (e.g. offline), an optional benchmark is skipped and the report says
-    # why, instead of failing the run. Off by default: a missing benchmark is normally an error.
-    optional: bool = False
-
-
 class JudgeSpec(Frozen):
     """`backend` is a registered judge (`local`, `openai`, ...). The API key is read from the environment
-    variable named by `api_key_env`, never from the file, so it cannot leak into artifacts."""
+    variable named by `api_key_env`, never from the file, so it cannot leak into artifacts. `model:
+    official` takes each benchmark's official judge model (harness.judges.choice)."""
 
     backend: str = "local"
     model: str = "smollm2-135m-instruct"
@@ -175,6 +164,20 @@ class JudgeSpec(Frozen):
     system_prompt: str | None = None
     price_per_1k_input: float = 0.0
     price_per_1k_output: float = 0.0
+
+
+class BenchmarkSpec(Frozen):
+    name: str
+    subset: int | None = Field(None, ge=1)  # first N items (in the data's own order); None = all
+    # Answer length; None = the benchmark's official default (Arena-Hard 4096, MT-Bench 1024, AlpacaEval
+    # 2 2048, ...), never above the model's context (checked by `validate`).
+    max_new_tokens: int | None = Field(None, ge=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+    # When its data cannot be found (e.g. offline), an optional benchmark is skipped and the report says
+    # why, instead of failing the run. Off by default: a missing benchmark is normally an error.
+    optional: bool = False
+    # This benchmark's own judge; the experiment's `judge:` when absent (harness.judges.choice).
+    judge: JudgeSpec | None = None
 
 
 class LoggingConfig(Frozen):
@@ -213,7 +216,11 @@ class Experiment(Frozen):
         return self
 
     def run_dir(self, base: Path | None = None) -> Path:
-        path = Path(self.output_dir.format(name=self.name))
+        try:
+            path = Path(self.output_dir.format(name=self.name))
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ConfigError(f"output_dir {self.output_dir!r}: cannot fill it in ({type(exc).__name__}: {exc}); "
+                              f"the only placeholder is {{name}}") from None
         if not path.is_absolute() and base is not None:
             path = base / path
         return path

@@ -38,6 +38,7 @@ class Step:
     run: Callable[[Path], dict[str, Any] | None]
     after_commit: Callable[[], None] | None = None  # once the artifact is stored (e.g. drop its scratch files)
     collective: bool = False  # every process of a multi-process launch takes part (training); else main only
+    detail: str = ""  # shown by --dry-run (e.g. which judge grades these answers)
 
     @property
     def done(self) -> bool:
@@ -164,7 +165,7 @@ class Pipeline:
 
         answers = self.answers_artifact(row, bench_index)
         return self._art("judgements", answers.label, {"answers": answers.key,
-                                                       "judge": judge_identity_for_key(self.exp)})
+                                                       "judge": judge_identity_for_key(self, bench_index)})
 
     def unavailable_benchmarks(self) -> dict[str, str]:
         """Optional benchmarks whose data cannot be found here, with the reason (checked once)."""
@@ -208,19 +209,21 @@ class Pipeline:
             if row.train is not None:
                 steps.append(Step("train", row.train.label, row.train, partial(training.run_training, self, row),
                                   after_commit=partial(training.release_checkpoints, self, row), collective=True))
+        judges = {b: evaluation.describe_judge(self, b) for b in self.benchmark_indices()}
         for row in rows:
             for b in self.benchmark_indices():
                 answers, judged = self.answers_artifact(row, b), self.judgements_artifact(row, b)
                 steps.append(Step("answers", answers.label, answers, partial(evaluation.run_answers, self, row, b)))
                 steps.append(Step("judgements", judged.label, judged,
-                                  partial(evaluation.run_judgements, self, row, b)))
+                                  partial(evaluation.run_judgements, self, row, b), detail=judges[b]))
         return steps
 
     def describe_plan(self) -> str:
         lines = [f"experiment {self.exp.name!r} -> {self.run_dir}"]
         for step in self.plan():
             status = "cached" if step.done else "to run"
-            lines.append(f"  {status:7s}  {step.stage:10s}  {step.label}  [{step.artifact.key}]")
+            detail = f"  {step.detail}" if step.detail else ""
+            lines.append(f"  {status:7s}  {step.stage:10s}  {step.label}  [{step.artifact.key}]{detail}")
         for name, reason in self.unavailable_benchmarks().items():
             lines.append(f"  skipped  {name}: {reason}")
         return "\n".join(lines)

@@ -32,6 +32,10 @@ class BenchmarkResult:
     judge: dict[str, Any] = field(default_factory=dict)  # judge identity (never a key) + calls/tokens/cost
     decoding: dict[str, Any] = field(default_factory=dict)
     subset: int | None = None
+    official_judge: str | None = None  # the judge model the benchmark's official numbers come from
+    judge_is_official: bool | None = None  # None: judge-free benchmark
+    answers: int = 0  # answer records (items)
+    truncated: int | None = None  # answers cut at max_new_tokens (any turn); None: not recorded
 
 
 @dataclass

@@ -127,20 +127,90 @@ def test_missing_logprobs_are_recorded_and_counted() -> None:
     assert any("had no usable m/M log-probs" in note for note in result.notes)
 
 
-def test_lc_is_none_with_a_clear_note_when_df_gamed_is_unobtainable(monkeypatch: pytest.MonkeyPatch) -> None:
-    from alpaca_eval import constants
-    from huggingface_hub import try_to_load_from_cache
+class CountingJudge(FakeJudge):
+    """FakeJudge that also counts how often it was called at all."""
 
-    cached = try_to_load_from_cache("tatsu-lab/alpaca_eval", "df_gamed.csv", repo_type="dataset",
-                                    cache_dir=constants.DEFAULT_CACHE_DIR)
-    if isinstance(cached, str):
-        pytest.skip("df_gamed.csv is cached here, so LC is computable")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    data, answers = _data_and_answers([_instruction(False), _instruction(True)])
-    bench = AlpacaEval2()
-    result = bench.score(bench.judge(FakeJudge({"m": -0.5, "M": -1.0}), data, answers))
-    assert result.metrics["length_controlled_winrate"] is None
-    assert any("Length-controlled win rate unavailable" in n and "df_gamed.csv" in n for n in result.notes)
+    def __init__(self, top_logprobs: dict[str, float] | None) -> None:
+        super().__init__(top_logprobs)
+        self.calls = 0
+
+    def complete(self, requests: list[JudgeRequest], progress: str | None = None) -> list[JudgeResponse]:
+        self.calls += 1
+        return super().complete(requests, progress)
+
+
+def test_output_identical_to_the_reference_is_a_draw_without_asking_the_judge() -> None:
+    data, answers = _data_and_answers([_instruction(False), _instruction(True), "Third question?"])
+    answers[1]["output"] = data.items[1]["reference_output"]  # exactly the reference
+    answers[2]["output"] = data.items[2]["reference_output"] + " "  # not identical: alpaca_eval compares exactly
+    judge = CountingJudge({"m": math.log(0.8), "M": math.log(0.2)})
+    bench = AlpacaEval2(params={"length_controlled": False})
+    records = bench.judge(judge, data, answers)
+
+    assert len(judge.requests) == 2
+    assert not any("REFERENCE 1" in r.as_messages()[1]["content"] for r in judge.requests)
+    same = records[1]
+    assert same["preference"] == 1.5 and same["identical_to_reference"] is True
+    assert same["raw_completion"] is None and same["top_logprobs"] is None
+    assert [r["identical_to_reference"] for r in records] == [False, True, False]
+
+    result = bench.score(records)  # the draw counts in the win rate, as in alpaca_eval's leaderboard
+    prefs = [r["preference"] for r in records]
+    assert result.metrics["n_draws"] == 1 and result.metrics["n_total"] == 3
+    assert result.metrics["win_rate"] == pytest.approx(100 * sum(p - 1 for p in prefs) / 3)
+    assert any("1 output(s) identical to the reference" in n for n in result.notes)
+
+    all_same = [{**a, "output": it["reference_output"]} for a, it in zip(answers, data.items, strict=True)]
+    idle = CountingJudge({"m": -0.1})
+    assert [r["preference"] for r in bench.judge(idle, data, all_same)] == [1.5, 1.5, 1.5]
+    assert idle.calls == 0
+
+
+class ReplayJudge(Judge):
+    """Answers each request with the official judge's logged top log-probs, in the order they are expected."""
+
+    def __init__(self, expected: list[tuple[str, dict[str, float]]]) -> None:
+        self.expected = expected
+        self.n_asked = 0
+
+    def complete(self, requests: list[JudgeRequest], progress: str | None = None) -> list[JudgeResponse]:
+        out = []
+        for request in requests:
+            instruction, top = self.expected[self.n_asked]
+            assert instruction in request.as_messages()[1]["content"]
+            self.n_asked += 1
+            out.append(JudgeResponse(text="m", top_logprobs=[top]))
+        return out
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return {"backend": "replay"}
+
+
+@needs_peer
+def test_judge_flow_reproduces_phi2_draws_for_identical_outputs_without_judging_them() -> None:
+    # phi-2's official annotations have 3 outputs identical to the reference: preference 1.5, no completion.
+    records = json.loads((PEER / "phi-2" / "annotations.json").read_text())
+    items = [{"id": f"alpaca_eval/{i}", "position": i, "instruction": r["instruction"],
+              "reference_output": r["output_1"], "reference_generator": r["generator_1"], "dataset": r["dataset"]}
+             for i, r in enumerate(records)]
+    answers = [{"id": it["id"], "output": r["output_2"], "generator": "phi-2"}
+               for it, r in zip(items, records, strict=True)]
+    identical = [r for r in records if r["output_1"] == r["output_2"]]
+    assert len(identical) == 3 and all(r["raw_completion"] is None for r in identical)
+    judge = ReplayJudge([(r["instruction"], {t["token"]: t["logprob"] for t in
+                                             r["raw_completion"]["logprobs"]["content"][0]["top_logprobs"]})
+                         for r in records if r["output_1"] != r["output_2"]])
+    bench = AlpacaEval2(params={"length_controlled": False})
+    ours = bench.judge(judge, BenchmarkData(items=items, source="peer"), answers)
+    assert judge.n_asked == len(records) - 3
+    for mine, official in zip(ours, records, strict=True):
+        assert mine["preference"] == pytest.approx(float(official["preference"]), abs=1e-6)
+    with open(PEER / "weighted_alpaca_eval_gpt4_turbo_leaderboard.csv", newline="") as fh:
+        row = next(r for r in csv.DictReader(fh) if r[""] == "phi-2")
+    m = bench.score(ours).metrics
+    assert (m["n_draws"], m["n_total"]) == (int(row["n_draws"]), int(row["n_total"])) == (3, 803)
+    assert m["win_rate"] == pytest.approx(float(row["win_rate"]), abs=1e-6)
 
 
 @needs_peer

@@ -236,7 +236,8 @@ def test_v2_mean_bootstrap_matches_official_pandas_code() -> None:
 
 
 def _official_lbfgs_bt(torch: Any, x: Any, y: Any) -> Any:
-    """math_utils.fit_pairwise_model(loss_type="bt"): coefs start at 0.5, LBFGS lr 1, 50 iterations."""
+    """math_utils.fit_pairwise_model(loss_type="bt"): coefs start at 0.5, LBFGS, 50 iterations. Upstream's lr
+    is 0.1 since the v2.0 release (1.0 before); 1.0 here so the fit converges to the optimum ours finds."""
     logits = torch.nn.Parameter(torch.full((x.shape[1],), 0.5, dtype=torch.float64))
     opt = torch.optim.LBFGS([logits], lr=1.0, max_iter=50, tolerance_grad=1e-9, tolerance_change=1e-9)
 
@@ -273,7 +274,8 @@ def test_v2_style_control_matches_official_torch_fit() -> None:
     mt, bt = tensor("model"), tensor("baseline")
     feat = torch.zeros_like(mt)
     feat[:, 0] = (mt[:, 0] - bt[:, 0]) / (mt[:, 0] + bt[:, 0])
-    md, bd = mt[:, 1:] / mt[:, :1], bt[:, 1:] / bt[:, :1]
+    # show_result.py lines 156-157 (v2.0 release): markdown densities divide by token_len + 1.
+    md, bd = mt[:, 1:] / (mt[:, :1] + 1), bt[:, 1:] / (bt[:, :1] + 1)
     feat[:, 1:] = (md - bd) / (md + bd + 1)
     feat = (feat - feat.mean(0)) / feat.std(0)
     features = torch.cat([torch.tensor([[-1.0, 1.0]] * len(feat), dtype=torch.float64), feat], 1)  # baseline, model
@@ -286,6 +288,24 @@ def test_v2_style_control_matches_official_torch_fit() -> None:
         rates.append(float(torch.exp(c[1]) / (torch.exp(c[1]) + torch.exp(c[0]))))
     assert ours.metrics["score"] == pytest.approx(100 * np.quantile(rates, 0.5), abs=1e-3)
     assert ours.metrics["ci_low"] == pytest.approx(100 * np.quantile(rates, 0.05), abs=1e-3)
+    assert any(n.startswith("single-model style control (both)") for n in ours.notes)
+
+
+def test_v2_markdown_density_divides_by_token_len_plus_one() -> None:
+    # One header in 1 token vs none in 3: densities 1/(1+1) = 0.5 and 0, so (0.5 - 0) / (0.5 + 0 + 1) = 1/3.
+    # Without the +1 the density would be 1/1 and the feature 1/2.
+    meta = [{"token_len": 1, "header_count": 1, "list_count": 0, "bold_count": 0},
+            {"token_len": 3, "header_count": 0, "list_count": 0, "bold_count": 0}]
+    base = [{"token_len": 3, "header_count": 0, "list_count": 0, "bold_count": 0}] * 2
+    raw = np.zeros(2)
+    with np.errstate(all="ignore"):
+        for i, (m, b) in enumerate(zip(meta, base, strict=True)):
+            dm, db = m["header_count"] / (m["token_len"] + 1), b["header_count"] / (b["token_len"] + 1)
+            raw[i] = (dm - db) / (dm + db + 1)
+    assert raw[0] == pytest.approx(1 / 3)
+    feats = S.style_features_v2(meta, base, "markdown")
+    expected = (raw - raw.mean()) / raw.std(ddof=1)
+    assert feats[:, 0] == pytest.approx(expected)
 
 
 def test_markdown_counts_skip_code_blocks() -> None:
@@ -366,7 +386,7 @@ def test_end_to_end_with_canned_judge() -> None:
     # Game 1 "B>A" with the student as B -> 1 win; game 2 "A>>B" with the student as A -> 3 wins.
     assert result.metrics["score"] == pytest.approx(100.0)
     assert result.metrics["n_questions"] == len(data.items)
-    assert result.metrics["avg_tokens"] is not None
+    assert [k for k in ("avg_tokens", "avg_tokens_approx") if result.metrics.get(k) is not None]
 
 
 def test_v01_judge_asks_to_continue_when_no_label() -> None:

@@ -135,3 +135,31 @@ def test_smollm_cache_holds_a_plain_savable_model(tmp_path, smollm):
     assert getattr(smollm.model.config, "quantization_config", None) is None
     smollm.model.save_pretrained(tmp_path / "saved")
     assert (tmp_path / "saved" / "model.safetensors").is_file()
+
+
+def test_fingerprint_of_a_hub_model_fetches_no_weights(tmp_path, monkeypatch):
+    """`--dry-run` and `validate` identify a hub model by its snapshot commit and read its config: they
+    must not download gigabytes of weights (`load_model` does, when the model is used)."""
+    import json
+
+    import huggingface_hub
+
+    from harness.config import ModelSpec
+    from harness.models.sources import model_fingerprint
+    from harness.preflight import model_context_length
+
+    asked: list[list[str]] = []
+    snapshot = tmp_path / "snapshots" / "0123456789abcdef0123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps({"max_position_embeddings": 8192}))
+    (snapshot / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ messages }}"}))
+
+    def fake_snapshot_download(repo_id, revision=None, local_files_only=False, allow_patterns=None):
+        asked.append(list(allow_patterns or []))
+        return str(snapshot)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    spec = ModelSpec(model="some-org/some-model")
+    ident = model_fingerprint(spec, device="cpu")
+    assert ident["revision"] == snapshot.name and model_context_length(spec) == 8192
+    assert asked and all("*.safetensors" not in patterns and "*.json" in patterns for patterns in asked)

@@ -36,7 +36,10 @@ def test_paper_config_validates_with_plugins(name: str) -> None:
     assert params["dpo"] == {"pairs": "random"}
     assert [b.name for b in exp.benchmarks] == ["alpaca_eval2", "arena_hard", "mt_bench", "gsm8k"]
     assert next(b for b in exp.benchmarks if b.name == "arena_hard").params == {"version": "v0.1"}
-    assert exp.judge.backend == "openai" and exp.generation_backend == "vllm"
+    assert exp.judge.backend == "openai" and exp.judge.model == "official" and exp.generation_backend == "vllm"
+    # Answers as long as the official runs allow: the benchmarks' own defaults.
+    assert [b.max_new_tokens for b in exp.benchmarks] == [None, None, None, None]
+    assert exp.benchmarks[3].params == {"protocol": "zeroeval"}
 
 
 def test_gemma_setting_and_its_paper_reference() -> None:
@@ -63,14 +66,20 @@ def test_gemma_setting_and_its_paper_reference() -> None:
 
 
 @pytest.mark.parametrize("name", PAPER_FILES)
-def test_paper_config_dry_run_lists_every_row(name: str, monkeypatch, tmp_path) -> None:
+def test_paper_config_dry_run_lists_every_row(name: str, monkeypatch, tmp_path, capsys) -> None:
     """`--dry-run` plans one train step per row (hub models stubbed: no download, no weights)."""
     from harness import pipeline
     from harness.cli import main
 
     monkeypatch.setattr(pipeline, "model_key", lambda spec: {"model": spec.model, "stub": True})
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     monkeypatch.chdir(tmp_path)
     assert main(["run", str(LEADERBOARDS / name), "--dry-run"]) == 0
+    # Each benchmark's judge, the official one (offline: GSM8K's data may be missing, then it is skipped).
+    out = capsys.readouterr().out
+    assert "alpaca_eval2  " in out and "judge gpt-4-1106-preview (openai, official)" in out
+    assert "judge gpt-4 (openai, official)" in out  # MT-Bench
+    assert "NOT the official" not in out
     exp = load_experiment(LEADERBOARDS / name)
     plan = pipeline.Pipeline(exp, tmp_path / "run", progress=False).plan()
     trained = [step.label.rsplit("-seed", 1)[0] for step in plan if step.stage == "train"]

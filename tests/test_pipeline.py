@@ -177,3 +177,28 @@ def test_gsm8k_from_local_files_runs_through_the_pipeline(tmp_path):
         metrics = row.benchmarks["gsm8k"].metrics
         assert metrics["exact_match_strict"] == 0.0  # random tiny models never write "#### 7"
         assert "exact_match_flexible" in metrics and len(row.benchmarks["gsm8k"].per_item) == 2
+
+
+def test_validate_finds_every_problem_that_would_fail_hours_later(tmp_path, capsys, monkeypatch):
+    """All problems in one message, before any model is loaded or trained."""
+    from harness.cli import main
+
+    monkeypatch.delenv("PAD_HARNESS_TEST_MISSING_KEY", raising=False)
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({
+        **SMALL, "output_dir": str(tmp_path / "{nme}"), "generation_backend": "vlm",
+        "benchmarks": [{"name": "alpaca_eval2", "subset": 900, "max_new_tokens": 4096},
+                       {"name": "mt_bench", "subset": 1}],
+        "judge": {"backend": "openai", "model": "official", "api_key_env": "PAD_HARNESS_TEST_MISSING_KEY"},
+    }))
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "7 problem(s)" in err  # the answer length: teacher and student
+    assert "generation_backend" in err and "'vlm'" in err
+    assert "output_dir" in err and "['nme']" in err
+    assert err.count("PAD_HARNESS_TEST_MISSING_KEY") == 2  # both judged benchmarks, each named
+    assert "max_new_tokens: 4096" in err and "context of 2048 tokens" in err
+    assert "subset: 900 but the data has 805 items" in err
+    # `run` stops on the same problems before loading anything.
+    assert main(["run", str(path)]) == 2
+    assert not (tmp_path / "pipe").exists()

@@ -11,30 +11,30 @@ our `Judge` interface:
 - max_tokens 1, temperature 1, top-5 log-probs; the preference is `alpaca_eval.completion_parsers.
   logprob_parser` (numerator "m", denominators ["m", "M"], not binarized): 2 - P(m) / (P(m) + P(M)).
 
+An output identical to the reference is a draw without asking the judge, as alpaca_eval's
+`PairwiseAnnotatorLocal._preprocess` does (annotators/pairwise_evaluator.py, v0.6.6: rows with
+`output_1 == output_2` get preference 1.5, and `BaseAnnotator._annotate` only sends rows whose preference is
+still NaN to the judge). Those rows count in the win rate (as draws: n_draws, 0.5 each) and in the LC fit.
+
 Scoring calls the package's own metric code (`alpaca_eval.metrics.get_winrate`, and
-`get_length_controlled_winrate` when its `df_gamed.csv` can be fetched from the hub; offline it cannot, and
-the result says so). `avg_length` is the official one: int(mean number of characters of the model outputs).
+`get_length_controlled_winrate` with its `df_gamed.csv` pinned and verified by `alpaca_eval_lc`; when that file
+cannot be had, or the GLM fails, LC is None and the notes give the reason). `avg_length` is the official one:
+int(mean number of characters of the model outputs).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import random
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from harness.benchmarks import alpaca_eval_lc
 from harness.benchmarks.base import AnswerModel, Benchmark, BenchmarkData, ScoreResult
-from harness.benchmarks.data_sources import (
-    HubDataset,
-    PackageFile,
-    hub_unreachable,
-    resolve_data,
-    subset_rows,
-)
+from harness.benchmarks.data_sources import HubDataset, PackageFile, resolve_data, subset_rows
 from harness.errors import DataSourceError, JudgeError
 from harness.judges.base import Judge, JudgeRequest, JudgeResponse
 
@@ -94,7 +94,8 @@ class AlpacaEval2Params(BaseModel):
 
     data_path: str | None = None  # alpaca_eval_gpt4_baseline.json; else the package, else the hub
     seed: int = ANNOTATOR_SEED  # annotator seed of the output-order switch (official: 0)
-    length_controlled: bool = True  # try the LC win rate (needs df_gamed.csv from the hub)
+    length_controlled: bool = True  # try the LC win rate (needs df_gamed.csv: see alpaca_eval_lc)
+    lc_data: str | None = None  # a local df_gamed.csv for LC; else the cache, else a pinned, verified download
 
 
 # --- the annotator, replicated -------------------------------------------------------------------------
@@ -167,47 +168,41 @@ def _py(value: Any) -> float | int | None:
     return value  # type: ignore[no-any-return]
 
 
-def _df_gamed_unobtainable() -> str | None:
-    """Why alpaca_eval cannot get df_gamed.csv (None when cached or the hub answers), without its 20 s of retries."""
-    from alpaca_eval import constants
-    from huggingface_hub import try_to_load_from_cache
-
-    cached = try_to_load_from_cache("tatsu-lab/alpaca_eval", "df_gamed.csv", repo_type="dataset",
-                                    cache_dir=constants.DEFAULT_CACHE_DIR)
-    if isinstance(cached, str):
-        return None
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        return "it is not in the local cache and HF_HUB_OFFLINE is set"
-    why_not = hub_unreachable()
-    return None if why_not is None else f"it is not in the local cache and {why_not.split(';')[0]}"
+IDENTICAL_PREFERENCE = 1.5  # alpaca_eval's preference for output_1 == output_2: a draw, never judged
 
 
-def _length_controlled(records: list[dict[str, Any]], positions: list[int]) -> tuple[dict[str, Any], str | None]:
-    """LC win rate via alpaca_eval's GLM, or (None values, why not)."""
+def _one_line(exc: BaseException, limit: int = 400) -> str:
+    message = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {message[:limit]}" if message else type(exc).__name__
+
+
+def _length_controlled(records: list[dict[str, Any]], positions: list[int],
+                       lc_data: str | None) -> tuple[dict[str, Any], list[str]]:
+    """LC win rate via alpaca_eval's GLM, with notes saying which df_gamed.csv it used or why there is none."""
     empty: dict[str, Any] = {"length_controlled_winrate": None, "lc_standard_error": None}
-    why_not = _df_gamed_unobtainable()
-    if why_not:
-        return empty, (f"Length-controlled win rate unavailable: alpaca_eval's GLM needs df_gamed.csv from the hub "
-                       f"(tatsu-lab/alpaca_eval); {why_not}. Raw win rate and standard error are exact.")
     try:
-        import pandas as pd
-        from alpaca_eval.metrics.glm_winrate import get_length_controlled_winrate
+        data = alpaca_eval_lc.resolve_df_gamed(lc_data)
+    except alpaca_eval_lc.LCDataUnavailable as exc:
+        return empty, [f"Length-controlled win rate unavailable: alpaca_eval's GLM needs {alpaca_eval_lc.DF_GAMED} "
+                       f"({alpaca_eval_lc.HUB_REPO}@{alpaca_eval_lc.DF_GAMED_REVISION[:7]}); {exc}. Pass "
+                       "benchmarks[].params.lc_data: <path to df_gamed.csv>, or go online once to cache it. "
+                       "Raw win rate and standard error are exact."]
+    try:
+        out = alpaca_eval_lc.length_controlled_winrate(records, positions, data.path)
+    except Exception as exc:  # noqa: BLE001 - any GLM failure: LC is reported unavailable with the real cause
+        import sklearn
 
-        frame = pd.DataFrame(records, index=positions)  # the index is the instruction's position in the 805
-        out = get_length_controlled_winrate(frame, save_weights_dir=None, is_add_glm_preference_inplace=False)
-    except Exception as exc:  # noqa: BLE001 - offline hub, missing GLM data: LC is then reported unavailable
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        return empty, (
-            "Length-controlled win rate unavailable: alpaca_eval's GLM needs df_gamed.csv from the hub "
-            f"(tatsu-lab/alpaca_eval), which could not be obtained ({type(exc).__name__}: {reason}). "
-            "Raw win rate and standard error are exact."
-        )
-    return {"length_controlled_winrate": _py(out["length_controlled_winrate"]),
-            "lc_standard_error": _py(out["lc_standard_error"])}, None
+        return empty, [f"Length-controlled win rate failed in alpaca_eval's GLM (alpaca-eval 0.6.6, scikit-learn "
+                       f"{sklearn.__version__}, {alpaca_eval_lc.DF_GAMED} from {data.source}): {_one_line(exc)}. "
+                       "Raw win rate and standard error are exact."]
+    return ({"length_controlled_winrate": _py(out["length_controlled_winrate"]),
+             "lc_standard_error": _py(out["lc_standard_error"])},
+            [f"Length-controlled win rate: alpaca_eval's GLM with {alpaca_eval_lc.DF_GAMED} from {data.source}"])
 
 
 def score_annotations(records: list[dict[str, Any]], model_output_lengths: list[int] | None = None, *,
-                      positions: list[int] | None = None, length_controlled: bool = True) -> ScoreResult:
+                      positions: list[int] | None = None, length_controlled: bool = True,
+                      lc_data: str | None = None) -> ScoreResult:
     """Metrics from AlpacaEval-format annotation records (output_1 = reference, output_2 = model,
     preference in [1, 2] or None/NaN for unparsable)."""
     from alpaca_eval.metrics import get_winrate
@@ -225,10 +220,9 @@ def score_annotations(records: list[dict[str, Any]], model_output_lengths: list[
     metrics["avg_length"] = int(sum(model_output_lengths) / len(model_output_lengths)) if model_output_lengths else None
     if length_controlled and records:
         lc_records = [{**r, "preference": p} for r, p in zip(records, prefs, strict=True)]
-        lc, why = _length_controlled(lc_records, positions or list(range(len(records))))
+        lc, lc_notes = _length_controlled(lc_records, positions or list(range(len(records))), lc_data)
         metrics.update(lc)
-        if why:
-            notes.append(why)
+        notes += lc_notes
     else:
         metrics.update({"length_controlled_winrate": None, "lc_standard_error": None})
         if not length_controlled:
@@ -288,10 +282,12 @@ class AlpacaEval2(Benchmark):
         return BenchmarkData(items=items, source=resolved.source, version=resolved.version)
 
     def generate(self, model: AnswerModel, data: BenchmarkData) -> list[dict[str, Any]]:
+        # Outputs are stripped as alpaca_eval's evaluate_from_model does (is_strip_output=True): it changes
+        # the length feature of LC and whether an output is identical to the reference.
         conversations = [[{"role": "user", "content": item["instruction"]}] for item in data.items]
         outputs = model.answer(conversations, max_new_tokens=self.max_new_tokens, progress="alpaca_eval2: answers")
         decoding = {**self.decoding, "max_new_tokens": self.max_new_tokens}
-        return [{"id": item["id"], "instruction": item["instruction"], "output": out.text, "finished": out.finished,
+        return [{"id": item["id"], "instruction": item["instruction"], "output": out.text.strip(), "finished": out.finished,
                  "generator": model.name, "decoding": decoding} for item, out in zip(data.items, outputs, strict=True)]
 
     def judge(self, judge: Judge | None, data: BenchmarkData, answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -300,27 +296,39 @@ class AlpacaEval2(Benchmark):
         by_id = {a["id"]: a for a in answers}
         items = [item for item in data.items if item["id"] in by_id]
         switched = [is_switched(item["instruction"], self.params.seed) for item in items]
-        requests = [judge_request(item["instruction"], item["reference_output"], by_id[item["id"]]["output"],
-                                  self.params.seed) for item in items]
-        responses = judge.complete(requests, progress="alpaca_eval2: judging")
+        # alpaca_eval's exact `output_1 == output_2` test: such a pair is a draw and never reaches the judge.
+        identical = [by_id[item["id"]]["output"] == item["reference_output"] for item in items]
+        asked = [k for k, same in enumerate(identical) if not same]
+        requests = [judge_request(items[k]["instruction"], items[k]["reference_output"], by_id[items[k]["id"]]["output"],
+                                  self.params.seed) for k in asked]
+        replies = judge.complete(requests, progress="alpaca_eval2: judging") if requests else []
+        responses: dict[int, JudgeResponse] = dict(zip(asked, replies, strict=True))
         records = []
-        for item, switch, response in zip(items, switched, responses, strict=True):
+        for k, (item, switch) in enumerate(zip(items, switched, strict=True)):
             answer = by_id[item["id"]]
+            response = responses.get(k)
             records.append({
                 "id": item["id"], "position": item["position"], "instruction": item["instruction"],
                 "dataset": item["dataset"], "output_1": item["reference_output"],
                 "generator_1": item["reference_generator"], "output_2": answer["output"],
                 "generator_2": answer.get("generator", "model"), "annotator": ANNOTATOR,
-                "preference": preference_from_response(response, switch), SWITCH_COLUMN: switch,
-                "raw_completion": response.text,
-                "top_logprobs": response.top_logprobs[0] if response.top_logprobs else None,
+                "preference": (IDENTICAL_PREFERENCE if response is None
+                               else preference_from_response(response, switch)),
+                SWITCH_COLUMN: switch, "identical_to_reference": response is None,
+                "raw_completion": None if response is None else response.text,
+                "top_logprobs": response.top_logprobs[0] if response and response.top_logprobs else None,
             })
         return records
 
     def score(self, judgements: list[dict[str, Any]]) -> ScoreResult:
         positions = [int(j.get("position", i)) for i, j in enumerate(judgements)]
-        result = score_annotations(judgements, positions=positions, length_controlled=self.params.length_controlled)
+        result = score_annotations(judgements, positions=positions, length_controlled=self.params.length_controlled,
+                                   lc_data=self.params.lc_data)
         result.notes.insert(0, f"judge semantics: {ANNOTATOR} (alpaca-eval 0.6.6), {JUDGE_SETTINGS}")
+        n_identical = sum(bool(j.get("identical_to_reference")) for j in judgements)
+        if n_identical:
+            result.notes.append(f"{n_identical} output(s) identical to the reference: draws (preference "
+                                f"{IDENTICAL_PREFERENCE}) without asking the judge, as alpaca_eval does")
         return result
 
     @classmethod

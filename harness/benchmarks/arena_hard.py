@@ -2,7 +2,11 @@
 
 Every question is judged twice with the positions swapped (game 1: baseline = A, model = B; game 2: the
 reverse), with the official system prompt (the creative-writing category of v2.0 has its own), the
-official user template and the official verdict regexes. Scoring lives in `arena_hard_scoring`.
+official user template and the official verdict regexes. Scoring lives in `arena_hard_metrics` (rows to
+metrics) and `arena_hard_scoring` (the statistics). Style control fitted on this model's games alone is
+labelled "single-model style control"; `params.style_control_pool` names official judgements to fit jointly
+with, as the leaderboard does. Answer tokens are counted with the version's official tiktoken encoding when its
+BPE file is available, else approximately, and then reported as `avg_tokens_approx`, never as `avg_tokens`.
 
 Data: `params.data_path` (a folder laid out like arena-hard-auto's `data/arena-hard-<version>/`:
 `question.jsonl` and `model_answer/<baseline>.jsonl`), else an installed package (v2.0 ships in
@@ -16,9 +20,10 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from harness.benchmarks import arena_hard_scoring as S
+from harness.benchmarks.arena_hard_metrics import file_metadata, score_rows
 from harness.benchmarks.base import AnswerModel, Benchmark, BenchmarkData, ScoreResult, verdict_prefill
 from harness.errors import DataSourceError, JudgeError
 from harness.judges.base import Judge, JudgeRequest
@@ -86,10 +91,20 @@ class ArenaHardParams(BaseModel):
     seed: int = 42
     style_control: bool = False
     style_features: Literal["both", "length", "markdown"] = "both"
+    # arena-hard-auto fits style coefficients jointly over every model's games. A folder of its judgement
+    # files (data/<bench>/model_judgment/<judge>/, answers in data/<bench>/model_answer/) to fit jointly
+    # with; without one the fit uses this model's games only and is labelled "single-model style control".
+    style_control_pool: str | None = None
     # Not arena-hard-auto's protocol: start the judge's reply with "My final verdict is: [[" so it can only
     # continue with a verdict label. For small local judges; the report says it was used.
     verdict_prefill: bool = False
     data_path: str | None = None
+
+    @model_validator(mode="after")
+    def _pool_needs_style_control(self) -> ArenaHardParams:
+        if self.style_control_pool and not self.style_control:
+            raise ValueError("style_control_pool is only used with style_control: true; set both or neither")
+        return self
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -199,6 +214,11 @@ class ArenaHard(Benchmark):
     def system_prompt(self) -> str:
         return JUDGE_SETTINGS[self.setting_key]["system_prompt"]
 
+    @property
+    def encoding(self) -> str:
+        """The tiktoken encoding the version's official answer token counts use."""
+        return S.OFFICIAL_ENCODING[self.params.version]
+
     # ------------------------------------------------------------------------------------- stages
     def load(self) -> BenchmarkData:
         folder, source = load_arena_hard(self.params.version, self.baseline, self.params.data_path)
@@ -210,7 +230,8 @@ class ArenaHard(Benchmark):
         missing = [q["id"] for q in questions if q["id"] not in answers]
         # Upstream skips questions the baseline did not answer (gemini-2.0-flash misses two hard prompts).
         items = [{**q, "baseline_answer": answers[q["id"]][0],
-                  "baseline_metadata": answers[q["id"]][1] or S.answer_metadata(answers[q["id"]][0])}
+                  "baseline_metadata": file_metadata(answers[q["id"]][1])
+                  or S.answer_metadata(answers[q["id"]][0], self.encoding)}
                  for q in questions if q["id"] in answers]
         if self.subset is not None:
             items = items[: self.subset]
@@ -225,7 +246,7 @@ class ArenaHard(Benchmark):
         outputs = model.answer(convs, self.max_new_tokens, progress="arena_hard answers")
         records = []
         for item, out in zip(data.items, outputs, strict=True):
-            meta = S.answer_metadata(out.text)
+            meta = S.answer_metadata(out.text, self.encoding)
             records.append({"id": item["id"], "category": item["category"], "output": out.text,
                             "finished": out.finished, "token_len": meta["token_len"], "metadata": meta})
         return records
@@ -272,6 +293,13 @@ class ArenaHard(Benchmark):
                 break
         records = []
         for n, item in enumerate(items):
+            model_meta = by_id[item["id"]].get("metadata") or S.answer_metadata(_output_text(by_id[item["id"]]),
+                                                                               self.encoding)
+            base_meta = item["baseline_metadata"]
+            if model_meta.get("token_counter") != base_meta.get("token_counter") and not S.is_official_counter(
+                    model_meta.get("token_counter"), self.params.version):
+                # Style control compares the two lengths: count the baseline's answer the same way.
+                base_meta = S.answer_metadata(item["baseline_answer"], self.encoding)
             games = []
             for g in (0, 1):
                 text = texts[2 * n + g]
@@ -279,17 +307,19 @@ class ArenaHard(Benchmark):
                 games.append({"score": label, "judgment": text, "user_prompt": convs[2 * n + g][1]["content"]})
             records.append({"id": item["id"], "category": item["category"], "version": self.params.version,
                             "baseline": self.baseline, "games": games,
-                            "metadata": {"model": by_id[item["id"]].get("metadata")
-                                         or S.answer_metadata(_output_text(by_id[item["id"]])),
-                                         "baseline": item["baseline_metadata"]}})
+                            "metadata": {"model": model_meta, "baseline": base_meta}})
         return records
 
     def score(self, judgements: list[dict[str, Any]]) -> ScoreResult:
         p = self.params
+        pool = None
+        if p.style_control and p.style_control_pool:
+            from harness.benchmarks.arena_hard_official import load_style_pool
+
+            pool = load_style_pool(Path(p.style_control_pool).expanduser(), p.version, p.category, self.baseline,
+                                   p.strong_weight)
         result = score_rows(judgements, p.version, p.strong_weight, p.bootstrap_rounds, p.seed,
-                            p.style_control, p.style_features)
-        # Upstream counts answer tokens with tiktoken; offline its vocabulary may be missing.
-        result.notes.append(f"avg_tokens counted with {S.count_tokens('')[1]}")
+                            p.style_control, p.style_features, pool)
         if p.verdict_prefill:
             result.notes.append(f"verdict prefilled: every judge reply was started with {VERDICT_PREFILL!r} "
                                 f"(not arena-hard-auto's protocol, where the judge answers and explains first)")
@@ -297,75 +327,19 @@ class ArenaHard(Benchmark):
 
     @classmethod
     def score_official(cls, path: Path, style_control: bool = False, bootstrap_rounds: int = 100,
-                       seed: int = 42) -> ScoreResult:
+                       seed: int = 42, style_pool: Path | None = None) -> ScoreResult:
         """Score arena-hard-auto's `model_judgment/<judge>/<model>.jsonl` (v0.1 or v2.0 format).
 
         Mean answer tokens (and style features, for style control) come from the sibling
         `model_answer/<model>.jsonl` and `model_answer/<baseline>.jsonl` when the official layout is there.
+        `style_pool`: a model_judgment/<judge>/ folder whose other models are fitted jointly (as the leaderboard).
         """
         from harness.benchmarks.arena_hard_official import score_official_file
 
-        return score_official_file(Path(path), style_control, bootstrap_rounds, seed)
+        return score_official_file(Path(path), style_control, bootstrap_rounds, seed, style_pool)
 
 
 def _output_text(answer: dict[str, Any]) -> str:
     out = answer["output"]
     return out[-1] if isinstance(out, list) else str(out)
 
-
-def score_rows(rows: list[dict[str, Any]], version: str, weight: int = 3, rounds: int = 100, seed: int = 42,
-               style_control: bool = False, style_features: str = "both") -> ScoreResult:
-    """Metrics (percentages) from rows {"id", "games": [{"score": label}, ...], "metadata"?}."""
-    battles = S.battles_v01(rows, weight) if version == "v0.1" else S.battles_v2(rows, weight)
-    notes: list[str] = []
-    if version == "v0.1":
-        stats = S.score_v01(battles, rounds, seed)
-        notes.append(f"v0.1: Bradley-Terry win rate vs baseline, bootstrap 95% CI ({rounds} rounds, seed {seed})")
-    else:
-        stats = S.score_v2(battles, rounds, seed)
-        notes.append(f"v2.0: mean of bootstrap means, 90% CI ({rounds} rounds, seed {seed})")
-    metrics: dict[str, float | int | None] = dict(stats)
-    if style_control:
-        style = _style_matrix(rows, battles, version, style_features)
-        if style is None:
-            notes.append("style control skipped: answer metadata missing for some judged questions")
-        else:
-            controlled = (S.score_v01(battles, rounds, seed, style) if version == "v0.1"
-                          else S.score_v2_style(battles, style, rounds, seed))
-            metrics.update({f"{k}_uncontrolled": v for k, v in stats.items() if k != "mean"})
-            metrics.update(controlled)
-            notes.append(f"style control ({style_features}) as arena-hard-auto computes it")
-    tokens = [r["metadata"]["model"]["token_len"] for r in rows
-              if (r.get("metadata") or {}).get("model") and "token_len" in r["metadata"]["model"]]
-    metrics.update({"n_questions": battles.n_questions, "n_games": battles.n_games,
-                    "n_games_unparsable": battles.n_games_dropped, "n_battles": len(battles.outcomes),
-                    "avg_tokens": (sum(tokens) / len(tokens)) if tokens else None})
-    if version == "v2.0":
-        metrics["n_questions_dropped"] = battles.n_questions_dropped
-    if battles.n_games_dropped:
-        notes.append(f"{battles.n_games_dropped} games had no parsable verdict and were dropped"
-                     + (" (with their question, as v2.0 does)" if version == "v2.0" else ""))
-    per_item = _per_item(rows, battles)
-    return ScoreResult(metrics=metrics, notes=notes, per_item=per_item)
-
-
-def _per_item(rows: list[dict[str, Any]], battles: S.Battles) -> list[dict[str, Any]]:
-    sums: dict[Any, list[float]] = {}
-    for qid, outcome in zip(battles.question_ids, battles.outcomes, strict=True):
-        sums.setdefault(qid, []).append(float(outcome))
-    return [{"id": r["id"], "score": (100 * sum(sums[r["id"]]) / len(sums[r["id"]])) if r["id"] in sums else None}
-            for r in rows]
-
-
-def _style_matrix(rows: list[dict[str, Any]], battles: S.Battles, version: str, features: str) -> Any:
-    metas = {r["id"]: r.get("metadata") or {} for r in rows}
-    pairs = [metas.get(q, {}) for q in battles.question_ids]
-    if not pairs or any(not (m.get("model") and m.get("baseline")) for m in pairs):
-        return None
-    model_meta = [m["model"] for m in pairs]
-    base_meta = [m["baseline"] for m in pairs]
-    needed = ["token_len", "header_count", "list_count", "bold_count"]
-    if any(k not in m for m in model_meta + base_meta for k in needed):
-        return None
-    build = S.style_features_v01 if version == "v0.1" else S.style_features_v2
-    return build(model_meta, base_meta, features)

@@ -12,7 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness.benchmarks.arena_hard import JUDGE_SETTINGS, _answer, _read_jsonl, score_rows
+from harness.benchmarks import arena_hard_scoring as S
+from harness.benchmarks.arena_hard import JUDGE_SETTINGS, _answer, _read_jsonl
+from harness.benchmarks.arena_hard_metrics import STYLE_KEYS, file_metadata, score_rows
 from harness.benchmarks.base import ScoreResult
 from harness.errors import DataSourceError
 
@@ -20,18 +22,68 @@ from harness.errors import DataSourceError
 def _answers(answer_dir: Path | None, model: str) -> dict[Any, dict[str, Any] | None] | None:
     if answer_dir is None or not (answer_dir / f"{model}.jsonl").is_file():
         return None
-    return {qid: meta for qid, _m, _t, meta in (_answer(a) for a in _read_jsonl(answer_dir / f"{model}.jsonl"))}
+    return {qid: file_metadata(meta)
+            for qid, _m, _t, meta in (_answer(a) for a in _read_jsonl(answer_dir / f"{model}.jsonl"))}
 
 
-def score_official_file(path: Path, style_control: bool = False, rounds: int = 100, seed: int = 42) -> ScoreResult:
-    if not path.is_file():
-        raise DataSourceError(f"arena_hard: {path} is not a file; pass one model_judgment/<judge>/<model>.jsonl")
+def _judgement_rows(path: Path) -> list[dict[str, Any]]:
     try:
         raw = _read_jsonl(path)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataSourceError(f"arena_hard: {path} is not JSON lines: {exc}") from None
     if not raw or "games" not in raw[0]:
         raise DataSourceError(f"arena_hard: {path} has no arena-hard-auto judgement rows (no 'games' key)")
+    return raw
+
+
+def load_style_pool(folder: Path, version: str, category: str, baseline: str, weight: int = 3,
+                    exclude_model: str | None = None) -> S.StylePool:
+    """Every other model's games in an arena-hard-auto judgement folder (`model_judgment/<judge>/*.jsonl`),
+    with the answer metadata of `../../model_answer/`, for the joint style-control fit that show_result.py
+    does (v2.0: `print_leaderboard_with_style_features`; v0.1 (2024): `construct_style_matrices` + `fit_bt`)."""
+    files = sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
+    if not files:
+        raise DataSourceError(f"arena_hard: style_control_pool {str(folder)!r} must be a folder of "
+                              "arena-hard-auto judgement files (data/<bench>/model_judgment/<judge>/*.jsonl)")
+    answer_dir = folder.parent.parent / "model_answer"
+    base_meta = _answers(answer_dir, baseline)
+    if base_meta is None:
+        raise DataSourceError(f"arena_hard: joint style control needs the baseline's answers with their metadata "
+                              f"at {answer_dir / (baseline + '.jsonl')} (arena-hard-auto's model_answer/ layout)")
+    pool = S.StylePool(source=str(folder), models=[], outcomes=[], model_meta=[], base_meta=[])
+    for path in files:
+        raw = _judgement_rows(path)
+        model = str(raw[0].get("model", path.stem))
+        if model in (exclude_model, baseline):
+            continue
+        rows = [{"id": r.get("uid", r.get("question_id")), "games": r["games"]} for r in raw
+                if version == "v0.1" or r.get("category") == category]
+        if not rows:
+            continue
+        battles = S.battles_v01(rows, weight) if version == "v0.1" else S.battles_v2(rows, weight)
+        metas = _answers(answer_dir, model) or {}
+        model_meta = [metas.get(q) for q in battles.question_ids]
+        baseline_meta = [base_meta.get(q) for q in battles.question_ids]
+        if any(m is None or any(k not in m for k in STYLE_KEYS) for m in model_meta + baseline_meta):
+            raise DataSourceError(
+                f"arena_hard: style_control_pool model {model!r}: answer metadata ({', '.join(STYLE_KEYS)}) is "
+                f"missing for some judged questions in {answer_dir} (model {model}.jsonl, baseline "
+                f"{baseline}.jsonl); joint style control needs it for every game")
+        pool.models.append(model)
+        pool.outcomes.append(battles.outcomes)
+        pool.model_meta.append([m for m in model_meta if m is not None])
+        pool.base_meta.append([m for m in baseline_meta if m is not None])
+    if not pool.models:
+        raise DataSourceError(f"arena_hard: style_control_pool {str(folder)!r} holds no other model's judgements"
+                              + (f" in category {category}" if version == "v2.0" else ""))
+    return pool
+
+
+def score_official_file(path: Path, style_control: bool = False, rounds: int = 100, seed: int = 42,
+                        style_pool: Path | None = None) -> ScoreResult:
+    if not path.is_file():
+        raise DataSourceError(f"arena_hard: {path} is not a file; pass one model_judgment/<judge>/<model>.jsonl")
+    raw = _judgement_rows(path)
     version = "v2.0" if "uid" in raw[0] else "v0.1"
     model = str(raw[0].get("model", path.stem))
     sibling = path.parent.parent.parent / "model_answer"
@@ -57,7 +109,9 @@ def score_official_file(path: Path, style_control: bool = False, rounds: int = 1
             m = (model_meta or {}).get(row["id"])
             b = (base_meta or {}).get(row["id"])
             row["metadata"] = {"model": m, "baseline": b}
-        result = score_rows(rows, version, 3, rounds, seed, style_control and base_meta is not None)
+        pool = (load_style_pool(style_pool, version, category, baseline, exclude_model=model)
+                if style_control and style_pool is not None and base_meta is not None else None)
+        result = score_rows(rows, version, 3, rounds, seed, style_control and base_meta is not None, pool=pool)
         if style_control and base_meta is None:
             result.notes.append(f"style control skipped: {baseline}.jsonl not found beside the judgements")
         if model_meta is not None:

@@ -14,7 +14,9 @@ Two scorings exist upstream and they differ in more than the numbers they print:
 
 Bootstrap resampling draws `RandomState(seed).choice(n, n)` per round, which is what pandas'
 `sample(frac=1, replace=True)` draws from numpy's global state in the official scripts.
-Style control (length and markdown) follows each version's own feature construction and fit.
+Style control (length and markdown) follows each version's own feature construction and fit. Upstream fits
+the style coefficients jointly over every model's games; given only this model's games the fit is a
+"single-model" one (the caller labels it), and given other models' games (`model_ids`) it is the joint one.
 """
 
 from __future__ import annotations
@@ -75,6 +77,18 @@ class Battles:
     n_games: int
     n_games_dropped: int
     n_questions_dropped: int
+
+
+@dataclass
+class StylePool:
+    """Other models' games against the same baseline, for upstream's joint style-control fit: per model, its
+    battle outcomes (as `Battles.outcomes`) and, per battle, its answer's and the baseline's metadata."""
+
+    source: str
+    models: list[str]
+    outcomes: list[np.ndarray]
+    model_meta: list[list[dict[str, Any]]]
+    base_meta: list[list[dict[str, Any]]]
 
 
 def battles_v01(rows: Sequence[dict[str, Any]], weight: int = 3) -> Battles:
@@ -163,12 +177,14 @@ def _resample(n: int, rounds: int, seed: int) -> list[np.ndarray]:
     return [rng.choice(n, size=n, replace=True) for _ in range(rounds)]
 
 
-def bt_win_rate_v01(outcomes: np.ndarray, style: np.ndarray | None = None) -> float:
-    """P(model beats baseline) from the v0.1 fit on the duplicated design (`compute_mle_elo` / `fit_bt`).
+def bt_win_rate_v01(outcomes: np.ndarray, style: np.ndarray | None = None,
+                    model_ids: np.ndarray | None = None) -> float:
+    """P(model 0 beats baseline) from the v0.1 fit on the duplicated design (`compute_mle_elo` / `fit_bt`).
 
-    Columns: baseline, model (each +-log 10), then normalised style features. With only this model's
-    battles the ratings of other leaderboard models do not enter (the battle graph is a star), so the
-    single-file fit equals the leaderboard's for this model.
+    Columns: baseline, then one per model (each +-log 10), then normalised style features. `model_ids`
+    (default: all 0) says which model played each battle; other models only matter with style control,
+    whose penalised fit shares the style coefficients. Without style control the battle graph is a star
+    and the fit of this model's battles alone equals the leaderboard's for this model.
     """
     n = len(outcomes)
     log10 = math.log(10)
@@ -178,12 +194,16 @@ def bt_win_rate_v01(outcomes: np.ndarray, style: np.ndarray | None = None) -> fl
     y[:n][ties] = 1.0
     if style is None:
         # Unpenalised: only the rating difference is identified; anchor the model's rating at 0.
-        x = np.full((2 * n, 1), log10)
-        d = fit_logistic(x, y)[0]  # baseline rating minus model rating, in log10 units
+        keep = np.arange(n) if model_ids is None else np.flatnonzero(model_ids == 0)
+        x = np.full((2 * len(keep), 1), log10)
+        d = fit_logistic(x, np.concatenate([y[:n][keep], y[n:][keep]]))[0]  # baseline - model, log10 units
     else:
-        x = np.zeros((2 * n, 2 + style.shape[1]))
-        x[:, 0], x[:, 1] = log10, -log10
-        x[:, 2:] = np.concatenate([style, style])
+        ids = np.zeros(n, dtype=int) if model_ids is None else np.asarray(model_ids, dtype=int)
+        n_models = int(ids.max()) + 1
+        x = np.zeros((2 * n, 1 + n_models + style.shape[1]))
+        x[:, 0] = log10
+        x[np.arange(2 * n), 1 + np.concatenate([ids, ids])] = -log10
+        x[:, 1 + n_models:] = np.concatenate([style, style])
         w = fit_logistic(x, y, l2=1.0)  # `fit_bt` keeps sklearn's default L2 (C=1) over every coefficient
         d = w[0] - w[1]
     # predict_win_rate: 1 / (1 + 10 ** ((elo_baseline - elo_model) / 400)), elo = 400 * w + const
@@ -202,17 +222,20 @@ def style_features_v01(model_meta: Sequence[dict[str, Any]], base_meta: Sequence
 
 def style_features_v2(model_meta: Sequence[dict[str, Any]], base_meta: Sequence[dict[str, Any]],
                       features: str = "both") -> np.ndarray:
-    """`print_leaderboard_with_style_features`: length (m-b)/(m+b); markdown densities per token
-    (dm-db)/(dm+db+1); standardised with torch.std (ddof=1). Signs: positive favours the model."""
+    """`print_leaderboard_with_style_features`: length (m-b)/(m+b); markdown densities per token,
+    counts / (token_len + 1), compared as (dm-db)/(dm+db+1); standardised with torch.std (ddof=1).
+    Signs: positive favours the model."""
     keys = ["token_len", "header_count", "list_count", "bold_count"]
     m = np.array([[_total(x[k]) for k in keys] for x in model_meta], dtype=float)
     b = np.array([[_total(x[k]) for k in keys] for x in base_meta], dtype=float)
     out = np.zeros_like(m)
     with np.errstate(divide="ignore", invalid="ignore"):
         out[:, 0] = (m[:, 0] - b[:, 0]) / (m[:, 0] + b[:, 0])
-        md, bd = m[:, 1:] / m[:, :1], b[:, 1:] / b[:, :1]
+        # arena-hard-auto show_result.py lines 156-157 (v2.0 release, commit 404392d):
+        # model_md_density = model_feature_tensor[:, 1:] / (model_feature_tensor[:, :1] + 1)
+        md, bd = m[:, 1:] / (m[:, :1] + 1), b[:, 1:] / (b[:, :1] + 1)
         out[:, 1:] = (md - bd) / (md + bd + 1)
-    out = np.nan_to_num(out)  # empty answers (token_len 0) give 0/0 upstream; treat as no difference
+    out = np.nan_to_num(out)  # two empty answers (token_len 0) give 0/0 in the length feature: no difference
     cols = {"both": slice(0, 4), "length": slice(0, 1), "markdown": slice(1, 4)}[features]
     return _standardise(out, ddof=1)[:, cols]
 
@@ -233,12 +256,15 @@ def _standardise(x: np.ndarray, ddof: int) -> np.ndarray:
     return np.where(std > 0, (x - x.mean(axis=0)) / safe, 0.0)
 
 
-def score_v01(b: Battles, rounds: int, seed: int, style: np.ndarray | None = None) -> dict[str, float | None]:
-    """Point estimate and bootstrap 95% interval, as percentages (`get_win_rate_column` * 100)."""
+def score_v01(b: Battles, rounds: int, seed: int, style: np.ndarray | None = None,
+              model_ids: np.ndarray | None = None) -> dict[str, float | None]:
+    """Point estimate and bootstrap 95% interval of model 0, as percentages (`get_win_rate_column` * 100).
+    `b.outcomes`, `style` and `model_ids` hold every battle of the fit (all models' for a joint fit)."""
     if len(b.outcomes) == 0:
         return {"score": None, "ci_low": None, "ci_high": None}  # nothing judged: no number, not NaN
-    point = bt_win_rate_v01(b.outcomes, style)
-    boots = [bt_win_rate_v01(b.outcomes[i], None if style is None else style[i])
+    point = bt_win_rate_v01(b.outcomes, style, model_ids)
+    boots = [bt_win_rate_v01(b.outcomes[i], None if style is None else style[i],
+                             None if model_ids is None else model_ids[i])
              for i in _resample(len(b.outcomes), rounds, seed)]
     # Percentiles of ratings map monotonically to percentiles of win rates.
     return {"score": 100 * point, "ci_low": 100 * float(np.percentile(boots, 2.5)),
@@ -254,13 +280,18 @@ def score_v2(b: Battles, rounds: int, seed: int) -> dict[str, float | None]:
             "ci_high": 100 * float(np.quantile(means, 0.95)), "mean": 100 * float(b.outcomes.mean())}
 
 
-def score_v2_style(b: Battles, style: np.ndarray, rounds: int, seed: int) -> dict[str, float | None]:
+def score_v2_style(b: Battles, style: np.ndarray, rounds: int, seed: int,
+                   model_ids: np.ndarray | None = None) -> dict[str, float | None]:
     """`bootstrap_pairwise_model(loss_type="bt")`: unpenalised BT on [model(+1)/baseline(-1), style];
-    score = median of the bootstrap win rates, interval = quantiles 0.05/0.95."""
+    score = median of model 0's bootstrap win rates, interval = quantiles 0.05/0.95. With `model_ids`, every
+    model of the fit gets its own rating column (upstream's `one_hot_encode`) and the style columns are shared."""
     n = len(b.outcomes)
     if n == 0:
         return {"score": None, "ci_low": None, "ci_high": None}  # nothing judged: no number, not NaN
-    x = np.concatenate([np.ones((n, 1)), style], axis=1)  # rating difference + style coefficients
+    ids = np.zeros(n, dtype=int) if model_ids is None else np.asarray(model_ids, dtype=int)
+    ratings = np.zeros((n, int(ids.max()) + 1))
+    ratings[np.arange(n), ids] = 1.0  # rating of the model minus the baseline's (identified; upstream's is not)
+    x = np.concatenate([ratings, style], axis=1)
     rng = np.random.RandomState(seed)
     idx = rng.randint(0, n, size=(rounds, n))  # upstream draws every round's indices at once
     rates = np.array([_sigmoid(fit_logistic(x[i], b.outcomes[i])[0]) for i in idx])
@@ -285,24 +316,38 @@ def markdown_counts(answer: str) -> dict[str, dict[str, int]]:
     }
 
 
-@lru_cache(maxsize=1)
-def _tiktoken_encoder() -> Any:
+# The tokenizer each version's official answers were counted with: v0.1's gen_answer.py (2024) used
+# tiktoken.encoding_for_model("gpt-3.5-turbo") = cl100k_base; v2.0's gen_answer.py uses "gpt-4o" = o200k_base.
+OFFICIAL_ENCODING = {"v0.1": "cl100k_base", "v2.0": "o200k_base"}
+APPROX_COUNTER = "approx:words+punctuation"
+ANSWER_FILE_COUNTER = "arena-hard-auto answer file"  # token_len read from an official answer file
+
+
+@lru_cache(maxsize=4)
+def _tiktoken_encoder(encoding: str) -> Any:
     try:
         import tiktoken
 
-        return tiktoken.get_encoding("o200k_base")  # what upstream's gpt-4o encoder uses
-    except Exception:  # not installed, or its vocabulary file cannot be downloaded offline
+        return tiktoken.get_encoding(encoding)
+    except Exception:  # not installed, or its BPE file is neither cached nor downloadable (offline)
         return None
 
 
-def count_tokens(text: str) -> tuple[int, str]:
-    """(token count, method): tiktoken o200k_base as upstream, else a word/punctuation approximation."""
-    enc = _tiktoken_encoder()
+def count_tokens(text: str, encoding: str = "o200k_base") -> tuple[int, str]:
+    """(token count, counter): tiktoken `encoding` as upstream, else a word/punctuation approximation.
+    No installable package that a user can trust ships the BPE files, so offline the count is approximate
+    and the counter says so (`APPROX_COUNTER`)."""
+    enc = _tiktoken_encoder(encoding)
     if enc is not None:
-        return len(enc.encode(text, disallowed_special=())), "tiktoken:o200k_base"
-    return len(re.findall(r"\w+|[^\w\s]", text)), "approx:words+punctuation"
+        return len(enc.encode(text, disallowed_special=())), f"tiktoken:{encoding}"
+    return len(re.findall(r"\w+|[^\w\s]", text)), APPROX_COUNTER
 
 
-def answer_metadata(text: str) -> dict[str, Any]:
-    tokens, _ = count_tokens(text)
-    return {"token_len": tokens, **markdown_counts(text)}
+def is_official_counter(counter: str | None, version: str) -> bool:
+    return counter in (ANSWER_FILE_COUNTER, f"tiktoken:{OFFICIAL_ENCODING[version]}")
+
+
+def answer_metadata(text: str, encoding: str = "o200k_base") -> dict[str, Any]:
+    """Upstream's answer metadata (token_len + markdown counts) and which counter gave token_len."""
+    tokens, counter = count_tokens(text, encoding)
+    return {"token_len": tokens, **markdown_counts(text), "token_counter": counter}

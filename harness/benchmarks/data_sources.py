@@ -9,6 +9,7 @@ one `DataSourceError` that says what was tried and what to install or pass.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -58,11 +59,12 @@ def file_sha256(path: Path) -> str:
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a .json (a list of objects), .jsonl, .parquet or .csv file."""
+    """Rows of a .json (a list of objects), .jsonl (or .jsonl.gz), .parquet or .csv file."""
     suffix = path.suffix.lower()
     try:
-        if suffix == ".jsonl":
-            with open(path, encoding="utf-8") as fh:
+        if suffix == ".jsonl" or path.name.lower().endswith(".jsonl.gz"):
+            fh = gzip.open(path, "rt", encoding="utf-8") if suffix == ".gz" else open(path, encoding="utf-8")
+            with fh:
                 return [json.loads(line) for line in fh if line.strip()]
         if suffix == ".json":
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -76,9 +78,10 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 
             frame = pd.read_parquet(path) if suffix == ".parquet" else pd.read_csv(path)
             return frame.to_dict(orient="records")
-    except (OSError, ValueError) as exc:
+    except (OSError, EOFError, ValueError) as exc:
         raise DataSourceError(f"cannot read benchmark data file {path}: {exc}") from None
-    raise DataSourceError(f"{path}: unsupported data file type {suffix!r}; use .json, .jsonl, .parquet or .csv")
+    raise DataSourceError(f"{path}: unsupported data file type {suffix!r}; use .json, .jsonl, .jsonl.gz, .parquet "
+                          "or .csv")
 
 
 def locate_package_file(spec: PackageFile) -> tuple[Path, str] | None:

@@ -12,10 +12,13 @@ import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.benchmarks.base import AnswerModel
 from harness.errors import DataSourceError
+
+if TYPE_CHECKING:
+    from harness.models.base import LoadedModel
 
 FEWSHOT_SEED = 1234  # lm_eval.defaults.DEFAULT_OTHER_SEED, simple_evaluate's fewshot_random_seed
 _CHAT_MARK = "__harness_chat__:"  # our apply_chat_template returns the messages as JSON behind this mark
@@ -55,9 +58,14 @@ def _task_manager() -> Any:
 def _task_yaml(name: str) -> Path:
     import lm_eval
 
-    bundled = Path(lm_eval.__file__).parent / "tasks" / name / f"{name}.yaml"  # e.g. tasks/gsm8k/gsm8k.yaml
-    if bundled.is_file():
-        return bundled
+    tasks = Path(lm_eval.__file__).parent / "tasks"
+    # The usual layouts (tasks/gsm8k/gsm8k.yaml, tasks/arc/arc_easy.yaml, tasks/gsm8k/gsm8k-cot.yaml) are found
+    # by name in milliseconds; only other tasks need the full index.
+    candidates = [tasks / name / f"{name}.yaml", *sorted(tasks.glob(f"*/{name}.yaml")),
+                  *sorted(tasks.glob(f"*/{name.replace('_', '-')}.yaml"))]
+    for path in candidates:
+        if path.is_file() and f"\ntask: {name}\n" in "\n" + path.read_text(encoding="utf-8"):
+            return path
     entry = _task_manager().task_index.get(name)
     if entry is None or getattr(entry, "yaml_path", None) is None:
         raise DataSourceError(f"lm-eval has no task named {name!r} (see `lm-eval ls tasks`)")
@@ -84,7 +92,12 @@ def full_task_spec(name: str, overrides: dict[str, Any] | None = None) -> dict[s
     """The task's config with functions resolved and `overrides` applied: an inline spec lm-eval accepts."""
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    cfg = dict(load_yaml(Path(task_config(name)["__yaml_path__"]), resolve_func=True))
+    yaml_path = Path(task_config(name)["__yaml_path__"])
+    if "ifeval" in yaml_path.parts:  # resolving its functions imports the checker, which downloads NLTK data
+        from harness.benchmarks.nltk_punkt import ensure_punkt_tab
+
+        ensure_punkt_tab()
+    cfg = dict(load_yaml(yaml_path, resolve_func=True))
     cfg.pop("tag", None)  # an inline task must not re-register the bundled tags
     return {**cfg, **(overrides or {})}
 
@@ -181,6 +194,15 @@ def _lm_class() -> type:
             return "harness-chat-messages"
 
     return _HarnessLM
+
+
+def loglikelihood_fn_for(loaded: LoadedModel, batch_size: int = 8) -> LoglikelihoodFn:
+    """`HarnessLM`'s scoring callable for a loaded model: (context, continuation) pairs -> (sum log-prob of the
+    continuation, is it the greedy continuation), tokenised as lm-eval's HFLM does, computed by our `Scorer`
+    (see `lm_eval_loglikelihood.py`). Set it as `LMEvalTask.loglikelihood_fn` for multiple-choice tasks."""
+    from harness.benchmarks.lm_eval_loglikelihood import make_loglikelihood_fn
+
+    return make_loglikelihood_fn(loaded, batch_size)
 
 
 # --- per-item filters and metrics, from the task's own config ----------------------------------------------

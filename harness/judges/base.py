@@ -58,3 +58,9 @@ class Judge(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
+
+    @classmethod
+    def preflight(cls, spec: Any) -> str | None:
+        """What would stop this judge from working with `spec` (e.g. a missing API key), found before a
+        run starts (`pad-harness validate`); None when nothing is known to be wrong."""
+        return None

@@ -161,6 +161,14 @@ class OpenAIJudge(Judge):
     def from_spec(cls, spec: JudgeSpec, *, local_model_loader: Any = None, **options: Any) -> OpenAIJudge:
         return cls(spec, **options)
 
+    @classmethod
+    def preflight(cls, spec: JudgeSpec) -> str | None:
+        try:
+            resolve_api_key(spec, (spec.base_url or DEFAULT_BASE_URL).rstrip("/"))
+        except JudgeError as exc:
+            return str(exc)
+        return None
+
     @property
     def identity(self) -> dict[str, Any]:
         return {"backend": "openai", "model": self.spec.model, "base_url": self.base_url,

@@ -61,3 +61,6 @@ class Generator(ABC):
     @abstractmethod
     def identity(self) -> dict[str, Any]:
         """Backend name + model identity, for cache keys."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook: backends with an engine shut it down here
+        """Release the backend's engine and memory; the generator is not used afterwards."""

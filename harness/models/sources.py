@@ -193,24 +193,32 @@ def _missing_hf_message(model_id: str, revision: str | None, what: str, cause: B
     return f"{what} {model_id!r}{rev} is not available: {how}"
 
 
-def _hf_snapshot(model_id: str, revision: str | None) -> Path:
-    """Local snapshot directory of a hub model (downloaded when online, the cache only when offline)."""
+def _hf_snapshot(model_id: str, revision: str | None, weights: bool = True) -> Path:
+    """Local snapshot directory of a hub model (downloaded when online, the cache only when offline).
+    `weights=False` fetches only the config and tokenizer files: enough to identify the model (the
+    snapshot directory is named after the commit) and to read its context, for `--dry-run` and `validate`."""
     from huggingface_hub import snapshot_download
 
+    patterns = ["*.json", "*.model", "*.txt", "*.jinja", "*.tiktoken"] + (["*.safetensors"] if weights else [])
     try:
         return Path(
             snapshot_download(
                 model_id,
                 revision=revision,
                 local_files_only=hf_offline(),
-                allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"],
+                allow_patterns=patterns,
             )
         )
     except Exception as exc:  # hub errors come in many classes; the user needs one message
         raise ModelSourceError(_missing_hf_message(model_id, revision, "model", exc)) from None
 
 
-def _resolve_directory(spec: ModelSpec) -> tuple[Path, dict[str, Any]]:
+def hf_config_dir(model_id: str, revision: str | None) -> Path:
+    """A hub model's config and tokenizer files, without its weights."""
+    return _hf_snapshot(model_id, revision, weights=False)
+
+
+def _resolve_directory(spec: ModelSpec, weights: bool = True) -> tuple[Path, dict[str, Any]]:
     kind = _source_kind(spec.model)
     if kind == "alias":
         path = ensure_smollm_converted()
@@ -219,7 +227,7 @@ def _resolve_directory(spec: ModelSpec) -> tuple[Path, dict[str, Any]]:
     if kind == "local":
         path = Path(spec.model).expanduser().resolve()
         return path, {"source": "local", "path": str(path), "weights": _file_fingerprint(_weight_files(path))}
-    path = _hf_snapshot(spec.model, spec.revision)
+    path = _hf_snapshot(spec.model, spec.revision, weights)
     # The snapshot directory is named after the commit: it pins exactly what was loaded.
     return path, {"source": "hf", "path": spec.model, "revision": path.name, "weights": path.name[:16]}
 
@@ -234,7 +242,7 @@ def _load_tokenizer(name: str, revision: str | None = None) -> Any:
         return build_byte_tokenizer()
     directory = (
         ensure_smollm_converted() if kind == "alias"
-        else Path(name).expanduser() if kind == "local" else _hf_snapshot(name, revision)
+        else Path(name).expanduser() if kind == "local" else _hf_snapshot(name, revision, weights=False)
     )
     try:
         return AutoTokenizer.from_pretrained(str(directory))
@@ -264,7 +272,7 @@ def model_fingerprint(spec: ModelSpec, device: str | None = None) -> dict[str, A
         cached = smollm_cache_dir()
         template = _tokenizer_template_hash(cached) if cached.is_dir() else _gguf_template_hash(gguf)
     else:
-        directory, info = _resolve_directory(spec)
+        directory, info = _resolve_directory(spec, weights=False)  # identity only: no weights downloaded
         ident |= info
         template = _tokenizer_template_hash(directory)
     if spec.tokenizer:

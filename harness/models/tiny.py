@@ -20,6 +20,7 @@ CHATML_TEMPLATE = (
 )
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+TINY_CONTEXT = 2048  # max_position_embeddings of every tiny model
 
 TINY_CONFIGS: dict[str, dict[str, Any]] = {
     # name -> (architecture, config kwargs)
@@ -70,8 +71,8 @@ def build_tiny_model(name: str, seed: int = 0, tokenizer: Any | None = None) -> 
     torch.manual_seed(seed)
     model: Any
     if arch == "llama":
-        model = LlamaForCausalLM(LlamaConfig(max_position_embeddings=2048, tie_word_embeddings=True, **common, **cfg))
+        model = LlamaForCausalLM(LlamaConfig(max_position_embeddings=TINY_CONTEXT, tie_word_embeddings=True, **common, **cfg))
     else:
-        model = GPT2LMHeadModel(GPT2Config(n_positions=2048, **common, **cfg))
+        model = GPT2LMHeadModel(GPT2Config(n_positions=TINY_CONTEXT, **common, **cfg))
     model.eval()
     return model, tokenizer

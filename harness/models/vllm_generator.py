@@ -15,6 +15,7 @@ seed goes into its own SamplingParams: its n samples are reproducible whatever e
 
 from __future__ import annotations
 
+import gc
 import tempfile
 from typing import Any
 
@@ -42,6 +43,14 @@ def _tokens_prompt(vllm: Any, ids: list[int]) -> Any:
     return cls(prompt_token_ids=list(ids)) if cls is not None else {"prompt_token_ids": list(ids)}
 
 
+def _copies(out: GenerationOutput, n: int) -> GenerationOutput:
+    """A greedy answer repeated n times (what n greedy samples are)."""
+    if n <= len(out.texts):
+        return out
+    return GenerationOutput(token_ids=[list(out.token_ids[0]) for _ in range(n)], texts=[out.texts[0]] * n,
+                            finished=[out.finished[0]] * n)
+
+
 class VLLMGenerator(Generator):
     name = "vllm"
 
@@ -67,25 +76,33 @@ class VLLMGenerator(Generator):
         return {"backend": self.name, **self.loaded.identity}
 
     def engine_kwargs(self) -> dict[str, Any]:
-        """Arguments for `vllm.LLM`: where the weights are, their revision and dtype."""
+        """Arguments for `vllm.LLM`: where the weights are (a trained row's own train artifact, see
+        `harness.stages.evaluation.trained_identity`), the tokenizer, their revisions and the dtype."""
         ident = self.loaded.identity
         path = ident.get("path")
-        if path is None:
-            # No directory to point vLLM at (tiny random-init models): save the in-memory weights once.
+        # A trained row's weights are its train artifact; its tokenizer stays the base model's.
+        tokenizer = ident.get("tokenizer_path") if "trained" in ident else path
+        if path is None or tokenizer is None:
+            # Nothing on disk to point vLLM at (tiny random-init models): save what is missing once.
             self._tmpdir = tempfile.TemporaryDirectory(prefix="pad-harness-vllm-")
-            self.loaded.model.save_pretrained(self._tmpdir.name, safe_serialization=True)
-            self.loaded.tokenizer.save_pretrained(self._tmpdir.name)
-            path = self._tmpdir.name
+            if path is None:
+                self.loaded.model.save_pretrained(self._tmpdir.name, safe_serialization=True)
+                path = self._tmpdir.name
+            if tokenizer is None:
+                self.loaded.tokenizer.save_pretrained(self._tmpdir.name)
+                tokenizer = self._tmpdir.name
         kwargs: dict[str, Any] = {
             "model": str(path),
-            "tokenizer": str(path),
+            "tokenizer": str(tokenizer),
             "dtype": ident.get("dtype", "auto"),
             "seed": 0,
             # The n responses of a prompt share its KV blocks: the scoring "smarter batch" on vLLM.
             "enable_prefix_caching": True,
         }
-        if ident.get("source") == "hf" and ident.get("revision"):
+        if ident.get("source") == "hf" and ident.get("revision") and "trained" not in ident:
             kwargs["revision"] = ident["revision"]
+        if ident.get("tokenizer_revision"):
+            kwargs["tokenizer_revision"] = ident["tokenizer_revision"]
         return {**kwargs, **self.llm_kwargs}
 
     @property
@@ -95,11 +112,27 @@ class VLLMGenerator(Generator):
             self._llm = vllm.LLM(**self.engine_kwargs())
         return self._llm
 
+    def close(self) -> None:
+        """Shut the engine's processes down now (they outlive a dropped `LLM` object until collected,
+        holding their KV cache; a parent that dies without this leaves them running)."""
+        if self._llm is None:
+            return
+        core = getattr(getattr(self._llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+        self._llm = None
+        gc.collect()
+        if self._tmpdir is not None:
+            self._tmpdir.cleanup()
+            self._tmpdir = None
+
     def sampling_params(self, request: GenerationRequest, params: SamplingParams) -> Any:
         vllm = _import_vllm()
         greedy = params.temperature == 0
         return vllm.SamplingParams(
-            n=request.n,
+            # vLLM refuses n > 1 with greedy decoding; the n greedy answers are one answer, copied
+            # (`generate`), as the hf backend returns them.
+            n=1 if greedy else request.n,
             temperature=0.0 if greedy else params.temperature,
             top_p=1.0 if greedy else params.top_p,
             max_tokens=params.max_new_tokens,
@@ -119,7 +152,10 @@ class VLLMGenerator(Generator):
         sps = [self.sampling_params(r, params) for r in requests]
         outs = self.llm.generate(prompts, sps, use_tqdm=bool(progress))
         self.prompt_tokens += sum(len(r.prompt_ids) for r in requests)
-        return [self.convert_output(o) for o in outs]
+        converted = [self.convert_output(o) for o in outs]
+        if params.temperature == 0:
+            converted = [_copies(out, r.n) for out, r in zip(converted, requests, strict=True)]
+        return converted
 
     def convert_output(self, request_output: Any) -> GenerationOutput:
         stops = set(self.loaded.formatter.stop_ids)

@@ -21,6 +21,9 @@ class Column:
     ci_metrics: tuple[str, str] | None = None  # the run's own interval (low, high), e.g. Arena-Hard
     digits: int = 2
     headline: bool = False  # a benchmark's main number: plotted and tested against the best baseline
+    # The metric the benchmark's per-item scores (ScoreResult.per_item) measure, so the paired bootstrap vs
+    # the best baseline runs on this column and is labelled by it; without one, the first headline column.
+    paired: bool = False
     kind: str = "score"  # "score" | "count" | "seconds" | "bytes" | "flops" | "hours"
     higher_is_better: bool = True
     aliases: tuple[str, ...] = ()  # other names the same metric is recorded under (tried in order)
@@ -62,6 +65,7 @@ COLUMNS: tuple[Column, ...] = (
         se_metric="lc_standard_error",
         headline=True,
     ),
+    # AlpacaEval's per-item scores are the judge's preferences (WR); LC exists only for the whole set.
     Column(
         "alpaca_eval2.win_rate",
         "WR (%)",
@@ -70,6 +74,7 @@ COLUMNS: tuple[Column, ...] = (
         "win_rate",
         se_metric="standard_error",
         headline=True,
+        paired=True,
     ),
     Column(
         "alpaca_eval2.avg_length", "Len", "AlpacaEval 2", "alpaca_eval2", "avg_length", digits=0, kind="count"
@@ -86,12 +91,22 @@ COLUMNS: tuple[Column, ...] = (
     Column(
         "arena_hard.avg_tokens", "Tokens", "Arena-Hard", "arena_hard", "avg_tokens", digits=0, kind="count"
     ),
+    # Counted without the official tiktoken BPE (offline): never shown as arena-hard-auto's count.
+    Column(
+        "arena_hard.avg_tokens_approx",
+        "Tokens (approx.)",
+        "Arena-Hard",
+        "arena_hard",
+        "avg_tokens_approx",
+        digits=0,
+        kind="count",
+    ),
     Column("mt_bench.turn1", "Turn 1", "MT-Bench", "mt_bench", "turn1"),
     Column("mt_bench.turn2", "Turn 2", "MT-Bench", "mt_bench", "turn2"),
     Column("mt_bench.overall", "Overall", "MT-Bench", "mt_bench", "overall", headline=True),
-    # The GSM8K plugin names metrics after lm-eval's filters (strict_match, flexible_extract); the
-    # aliases keep both spellings working. Flexible is the headline because the plugin's per-item scores
-    # (used by the paired bootstrap) are flexible-extract matches.
+    # GSM8K's lm-eval protocols (gsm8k_cot, gsm8k) name metrics after lm-eval's filters (strict_match,
+    # flexible_extract); the aliases keep both spellings working. Flexible is the headline because those
+    # protocols' per-item scores (used by the paired bootstrap) are flexible-extract matches.
     Column(
         "gsm8k.exact_match_strict",
         "EM strict",
@@ -110,6 +125,63 @@ COLUMNS: tuple[Column, ...] = (
         se_metric="exact_match_flexible_stderr",
         aliases=("flexible_extract",),
         headline=True,
+        paired=True,
+    ),
+    # GSM8K's protocol zeroeval (the PAD paper's): ZeroEval's accuracy, its per-item scores, and the share of
+    # answers with no parsable JSON answer (counted wrong). A run fills either these or the EM columns.
+    Column(
+        "gsm8k.accuracy",
+        "Acc (ZeroEval)",
+        "GSM8K",
+        "gsm8k",
+        "accuracy",
+        se_metric="accuracy_stderr",
+        headline=True,
+        paired=True,
+    ),
+    Column(
+        "gsm8k.no_answer",
+        "No answer",
+        "GSM8K",
+        "gsm8k",
+        "no_answer",
+        se_metric="no_answer_stderr",
+        higher_is_better=False,
+    ),
+    # IFEval, lm-eval's checker: per-item scores are prompt-level strict (the headline).
+    Column(
+        "ifeval.prompt_level_strict_acc",
+        "Prompt strict",
+        "IFEval",
+        "ifeval",
+        "prompt_level_strict_acc",
+        se_metric="prompt_level_strict_acc_stderr",
+        headline=True,
+        paired=True,
+    ),
+    Column(
+        "ifeval.inst_level_strict_acc",
+        "Inst strict",
+        "IFEval",
+        "ifeval",
+        "inst_level_strict_acc",
+        se_metric="inst_level_strict_acc_stderr",
+    ),
+    Column(
+        "ifeval.prompt_level_loose_acc",
+        "Prompt loose",
+        "IFEval",
+        "ifeval",
+        "prompt_level_loose_acc",
+        se_metric="prompt_level_loose_acc_stderr",
+    ),
+    Column(
+        "ifeval.inst_level_loose_acc",
+        "Inst loose",
+        "IFEval",
+        "ifeval",
+        "inst_level_loose_acc",
+        se_metric="inst_level_loose_acc_stderr",
     ),
     _acct("student_forward_tokens", "Student fwd tok", "count"),
     _acct("student_backward_tokens", "Student bwd tok", "count"),
@@ -130,6 +202,7 @@ GROUP_TITLES = {
     "arena_hard": "Arena-Hard",
     "mt_bench": "MT-Bench",
     "gsm8k": "GSM8K",
+    "ifeval": "IFEval",
 }
 
 

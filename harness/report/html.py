@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.report.columns import Column
+from harness.report.flags import judge_footnote, row_label, truncation_text
 from harness.report.leaderboard import Leaderboard
 from harness.report.svg import KIND_COLOURS, PALETTE, Bar, Point, Series, bar_chart, line_chart, scatter_chart
 from harness.report.writers import LEGEND, cell_text, flatten, format_p, paper_cells, paper_layout
@@ -76,8 +77,8 @@ def _table(lb: Leaderboard, cols: list[Column], table_id: str, skip_empty: bool 
             for c in cols
         )
         out.append(
-            f'<tr class="{cls}" data-row="{escape(r.row)}"><td class="name">{escape(r.row)}</td>'
-            f"<td>{len(r.seeds)}</td>{cells}</tr>"
+            f'<tr class="{cls}" data-row="{escape(r.row)}"><td class="name">{escape(row_label(lb.answer_flags, r.row))}'
+            f"</td><td>{len(r.seeds)}</td>{cells}</tr>"
         )
     out.append("</tbody></table>")
     return "\n".join(out)
@@ -171,7 +172,7 @@ def _comparisons(lb: Leaderboard) -> str:
     rows = [
         [
             c["row"],
-            c["benchmark"],
+            c.get("metric_label") or c["benchmark"],
             c["baseline"],
             str(c["n_items"]),
             "" if c.get("diff") is None else f"{c['diff']:+.4f}",
@@ -181,7 +182,7 @@ def _comparisons(lb: Leaderboard) -> str:
         for c in lb.comparisons
     ]
     return _simple_table(
-        ["Row", "Benchmark", "Best baseline", "Items", "Diff (per-item score)", "95% CI", "p (two-sided)"],
+        ["Row", "Metric (per-item)", "Best baseline", "Items", "Diff (per-item score)", "95% CI", "p (two-sided)"],
         rows,
         "comparisons",
     )
@@ -238,6 +239,21 @@ def _paper(lb: Leaderboard) -> str:
         + _simple_table(header, lines, "paper")
         + f"<ul class=meta>{srcs}</ul>"
     )
+
+
+def _answer_flags(lb: Leaderboard) -> str:
+    footnote = judge_footnote(lb.answer_flags)
+    table = _simple_table(
+        ["Row", "Benchmark", "Truncated answers", "Judge", "Official judge"],
+        [[f["row"], f["benchmark"], truncation_text(f), f["judge"] or "(judge-free)",
+          "" if f["judge_is_official"] is None else
+          ("yes" if f["judge_is_official"] else f"no (official: {f['official_judge']})")]
+         for f in lb.answer_flags],
+        "answer-flags",
+        left=2,
+    )
+    note = f'<p class="legend" id="judge-footnote">{escape(footnote)}</p>' if footnote else ""
+    return "<h2>Answers cut at max_new_tokens, and judges</h2>" + note + table
 
 
 def _sources(lb: Leaderboard) -> str:
@@ -303,6 +319,8 @@ def html_text(lb: Leaderboard) -> str:
         _table(lb, scores, "scores"),
         f'<p class="legend">{escape(LEGEND)} Bold: best method.</p>',
     ]
+    if lb.answer_flags:
+        parts.append(_answer_flags(lb))
     if acct:
         parts += [
             "<h2>Budget accounting (mean per seed)</h2>",

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from harness.report.columns import COLUMNS, KNOWN_BENCHMARKS, Column, extra_columns
+from harness.report.flags import answer_flags
 from harness.report.stats import item_bootstrap_se, mean_ci, paired_bootstrap, pooled_run_se
 from harness.results import BenchmarkResult, RowResult, RunResults
 
@@ -59,6 +60,8 @@ class Leaderboard:
     experiment: dict[str, Any]
     proposed: list[str]
     paper: dict[str, Any] | None = None  # filled by harness.report.paper.attach_reference
+    # per (row, benchmark): answers cut at max_new_tokens and whether the judge is official (report.flags)
+    answer_flags: list[dict[str, Any]] = field(default_factory=list)
 
     def column(self, key: str) -> Column:
         return next(c for c in self.columns if c.key == key)
@@ -162,8 +165,11 @@ def item_scores(runs: Sequence[RowResult], benchmark: str) -> dict[str, float]:
 
 
 def _primary_column(columns: list[Column], benchmark: str, rows: list[LeaderRow]) -> Column | None:
-    for c in columns:
-        if c.benchmark == benchmark and c.headline and any(c.key in r.cells for r in rows):
+    """The column the benchmark's per-item scores measure (`Column.paired`), else its first headline."""
+    own = [c for c in columns if c.benchmark == benchmark]
+    declared = [c for c in own if c.paired]
+    for c in declared or [c for c in own if c.headline]:
+        if any(c.key in r.cells for r in rows):
             return c
     return None
 
@@ -203,6 +209,7 @@ def _comparisons(
                 "row": row.row,
                 "benchmark": bench,
                 "metric": col.key,
+                "metric_label": f"{col.group} {col.label}",  # what the per-item scores measure, e.g. WR
                 "baseline": best.row,
                 "n_items": len(shared),
             }
@@ -338,4 +345,5 @@ def build_leaderboard(
         provenance=results.provenance,
         experiment=results.experiment,
         proposed=list(proposed),
+        answer_flags=answer_flags(groups),
     )

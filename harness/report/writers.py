@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.report.columns import Column
+from harness.report.flags import judge_footnote, row_label, truncation_text
 from harness.report.leaderboard import Cell, Leaderboard
 from harness.store import write_json_atomic, write_text_atomic
 
@@ -81,6 +82,10 @@ def csv_text(lb: Leaderboard) -> str:
                 header.append(f"{col.key}.run_se")
             if col.ci_metrics:
                 header += [f"{col.key}.run_ci_low", f"{col.key}.run_ci_high"]
+    flagged = sorted({f["benchmark"] for f in lb.answer_flags})
+    for bench in flagged:
+        header += [f"{bench}.truncated_answers", f"{bench}.answers", f"{bench}.judge_is_official"]
+    flags = {(f["row"], f["benchmark"]): f for f in lb.answer_flags}
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
@@ -95,6 +100,11 @@ def csv_text(lb: Leaderboard) -> str:
                     line.append(_num(c.run_se if c else None))
                 if col.ci_metrics:
                     line += [_num(c.run_ci_low if c else None), _num(c.run_ci_high if c else None)]
+        for bench in flagged:
+            f = flags.get((row.row, bench))
+            official = None if f is None else f["judge_is_official"]
+            line += ["" if f is None or f["truncated"] is None else f["truncated"],
+                     "" if f is None else f["answers"], "" if official is None else str(official).lower()]
         writer.writerow(line)
     return buf.getvalue()
 
@@ -132,10 +142,23 @@ def markdown_text(lb: Leaderboard) -> str:
     md += _md_table(
         ["Row", "Seeds"] + [f"{c.group} {c.label}" for c in score_cols],
         [
-            [r.row, str(len(r.seeds))] + [cell_text(c, r.cells.get(c.key)) for c in score_cols]
+            [row_label(lb.answer_flags, r.row), str(len(r.seeds))]
+            + [cell_text(c, r.cells.get(c.key)) for c in score_cols]
             for r in lb.rows
         ],
     )
+    footnote = judge_footnote(lb.answer_flags)
+    if footnote:
+        md += ["", footnote]
+    if lb.answer_flags:
+        md += ["", "## Answers cut at max_new_tokens, and judges", ""]
+        md += _md_table(
+            ["Row", "Benchmark", "Truncated answers", "Judge", "Official judge"],
+            [[f["row"], f["benchmark"], truncation_text(f), f["judge"] or "(judge-free)",
+              "" if f["judge_is_official"] is None else
+              ("yes" if f["judge_is_official"] else f"no (official: {f['official_judge']})")]
+             for f in lb.answer_flags],
+        )
     if acct_cols:
         md += ["", "## Budget accounting (mean per seed)", ""]
         md += _md_table(
@@ -157,11 +180,11 @@ def markdown_text(lb: Leaderboard) -> str:
             "",
         ]
         md += _md_table(
-            ["Row", "Benchmark", "Best baseline", "Items", "Diff", "95% CI", "p"],
+            ["Row", "Metric (per-item)", "Best baseline", "Items", "Diff", "95% CI", "p"],
             [
                 [
                     c["row"],
-                    c["benchmark"],
+                    c.get("metric_label") or c["benchmark"],
                     c["baseline"],
                     str(c["n_items"]),
                     _f(c.get("diff")),

@@ -8,6 +8,6 @@ STAGE_VERSIONS = {
     "signal": 2,  # 2: unfinished responses scored without an end token; MCQ rules
     "trainset": 1,
     "train": 2,  # 2: fp32 master weights, dropout off
-    "answers": 2,  # 2: generation stops on every stop id
-    "judgements": 1,
+    "answers": 3,  # 3: answers record whether they finished; stop ids; benchmark default lengths
+    "judgements": 2,  # 2: one judge per benchmark; GSM8K protocols; AlpacaEval identical outputs
 }

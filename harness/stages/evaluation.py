@@ -11,10 +11,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.benchmarks.base import Answer, AnswerModel, Benchmark, BenchmarkData
+from harness.benchmarks.lm_eval_tasks import LMEvalTask, loglikelihood_fn_for
+from harness.config import JudgeSpec
+from harness.judges.choice import is_official, judge_key, judge_spec_for
 from harness.models.base import GenerationRequest, LoadedModel, SamplingParams
 from harness.registry import BENCHMARKS
 from harness.stages.data import build_generator
-from harness.store import read_jsonl, write_jsonl
+from harness.store import hash_inputs, read_jsonl, write_jsonl
 
 if TYPE_CHECKING:
     from harness.pipeline import ModelRow, Pipeline
@@ -41,6 +44,19 @@ class GeneratorAnswerModel(AnswerModel):
         return [Answer(out.texts[0], bool(out.finished[0]) if out.finished else False) for out in outputs]
 
 
+def trained_identity(base: dict[str, Any], train_key: str, weights_dir: Path) -> dict[str, Any]:
+    """A trained row's identity: the base student's tokenizer, template, context and dtype, and its OWN
+    weights, the train artifact's directory (a backend that loads weights from disk, vLLM, must load these,
+    not the base model's `path`)."""
+    ident = {key: value for key, value in base.items() if key not in ("path", "revision", "weights")}
+    ident.update({"trained": train_key, "path": str(weights_dir)})
+    if base.get("path") is not None:
+        ident["tokenizer_path"] = base["path"]
+        if base.get("source") == "hf" and base.get("revision"):
+            ident["tokenizer_revision"] = base["revision"]
+    return ident
+
+
 def build_benchmark(pipe: Pipeline, index: int) -> Benchmark:
     spec = pipe.exp.benchmarks[index]
     cls = BENCHMARKS.get(spec.name)
@@ -62,7 +78,7 @@ def _loaded_for_row(pipe: Pipeline, row: ModelRow) -> LoadedModel:
 
         loaded = fresh_student(pipe)
         load_trained_weights(loaded.model, row.train.path)
-        loaded.identity = {**base.identity, "trained": row.train.key}
+        loaded.identity = trained_identity(base.identity, row.train.key, row.train.path)
         # Keep at most one trained student in memory: rows are evaluated one after another.
         for stale in [k for k in pipe._models if k.startswith("trained:")]:
             del pipe._models[stale]
@@ -74,9 +90,14 @@ def run_answers(pipe: Pipeline, row: ModelRow, index: int, out: Path) -> dict[st
     bench = build_benchmark(pipe, index)
     data = bench.load()
     loaded = _loaded_for_row(pipe, row)
+    if isinstance(bench, LMEvalTask):  # multiple-choice tasks score continuations with the row's own model
+        bench.loglikelihood_fn = loglikelihood_fn_for(loaded, batch_size=pipe.exp.sampling.batch_size)
     generator = build_generator(pipe.exp.generation_backend, loaded, pipe.exp.sampling.batch_size)
     answer_model = GeneratorAnswerModel(loaded, row.row, generator)
-    answers = bench.generate(answer_model, data)
+    try:
+        answers = bench.generate(answer_model, data)
+    finally:
+        generator.close()  # an engine (vLLM) must not outlive its stage
     write_jsonl(out / "answers.jsonl", answers)
     (out / "data.json").write_text(json.dumps({"source": data.source, "version": data.version,
                                                "n_items": len(data.items)}))
@@ -85,34 +106,52 @@ def run_answers(pipe: Pipeline, row: ModelRow, index: int, out: Path) -> dict[st
             "model": loaded.identity, "accounting": {"eval_generation_tokens": generated}}
 
 
-def judge_identity_for_key(exp: Any) -> dict[str, Any]:
-    """The judge settings that change judgements (never the API key)."""
-    spec = exp.judge.model_dump(mode="json")
-    for volatile in ("api_key_env", "concurrency", "max_retries", "timeout_s",
-                     "price_per_1k_input", "price_per_1k_output"):
-        spec.pop(volatile, None)
-    return spec
+def judge_spec(pipe: Pipeline, index: int) -> JudgeSpec:
+    """The judge of benchmark `index`: its own, else the experiment's, `official` resolved."""
+    return judge_spec_for(pipe.exp.judge, pipe.exp.benchmarks[index], build_benchmark(pipe, index))
 
 
-def _judge(pipe: Pipeline) -> Any:
-    if "judge" not in pipe._models:
+def judge_identity_for_key(pipe: Pipeline, index: int) -> dict[str, Any] | None:
+    """What of benchmark `index`'s judge changes its judgements (None for a judge-free benchmark)."""
+    if not build_benchmark(pipe, index).needs_judge:
+        return None
+    return judge_key(judge_spec(pipe, index))
+
+
+def describe_judge(pipe: Pipeline, index: int) -> str:
+    """`judge <model> (<backend>, official|NOT the official <model>)`, or `judge-free`."""
+    bench = build_benchmark(pipe, index)
+    if not bench.needs_judge:
+        return "judge-free"
+    spec = judge_spec(pipe, index)
+    verdict = "official" if is_official(spec, bench) else f"NOT the official {bench.official_judge()}"
+    return f"judge {spec.model} ({spec.backend}, {verdict})"
+
+
+def _judge(pipe: Pipeline, spec: JudgeSpec) -> Any:
+    """One judge per distinct spec, shared by the benchmarks that use it; every call cached on disk."""
+    cache_key = "judge:" + hash_inputs(spec.model_dump(mode="json"))
+    if cache_key not in pipe._models:
         from harness.judges.factory import build_judge
 
-        pipe._models["judge"] = build_judge(pipe.exp.judge, pipe.run_dir / "judge_cache.sqlite")
-    return pipe._models["judge"]
+        pipe._models[cache_key] = build_judge(spec, pipe.run_dir / "judge_cache.sqlite")
+    return pipe._models[cache_key]
 
 
 def run_judgements(pipe: Pipeline, row: ModelRow, index: int, out: Path) -> dict[str, Any]:
     bench = build_benchmark(pipe, index)
     data = bench.load()
     answers = read_jsonl(pipe.answers_artifact(row, index).path / "answers.jsonl")
-    judge = _judge(pipe) if bench.needs_judge else None
+    spec = judge_spec(pipe, index) if bench.needs_judge else None
+    judge = _judge(pipe, spec) if spec is not None else None
     before = _judge_counters(judge)
     judgements = bench.judge(judge, data, answers)
     write_jsonl(out / "judgements.jsonl", judgements)
     after = _judge_counters(judge)
     used = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-    return {"judge": getattr(judge, "identity", None), "judge_usage": used}
+    official = {"official_judge": bench.official_judge(),
+                "judge_is_official": is_official(spec, bench) if spec is not None else None}
+    return {"judge": getattr(judge, "identity", None), "judge_usage": used, **official}
 
 
 def _judge_counters(judge: Any) -> dict[str, float]:

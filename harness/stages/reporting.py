@@ -92,12 +92,14 @@ def collect_results(pipe: Pipeline) -> RunResults:
                 templates[row.row] = identity.get("template")
             judge = dict(judge_manifest.get("judge") or {})
             judge["usage"] = judge_manifest.get("judge_usage") or {}
+            answered, truncated = count_truncated(pipe.answers_artifact(row, b).path / "answers.jsonl")
             result.benchmarks[bench.name] = BenchmarkResult(
                 benchmark=bench.name, metrics=score.metrics, notes=score.notes, per_item=score.per_item,
                 source=answers_manifest.get("source", ""), judge=judge,
                 decoding={**(answers_manifest.get("decoding") or {}),
                           "max_new_tokens": build_benchmark(pipe, b).max_new_tokens},
-                subset=bench.subset)
+                subset=bench.subset, official_judge=judge_manifest.get("official_judge"),
+                judge_is_official=judge_manifest.get("judge_is_official"), answers=answered, truncated=truncated)
         rows.append(result)
     judge_settings = exp.judge.model_dump(mode="json")
     judge_settings.pop("api_key_env", None)
@@ -112,6 +114,17 @@ def collect_results(pipe: Pipeline) -> RunResults:
     return RunResults(experiment_name=exp.name, setting=exp.setting or exp.description,
                       experiment=exp.model_dump(mode="json"), experiment_hash=experiment_hash(exp),
                       rows=rows, provenance=provenance)
+
+
+def count_truncated(answers_path: Path) -> tuple[int, int | None]:
+    """(answers, answers cut at max_new_tokens in any turn); None when the answers do not say."""
+    from harness.store import read_jsonl
+
+    records = read_jsonl(answers_path)
+    flags = [r.get("finished") for r in records]
+    if not records or any(f is None for f in flags):
+        return len(records), None
+    return len(records), sum(1 for f in flags if not (all(f) if isinstance(f, list) else f))
 
 
 def training_data_summary(pipe: Pipeline) -> dict[str, str]:

