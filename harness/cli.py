@@ -44,7 +44,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     board = run_dir / "LEADERBOARD.md"
     if board.is_file():
         print("\n" + board.read_text())
-    print(f"finished in {pipe.timings.get('total', 0):.0f}s; reports:")
+    engines = f"; {pipe.engines.starts} generation engine start(s)" if exp.generation_backend != "hf" else ""
+    print(f"finished in {pipe.timings.get('total', 0):.0f}s{engines}; reports:")
     for name, report_path in sorted(getattr(pipe, "report_paths", {}).items()):
         print(f"  {name:18s} {report_path}")
     return 0

@@ -164,6 +164,8 @@ class JudgeSpec(Frozen):
     system_prompt: str | None = None
     price_per_1k_input: float = 0.0
     price_per_1k_output: float = 0.0
+    # `vllm_server` judges: extra flags for vLLM's OpenAI server (e.g. ["--tensor-parallel-size", "4"]).
+    server_args: tuple[str, ...] = ()
 
 
 class BenchmarkSpec(Frozen):
@@ -202,6 +204,9 @@ class Experiment(Frozen):
     benchmarks: tuple[BenchmarkSpec, ...] = ()
     judge: JudgeSpec = JudgeSpec()
     generation_backend: str = "hf"
+    # Per generation backend, its own parameters (validated by the backend's `Params`), e.g.
+    # `backends: {vllm: {tensor_parallel_size: 2, max_model_len: 8192}}`.
+    backends: dict[str, dict[str, Any]] = Field(default_factory=dict)
     logging: LoggingConfig = LoggingConfig()
     setting: str = ""  # one plain sentence the report prints: what is being distilled into what
 
@@ -308,6 +313,14 @@ def _validate_plugins(experiment: Experiment, source: str) -> None:
         JUDGES.get(experiment.judge.backend)
     except Exception as exc:
         raise ConfigError(f"{source}: judge.backend: {exc}") from None
+    from harness.registry import BACKENDS
+
+    for name, params in experiment.backends.items():
+        try:
+            backend_cls = BACKENDS.get(name)
+        except Exception as exc:
+            raise ConfigError(f"{source}: backends.{name}: {exc}") from None
+        _validate_params(backend_cls, params, f"{source}: backends.{name}")
 
 
 def _validate_params(plugin_cls: Any, params: dict[str, Any], where: str) -> None:

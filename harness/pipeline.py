@@ -22,11 +22,13 @@ from typing import Any
 
 from harness.config import Experiment, MethodSpec, load_experiment
 from harness.diskspace import disk_full_error, is_disk_full
+from harness.engines import EnginePool
 from harness.methods.base import Method, Signal
 from harness.processes import ProcessInfo, wait_for
 from harness.registry import METHODS
 from harness.results import MAY_DIFFER_BETWEEN_MERGED_RUNS, RunResults
 from harness.stages import STAGE_VERSIONS
+from harness.stages.data import backend_key
 from harness.store import Artifact, ArtifactStore, canonical_json, hash_inputs
 
 
@@ -39,6 +41,7 @@ class Step:
     after_commit: Callable[[], None] | None = None  # once the artifact is stored (e.g. drop its scratch files)
     collective: bool = False  # every process of a multi-process launch takes part (training); else main only
     detail: str = ""  # shown by --dry-run (e.g. which judge grades these answers)
+    engine_key: str | None = None  # steps with the same key share one generation engine (harness.engines)
 
     @property
     def done(self) -> bool:
@@ -76,6 +79,7 @@ class Pipeline:
             spec.row_name: METHODS.get(spec.name)(spec.params) for spec in experiment.methods
         }
         self._models: dict[str, Any] = {}
+        self.engines = EnginePool()
         self._unavailable: dict[str, str] | None = None
         self.teacher_key = model_key(experiment.teacher)
         self.student_key = model_key(experiment.student)
@@ -105,7 +109,8 @@ class Pipeline:
     def samples_artifact(self) -> Artifact:
         sampler = self.teacher_key if self.exp.sampling.sampler == "teacher" else self.student_key
         return self._art("samples", "samples", {"prompts": self.prompts_artifact().key, "sampler": sampler,
-                                                "sampling": self.exp.sampling})
+                                                "sampling": self.exp.sampling,
+                                                "backend": backend_key(self.exp, self.exp.sampling.backend)})
 
     def signals_needed(self) -> list[str]:
         needed: set[str] = set()
@@ -158,7 +163,7 @@ class Pipeline:
         bench = self.exp.benchmarks[bench_index]
         label = f"{row.row}-s{row.seed}-{bench.name}" if row.seed is not None else f"{row.row}-{bench.name}"
         return self._art("answers", label, {"model": row.key, "benchmark": bench,
-                                            "backend": self.exp.generation_backend})
+                                            "backend": backend_key(self.exp, self.exp.generation_backend)})
 
     def judgements_artifact(self, row: ModelRow, bench_index: int) -> Artifact:
         from harness.stages.evaluation import judge_identity_for_key
@@ -211,9 +216,13 @@ class Pipeline:
                                   after_commit=partial(training.release_checkpoints, self, row), collective=True))
         judges = {b: evaluation.describe_judge(self, b) for b in self.benchmark_indices()}
         for row in rows:
+            # A row's answers back to back (one engine serves them all), then its judgements.
             for b in self.benchmark_indices():
-                answers, judged = self.answers_artifact(row, b), self.judgements_artifact(row, b)
-                steps.append(Step("answers", answers.label, answers, partial(evaluation.run_answers, self, row, b)))
+                answers = self.answers_artifact(row, b)
+                steps.append(Step("answers", answers.label, answers, partial(evaluation.run_answers, self, row, b),
+                                  engine_key=f"{row.row}|{row.seed}"))
+            for b in self.benchmark_indices():
+                judged = self.judgements_artifact(row, b)
                 steps.append(Step("judgements", judged.label, judged,
                                   partial(evaluation.run_judgements, self, row, b), detail=judges[b]))
         return steps
@@ -238,13 +247,17 @@ class Pipeline:
             (self.run_dir / "experiment.yaml").write_text(Path(self.source_file).read_text())
         self._check_models_early()
         started = time.time()
-        for step in self.plan():
-            if step.done:
-                continue
-            if main:
-                self._run_step(step)
-            else:
-                self._follow_step(step)
+        try:
+            for step in self.plan():
+                if step.done:
+                    continue
+                if main:
+                    self._run_step(step)
+                else:
+                    self._follow_step(step)
+        finally:
+            self.engines.release()
+            self.close_judges()  # a served judge (vllm_server) stops with the run
         results = collect_results(self)
         if main:
             results.save(self.run_dir / "results.json")
@@ -252,8 +265,14 @@ class Pipeline:
         self.timings["total"] = round(time.time() - started, 2)
         return results
 
+    def close_judges(self) -> None:
+        for key in [k for k in self._models if k.startswith("judge:")]:
+            self._models.pop(key).close()
+
     def _run_step(self, step: Step) -> None:
         """Compute one artifact and store it (atomically: a failure leaves nothing half-written)."""
+        if step.engine_key is None or step.engine_key != self.engines.key:
+            self.engines.release()  # no engine lives beside a judge, a training run or another row's
         t0 = time.time()
         try:
             with self.store.writing(step.artifact) as out:

@@ -93,3 +93,18 @@ def test_official_needs_a_benchmark_that_has_one(tmp_path: Path) -> None:
     spec = JudgeSpec(backend="openai", model="official")
     with pytest.raises(ConfigError, match="no official judge"):
         judge_spec_for(spec, BenchmarkSpec(name="gsm8k"), GSM8K())
+
+
+def test_served_judge_starts_nothing_until_needed_and_is_keyed_by_its_model(monkeypatch: Any) -> None:
+    import importlib.util
+
+    from harness.judges.vllm_server import VLLMServerJudge
+
+    spec = JudgeSpec(backend="vllm_server", model="tiny:llama", server_args=("--max-model-len", "512"))
+    judge = VLLMServerJudge(spec)
+    assert judge.complete([]) == [] and judge._server is None  # a fully cached run starts no server
+    ident = judge.identity
+    assert ident["backend"] == "vllm_server" and ident["model"]["model"] == "tiny:llama"
+    assert ident["server_args"] == ["--max-model-len", "512"] and "port" not in json.dumps(ident)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else object())
+    assert "needs vLLM installed" in (VLLMServerJudge.preflight(spec) or "")

@@ -205,35 +205,6 @@ def test_vllm_generator_translates_arguments_and_outputs(tiny, monkeypatch):
     assert converted.token_ids == [[7]] and converted.finished == [True]
 
 
-def test_vllm_scorer_matches_hf_scorer(tiny, monkeypatch):
-    import sys
-
-    from harness.models.scoring import Scorer
-    from harness.models.vllm_generator import VLLMGenerator, VLLMScorer
-
-    vllm, inputs, calls = _fake_vllm(tiny.model, tiny.formatter.end_of_turn_id)
-    monkeypatch.setitem(sys.modules, "vllm", vllm)
-    monkeypatch.setitem(sys.modules, "vllm.inputs", inputs)
-    fmt = tiny.formatter
-    groups = [(fmt.prompt_ids([{"role": "user", "content": "q"}]), [fmt.response_ids("ab"), fmt.response_ids("xyz")])]
-    scorer = VLLMScorer(VLLMGenerator(tiny))  # no path: the tiny weights are saved to a temp dir for vLLM
-    assert calls["llm_kwargs"] is None  # engine built lazily
-    got, ref = scorer.score_groups(groups)[0], Scorer(tiny).score_groups(groups)[0]
-    assert calls["llm_kwargs"]["model"].startswith(tempfile_prefix())
-    for a, b in zip(got, ref, strict=True):
-        assert a.n_tokens == b.n_tokens and abs(a.sum_logprob - b.sum_logprob) < 1e-4
-    assert calls["generate"][0][1].prompt_logprobs == 1 and calls["generate"][0][1].max_tokens == 1
-    top_got, top_ref = scorer.topk_groups(groups, 3)[0], Scorer(tiny).topk_groups(groups, 3)[0]
-    for (gi, gl), (ri, rl) in zip(top_got, top_ref, strict=True):
-        assert torch.equal(gi, ri) and torch.allclose(gl, rl, atol=1e-4)
-
-
-def tempfile_prefix():
-    import tempfile
-
-    return str(tempfile.gettempdir())
-
-
 def test_vllm_missing_is_a_clear_error(tiny, monkeypatch):
     import sys
 

@@ -49,8 +49,9 @@ def disk_loading_vllm(calls: list[dict[str, Any]]) -> types.ModuleType:
                     SamplingParams(temperature=0.0, max_new_tokens=sp.max_tokens))[0]
                 done = result.finished[0]
                 ids = result.token_ids[0] + ([sp.stop_token_ids[0]] if done else [])  # vLLM keeps the stop id
-                completion = types.SimpleNamespace(index=0, token_ids=ids, finish_reason="stop" if done else "length")
-                out.append(types.SimpleNamespace(outputs=[completion]))
+                completions = [types.SimpleNamespace(index=j, token_ids=ids, finish_reason="stop" if done else "length")
+                               for j in range(sp.n)]  # greedy only: n copies
+                out.append(types.SimpleNamespace(outputs=completions))
             return out
 
     vllm = types.ModuleType("vllm")
@@ -78,13 +79,17 @@ def test_trained_rows_answer_with_their_trained_weights_under_vllm(tmp_path: Pat
         "methods": [{"name": "sft", "params": {"preference": "teacher_logprob"}}],
         "budget": {"epochs": 2, "effective_batch": 2, "micro_batch": 2, "max_length": 64, "max_prompt_length": 48,
                    "learning_rate": 3e-2, "warmup_ratio": 0.0},
-        "benchmarks": [{"name": "alpaca_eval2", "subset": 3, "max_new_tokens": 8}],
+        "benchmarks": [{"name": "alpaca_eval2", "subset": 3, "max_new_tokens": 8},
+                       {"name": "ifeval", "subset": 2, "max_new_tokens": 8}],
         "judge": {"backend": "local", "model": "tiny:llama"},
     }
     answers: dict[str, dict[str, list[str]]] = {}
     for backend in ("hf", "vllm"):
         pipe = Pipeline(parse_experiment({**data, "generation_backend": backend}), tmp_path / "run", progress=False)
         pipe.run()
+        if backend == "vllm":
+            # One engine per row for all its benchmarks (3 rows x 2 benchmarks), each shut down after use.
+            assert len(calls) == pipe.engines.starts == 3 and pipe.engines.generator is None
         rows = {row.row: row for row in pipe.rows()}
         answers[backend] = {name: [a["output"] for a in read_jsonl(pipe.answers_artifact(row, 0).path / "answers.jsonl")]
                             for name, row in rows.items() if name != "teacher"}
@@ -112,3 +117,56 @@ def test_trained_identity_keeps_the_tokenizer_and_names_the_weights() -> None:
     kwargs = VLLMGenerator(LoadedModel(tiny.model, tiny.tokenizer, tiny.formatter, ident)).engine_kwargs()
     assert kwargs["model"] == ident["path"] and kwargs["tokenizer"] == "google/gemma-2-2b-it"
     assert kwargs["tokenizer_revision"] == "abc123" and "revision" not in kwargs
+
+
+def test_student_and_teacher_samples_go_through_the_configured_backend(tmp_path: Path, monkeypatch: Any) -> None:
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setitem(sys.modules, "vllm", disk_loading_vllm(calls))
+    monkeypatch.setitem(sys.modules, "vllm.inputs", sys.modules["vllm"].inputs)
+    exp = parse_experiment({
+        "name": "samples", "teacher": {"model": "tiny:llama", "seed": 1, "system_prompt": "Be brief."},
+        "student": {"model": "tiny:llama", "seed": 0},
+        "prompts": {"source": "sharegpt", "count": 3, "max_prompt_chars": 100},
+        "sampling": {"candidates": 2, "n": 2, "max_new_tokens": 6, "backend": "vllm"},
+        "methods": [{"name": "seqkd"}], "judge": {"backend": "local", "model": "tiny:llama"},
+    }, "test")
+    pipe = Pipeline(exp, tmp_path, progress=False)
+    for step in pipe.plan():
+        if step.stage in ("prompts", "samples", "signal"):
+            pipe._run_step(step)
+    assert len(calls) == 2  # the student's samples, then the teacher's own (SeqKD), each on its engine
+    import json
+
+    teacher = json.loads((pipe.signal_artifact("teacher_samples").path / "values.json").read_text())["samples"]
+    assert len(teacher) == 3 and all(rec["responses"] and "finished" in rec for rec in teacher)
+
+
+def test_backend_params_come_from_the_experiment_and_are_validated(tmp_path: Path) -> None:
+    from harness.errors import ConfigError
+    from harness.models.vllm_generator import VLLMGenerator
+
+    base = {"name": "p", "teacher": {"model": "tiny:llama"}, "student": {"model": "tiny:llama"},
+            "methods": [{"name": "sft"}], "generation_backend": "vllm",
+            "benchmarks": [{"name": "alpaca_eval2", "subset": 1}]}
+    exp = parse_experiment({**base, "backends": {"vllm": {"tensor_parallel_size": 2, "kv_cache_gib": 1.5,
+                                                           "max_model_len": 1024, "enforce_eager": True}}}, "t")
+    tiny = make_tiny("llama", seed=0)
+    from harness.stages.data import build_generator
+
+    kwargs = build_generator(exp, "vllm", tiny).engine_kwargs()
+    assert (kwargs["tensor_parallel_size"], kwargs["kv_cache_memory_bytes"], kwargs["max_model_len"]) == (
+        2, int(1.5 * 2**30), 1024) and kwargs["enforce_eager"] is True
+    assert isinstance(VLLMGenerator(tiny), VLLMGenerator)
+    try:
+        parse_experiment({**base, "backends": {"vllm": {"tensor_parallell_size": 2}}}, "t")
+    except ConfigError as exc:
+        assert "backends.vllm" in str(exc) and "tensor_parallell_size" in str(exc)
+    else:
+        raise AssertionError("an unknown backend param must be a config error")
+    # Params that change answers are in the answers' key; memory settings are not.
+    keys = {}
+    for name, params in {"plain": {}, "memory": {"gpu_memory_utilization": 0.5},
+                         "dtype": {"dtype": "float16"}}.items():
+        pipe = Pipeline(parse_experiment({**base, "backends": {"vllm": params}}, "t"), tmp_path, progress=False)
+        keys[name] = pipe.answers_artifact(pipe.rows()[1], 0).key
+    assert keys["plain"] == keys["memory"] != keys["dtype"]

@@ -142,3 +142,38 @@ def test_a_trained_row_answers_with_its_trained_weights(tmp_path: Path, smol: An
     assert answers["vllm"]["sft"] == answers["hf"]["sft"]
     assert answers["vllm"]["student (untrained)"] == answers["hf"]["student (untrained)"]
     assert answers["vllm"]["sft"] != answers["vllm"]["student (untrained)"]
+
+
+def test_served_judge_grades_alpaca_eval_end_to_end_and_stops(tmp_path: Path, smol: Any) -> None:
+    """`vllm_server`: SmolLM2 served by vLLM's OpenAI server on loopback, no API key, judging AlpacaEval 2
+    with its log-prob protocol; stopped by close(); a second judge answers from the cache without a server."""
+    import time
+
+    from harness.benchmarks.alpaca_eval2 import AlpacaEval2
+    from harness.config import JudgeSpec
+    from harness.judges.factory import build_judge
+
+    spec = JudgeSpec(backend="vllm_server", model="smollm2-135m-instruct", concurrency=4,
+                     server_args=("--max-model-len", "2048", "--dtype", "float32"))
+    bench = AlpacaEval2(subset=3)
+    data = bench.load()
+    answers = [{"id": item["id"], "output": "I do not know.", "finished": True} for item in data.items]
+    started = time.monotonic()
+    judge = build_judge(spec, tmp_path / "judge.sqlite")
+    try:
+        judgements = bench.judge(judge, data, answers)
+        server = judge.inner._server
+        assert server is not None and server.process.poll() is None
+    finally:
+        judge.close()
+    assert server.process.poll() is not None  # the whole server process group is gone
+    elapsed = time.monotonic() - started
+    assert len(judgements) == 3 and all(1.0 <= j["preference"] <= 2.0 for j in judgements), judgements
+    score = bench.score(judgements)
+    assert score.metrics["win_rate"] is not None
+    again = build_judge(spec, tmp_path / "judge.sqlite")
+    try:
+        assert bench.judge(again, data, answers) == judgements and again.inner._server is None
+    finally:
+        again.close()
+    print(f"served judge: {elapsed:.0f} s for start + 3 AlpacaEval judgements")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
 
 from harness.models.chat import ChatFormatter
 
@@ -46,10 +48,19 @@ class GenerationOutput:
     finished: list[bool] = field(default_factory=list)  # ended with end-of-turn (vs hit max_new_tokens)
 
 
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
 class Generator(ABC):
-    """A generation backend (`hf`, `vllm`). Registered in the `harness.backends` entry-point group."""
+    """A generation backend (`hf`, `vllm`). Registered in the `harness.backends` entry-point group, built
+    as `cls(loaded, batch_size=..., **params)` with `params` from the experiment file's `backends.<name>`,
+    validated by the backend's own `Params`. `result_params` names the params that change outputs (they go
+    into cache keys; e.g. memory settings do not)."""
 
     name: str = ""
+    Params: ClassVar[type[BaseModel]] = NoParams
+    result_params: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def generate(

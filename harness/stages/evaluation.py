@@ -92,16 +92,15 @@ def run_answers(pipe: Pipeline, row: ModelRow, index: int, out: Path) -> dict[st
     loaded = _loaded_for_row(pipe, row)
     if isinstance(bench, LMEvalTask):  # multiple-choice tasks score continuations with the row's own model
         bench.loglikelihood_fn = loglikelihood_fn_for(loaded, batch_size=pipe.exp.sampling.batch_size)
-    generator = build_generator(pipe.exp.generation_backend, loaded, pipe.exp.sampling.batch_size)
-    answer_model = GeneratorAnswerModel(loaded, row.row, generator)
-    try:
-        answers = bench.generate(answer_model, data)
-    finally:
-        generator.close()  # an engine (vLLM) must not outlive its stage
+    # One engine for all of this row's benchmarks (harness.engines), shut down before anything else runs.
+    generator = pipe.engines.get(f"{row.row}|{row.seed}", lambda: build_generator(
+        pipe.exp, pipe.exp.generation_backend, loaded))
+    before = int(getattr(generator, "generated_tokens", 0))
+    answers = bench.generate(GeneratorAnswerModel(loaded, row.row, generator), data)
     write_jsonl(out / "answers.jsonl", answers)
     (out / "data.json").write_text(json.dumps({"source": data.source, "version": data.version,
                                                "n_items": len(data.items)}))
-    generated = int(getattr(generator, "generated_tokens", 0))
+    generated = int(getattr(generator, "generated_tokens", 0)) - before
     return {"source": data.source, "data_version": data.version, "decoding": bench.decoding,
             "model": loaded.identity, "accounting": {"eval_generation_tokens": generated}}
 

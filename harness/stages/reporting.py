@@ -110,6 +110,7 @@ def collect_results(pipe: Pipeline) -> RunResults:
         "sampling": exp.sampling.model_dump(mode="json"), "budget": exp.budget.model_dump(mode="json"),
         "skipped_benchmarks": pipe.unavailable_benchmarks(),
         "training_data": training_data_summary(pipe),
+        "generation": {"backend": exp.generation_backend, "engine_starts_this_run": pipe.engines.starts},
     }
     return RunResults(experiment_name=exp.name, setting=exp.setting or exp.description,
                       experiment=exp.model_dump(mode="json"), experiment_hash=experiment_hash(exp),

@@ -96,7 +96,12 @@ def _run_signal(pipe: Pipeline, artifact_name: str, out: Path) -> dict[str, Any]
         return {"accounting": {"teacher_forward_tokens": result.forward_tokens}}
     if artifact_name == "teacher_samples":
         prompts = data_stages.read_prompts(pipe.prompts_artifact().path)
-        result = signals.teacher_samples(pipe.teacher(), prompts, exp.sampling)
+        # The configured sampling backend, as for the student's samples (vLLM where asked).
+        generator = data_stages.build_generator(exp, exp.sampling.backend, pipe.teacher())
+        try:
+            result = signals.teacher_samples(pipe.teacher(), prompts, exp.sampling, generator=generator)
+        finally:
+            generator.close()
         write_json_atomic(out / "values.json", {"samples": result.values})
         flags = [done for v in result.values for done in v["finished"]]
         return {"accounting": {"teacher_generation_tokens": result.generated_tokens},
