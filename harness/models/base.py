@@ -61,6 +61,9 @@ class Generator(ABC):
     name: str = ""
     Params: ClassVar[type[BaseModel]] = NoParams
     result_params: ClassVar[tuple[str, ...]] = ()
+    # Whether it generates with the in-memory `LoadedModel.model` (hf) or loads the weights from the
+    # identity's `path` itself (vllm): then a trained row's weights are not loaded into memory at all.
+    uses_loaded_weights: ClassVar[bool] = True
 
     @abstractmethod
     def generate(

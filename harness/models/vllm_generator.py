@@ -88,6 +88,7 @@ class VLLMGenerator(Generator):
 
     Params = VLLMParams
     result_params = ("dtype", "max_model_len")
+    uses_loaded_weights = False  # the engine loads `identity["path"]` (a trained row: its train artifact)
 
     def __init__(self, loaded: LoadedModel, batch_size: int = 16, **params: Any) -> None:
         # batch_size is accepted for interface parity; vLLM schedules its own continuous batches.

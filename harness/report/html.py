@@ -241,8 +241,12 @@ def _paper(lb: Leaderboard) -> str:
     )
 
 
-def _answer_flags(lb: Leaderboard) -> str:
+def _judge_footnote(lb: Leaderboard) -> str:
     footnote = judge_footnote(lb.answer_flags)
+    return f'<p class="legend" id="judge-footnote">{escape(footnote)}</p>' if footnote else ""
+
+
+def _answer_flags(lb: Leaderboard) -> str:
     table = _simple_table(
         ["Row", "Benchmark", "Truncated answers", "Judge", "Official judge"],
         [[f["row"], f["benchmark"], truncation_text(f), f["judge"] or "(judge-free)",
@@ -252,8 +256,7 @@ def _answer_flags(lb: Leaderboard) -> str:
         "answer-flags",
         left=2,
     )
-    note = f'<p class="legend" id="judge-footnote">{escape(footnote)}</p>' if footnote else ""
-    return "<h2>Answers cut at max_new_tokens, and judges</h2>" + note + table
+    return "<h2>Answers cut at max_new_tokens, and judges</h2>" + table
 
 
 def _sources(lb: Leaderboard) -> str:
@@ -319,8 +322,7 @@ def html_text(lb: Leaderboard) -> str:
         _table(lb, scores, "scores"),
         f'<p class="legend">{escape(LEGEND)} Bold: best method.</p>',
     ]
-    if lb.answer_flags:
-        parts.append(_answer_flags(lb))
+    parts.append(_judge_footnote(lb))  # the † of the table above, right under it
     if acct:
         parts += [
             "<h2>Budget accounting (mean per seed)</h2>",
@@ -345,6 +347,7 @@ def html_text(lb: Leaderboard) -> str:
         "<h2>Seed noise vs within-run (item/judge) noise</h2>",
         _noise(lb),
         _paper(lb),
+        _answer_flags(lb) if lb.answer_flags else "",
         "<h2>Where every number comes from</h2>",
         _sources(lb),
         _footer(lb),

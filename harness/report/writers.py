@@ -150,15 +150,6 @@ def markdown_text(lb: Leaderboard) -> str:
     footnote = judge_footnote(lb.answer_flags)
     if footnote:
         md += ["", footnote]
-    if lb.answer_flags:
-        md += ["", "## Answers cut at max_new_tokens, and judges", ""]
-        md += _md_table(
-            ["Row", "Benchmark", "Truncated answers", "Judge", "Official judge"],
-            [[f["row"], f["benchmark"], truncation_text(f), f["judge"] or "(judge-free)",
-              "" if f["judge_is_official"] is None else
-              ("yes" if f["judge_is_official"] else f"no (official: {f['official_judge']})")]
-             for f in lb.answer_flags],
-        )
     if acct_cols:
         md += ["", "## Budget accounting (mean per seed)", ""]
         md += _md_table(
@@ -212,6 +203,15 @@ def markdown_text(lb: Leaderboard) -> str:
             ],
         )
     md += paper_markdown(lb)
+    if lb.answer_flags:
+        md += ["", "## Answers cut at max_new_tokens, and judges", ""]
+        md += _md_table(
+            ["Row", "Benchmark", "Truncated answers", "Judge", "Official judge"],
+            [[f["row"], f["benchmark"], truncation_text(f), f["judge"] or "(judge-free)",
+              "" if f["judge_is_official"] is None else
+              ("yes" if f["judge_is_official"] else f"no (official: {f['official_judge']})")]
+             for f in lb.answer_flags],
+        )
     md += ["", "## Where every number comes from", ""]
     md += _md_table(
         ["Row", "Model(s)", "Seeds"],

@@ -63,7 +63,9 @@ def build_benchmark(pipe: Pipeline, index: int) -> Benchmark:
     return cls(spec.params, subset=spec.subset, max_new_tokens=spec.max_new_tokens)
 
 
-def _loaded_for_row(pipe: Pipeline, row: ModelRow) -> LoadedModel:
+def _loaded_for_row(pipe: Pipeline, row: ModelRow, weights: bool = True) -> LoadedModel:
+    """The row's model; `weights=False` (a backend that loads weights from disk itself): a trained row is
+    its identity and the student's tokenizer only, no copy of the student with its weights loaded."""
     if row.kind == "teacher":
         return pipe.teacher()
     if row.kind == "student":
@@ -71,6 +73,11 @@ def _loaded_for_row(pipe: Pipeline, row: ModelRow) -> LoadedModel:
     from harness.training.trainer import load_trained_weights
 
     assert row.train is not None
+    if not weights:
+        base = pipe.student()
+        return LoadedModel(model=base.model, tokenizer=base.tokenizer, formatter=base.formatter,
+                           identity=trained_identity(base.identity, row.train.key, row.train.path),
+                           device=base.device)
     cache_key = f"trained:{row.train.key}"
     if cache_key not in pipe._models:
         base = pipe.student()
@@ -89,7 +96,10 @@ def _loaded_for_row(pipe: Pipeline, row: ModelRow) -> LoadedModel:
 def run_answers(pipe: Pipeline, row: ModelRow, index: int, out: Path) -> dict[str, Any]:
     bench = build_benchmark(pipe, index)
     data = bench.load()
-    loaded = _loaded_for_row(pipe, row)
+    from harness.registry import BACKENDS
+
+    in_memory = BACKENDS.get(pipe.exp.generation_backend).uses_loaded_weights or isinstance(bench, LMEvalTask)
+    loaded = _loaded_for_row(pipe, row, weights=in_memory)
     if isinstance(bench, LMEvalTask):  # multiple-choice tasks score continuations with the row's own model
         bench.loglikelihood_fn = loglikelihood_fn_for(loaded, batch_size=pipe.exp.sampling.batch_size)
     # One engine for all of this row's benchmarks (harness.engines), shut down before anything else runs.
