@@ -18,13 +18,15 @@ import string
 from pathlib import Path
 from typing import Any
 
+from harness.benchmarks.base import Benchmark, benchmark_from_spec
 from harness.config import Experiment, ModelSpec
 from harness.errors import ConfigError, DataSourceError, HarnessError
 
 
-def preflight(exp: Experiment, source: str = "<experiment>", load_data: bool = True) -> None:
-    problems = (_backends(exp) + _output_dir(exp) + _judges(exp) + _contexts(exp)
-                + (_subsets(exp) if load_data else []))
+def preflight(exp: Experiment, source: str = "<experiment>") -> None:
+    benches = [(i, spec, benchmark_from_spec(spec)) for i, spec in enumerate(exp.benchmarks)]
+    problems = (_backends(exp) + _output_dir(exp) + _judges(exp, benches) + _contexts(exp, benches)
+                + _subsets(benches))
     if problems:
         raise ConfigError(f"{source}: " + "\n  ".join([f"{len(problems)} problem(s) found before running:"]
                                                      + problems))
@@ -50,22 +52,15 @@ def _output_dir(exp: Experiment) -> list[str]:
     return []
 
 
-def _benchmarks(exp: Experiment) -> list[tuple[int, Any, Any]]:
-    from harness.registry import BENCHMARKS
-
-    out = []
-    for i, spec in enumerate(exp.benchmarks):
-        cls = BENCHMARKS.get(spec.name)
-        out.append((i, spec, cls(spec.params, subset=spec.subset, max_new_tokens=spec.max_new_tokens)))
-    return out
+Benches = list[tuple[int, Any, Benchmark]]  # (index, BenchmarkSpec, the benchmark it builds)
 
 
-def _judges(exp: Experiment) -> list[str]:
+def _judges(exp: Experiment, benches: Benches) -> list[str]:
     from harness.judges.choice import judge_spec_for
     from harness.registry import JUDGES
 
     out = []
-    for i, spec, bench in _benchmarks(exp):
+    for i, spec, bench in benches:
         if not bench.needs_judge:
             continue
         try:
@@ -80,13 +75,13 @@ def _judges(exp: Experiment) -> list[str]:
     return sorted(set(out), key=out.index)
 
 
-def _contexts(exp: Experiment) -> list[str]:
+def _contexts(exp: Experiment, benches: Benches) -> list[str]:
     out = []
     for who, model in (("teacher", exp.teacher), ("student", exp.student)):
         context = model_context_length(model)
         if context is None:
             continue
-        for i, spec, bench in _benchmarks(exp):
+        for i, spec, bench in benches:
             needed = bench.max_new_tokens
             if needed >= context:
                 out.append(f"benchmarks.{i} ({spec.name}).max_new_tokens: {needed} but the {who} ({model.model}) "
@@ -98,16 +93,13 @@ def _contexts(exp: Experiment) -> list[str]:
     return out
 
 
-def _subsets(exp: Experiment) -> list[str]:
+def _subsets(benches: Benches) -> list[str]:
     out = []
-    for i, spec, _ in _benchmarks(exp):
+    for i, spec, _ in benches:
         if spec.subset is None:
             continue
-        from harness.registry import BENCHMARKS
-
-        everything = BENCHMARKS.get(spec.name)(spec.params, subset=None, max_new_tokens=spec.max_new_tokens)
         try:
-            available = len(everything.load().items)
+            available = len(benchmark_from_spec(spec, subset=None).load().items)
         except DataSourceError as exc:
             if not spec.optional:
                 out.append(f"benchmarks.{i} ({spec.name}): its data cannot be loaded: {str(exc).splitlines()[0]}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel
 
@@ -96,6 +96,15 @@ class Benchmark(ABC):
     @abstractmethod
     def score(self, judgements: list[dict[str, Any]]) -> ScoreResult:
         """Metrics from judgement records."""
+
+
+def benchmark_from_spec(spec: Any, subset: int | None | Literal["spec"] = "spec") -> Benchmark:
+    """The registered benchmark a `BenchmarkSpec` names, with its params and answer length; `subset`
+    overrides the spec's (None: every item). Building one loads no data."""
+    from harness.registry import BENCHMARKS
+
+    cls = BENCHMARKS.get(spec.name)
+    return cls(spec.params, subset=spec.subset if subset == "spec" else subset, max_new_tokens=spec.max_new_tokens)
 
 
 def verdict_prefill(judge: Judge, benchmark: str, prefill: str | None) -> str | None:

@@ -10,12 +10,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.benchmarks.base import Answer, AnswerModel, Benchmark, BenchmarkData
+from harness.benchmarks.base import Answer, AnswerModel, Benchmark, BenchmarkData, benchmark_from_spec
 from harness.benchmarks.lm_eval_tasks import LMEvalTask, loglikelihood_fn_for
 from harness.config import JudgeSpec
 from harness.judges.choice import is_official, judge_key, judge_spec_for
 from harness.models.base import GenerationRequest, LoadedModel, SamplingParams
-from harness.registry import BENCHMARKS
+from harness.registry import BACKENDS
 from harness.stages.data import build_generator
 from harness.store import hash_inputs, read_jsonl, write_jsonl
 
@@ -58,9 +58,7 @@ def trained_identity(base: dict[str, Any], train_key: str, weights_dir: Path) ->
 
 
 def build_benchmark(pipe: Pipeline, index: int) -> Benchmark:
-    spec = pipe.exp.benchmarks[index]
-    cls = BENCHMARKS.get(spec.name)
-    return cls(spec.params, subset=spec.subset, max_new_tokens=spec.max_new_tokens)
+    return benchmark_from_spec(pipe.exp.benchmarks[index])
 
 
 def _loaded_for_row(pipe: Pipeline, row: ModelRow, weights: bool = True) -> LoadedModel:
@@ -96,8 +94,6 @@ def _loaded_for_row(pipe: Pipeline, row: ModelRow, weights: bool = True) -> Load
 def run_answers(pipe: Pipeline, row: ModelRow, index: int, out: Path) -> dict[str, Any]:
     bench = build_benchmark(pipe, index)
     data = bench.load()
-    from harness.registry import BACKENDS
-
     in_memory = BACKENDS.get(pipe.exp.generation_backend).uses_loaded_weights or isinstance(bench, LMEvalTask)
     loaded = _loaded_for_row(pipe, row, weights=in_memory)
     if isinstance(bench, LMEvalTask):  # multiple-choice tasks score continuations with the row's own model
