@@ -67,3 +67,14 @@ def truncation_text(flag: dict[str, Any]) -> str:
     if flag["truncated"] is None:
         return "not recorded"
     return f"{flag['truncated']} of {flag['answers']}"
+
+
+FLAG_HEADER = ["Row", "Benchmark", "Truncated answers", "Judge", "Official judge"]
+
+
+def flag_table(flags: list[dict[str, Any]]) -> list[list[str]]:
+    """The rows of the "answers cut, and judges" table, the same in every report format."""
+    return [[f["row"], f["benchmark"], truncation_text(f), f["judge"] or "(judge-free)",
+             "" if f["judge_is_official"] is None else
+             ("yes" if f["judge_is_official"] else f"no (official: {f['official_judge']})")]
+            for f in flags]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.report.columns import Column
-from harness.report.flags import judge_footnote, row_label, truncation_text
+from harness.report.flags import FLAG_HEADER, flag_table, judge_footnote, row_label
 from harness.report.leaderboard import Leaderboard
 from harness.report.svg import KIND_COLOURS, PALETTE, Bar, Point, Series, bar_chart, line_chart, scatter_chart
 from harness.report.writers import LEGEND, cell_text, flatten, format_p, paper_cells, paper_layout
@@ -247,15 +247,7 @@ def _judge_footnote(lb: Leaderboard) -> str:
 
 
 def _answer_flags(lb: Leaderboard) -> str:
-    table = _simple_table(
-        ["Row", "Benchmark", "Truncated answers", "Judge", "Official judge"],
-        [[f["row"], f["benchmark"], truncation_text(f), f["judge"] or "(judge-free)",
-          "" if f["judge_is_official"] is None else
-          ("yes" if f["judge_is_official"] else f"no (official: {f['official_judge']})")]
-         for f in lb.answer_flags],
-        "answer-flags",
-        left=2,
-    )
+    table = _simple_table(FLAG_HEADER, flag_table(lb.answer_flags), "answer-flags", left=2)
     return "<h2>Answers cut at max_new_tokens, and judges</h2>" + table
 
 

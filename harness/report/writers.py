@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.report.columns import Column
-from harness.report.flags import judge_footnote, row_label, truncation_text
+from harness.report.flags import FLAG_HEADER, flag_table, judge_footnote, row_label
 from harness.report.leaderboard import Cell, Leaderboard
 from harness.store import write_json_atomic, write_text_atomic
 
@@ -205,13 +205,7 @@ def markdown_text(lb: Leaderboard) -> str:
     md += paper_markdown(lb)
     if lb.answer_flags:
         md += ["", "## Answers cut at max_new_tokens, and judges", ""]
-        md += _md_table(
-            ["Row", "Benchmark", "Truncated answers", "Judge", "Official judge"],
-            [[f["row"], f["benchmark"], truncation_text(f), f["judge"] or "(judge-free)",
-              "" if f["judge_is_official"] is None else
-              ("yes" if f["judge_is_official"] else f"no (official: {f['official_judge']})")]
-             for f in lb.answer_flags],
-        )
+        md += _md_table(FLAG_HEADER, flag_table(lb.answer_flags))
     md += ["", "## Where every number comes from", ""]
     md += _md_table(
         ["Row", "Model(s)", "Seeds"],
