@@ -26,7 +26,7 @@ from harness.models.chat import ChatFormatter, end_of_turn_from_template
 from harness.models.hf_generator import HFGenerator
 from harness.sampling import sample_prompts
 from harness.training import train
-from harness.training.trainer import disable_dropout, resolve_mixed_precision
+from harness.training.precision import disable_dropout, resolve_mixed_precision
 
 # --- fp32 master weights --------------------------------------------------------------------------
 

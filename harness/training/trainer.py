@@ -13,11 +13,7 @@ through the `Method` interface (build_examples -> collate -> loss).
 `accelerate` handles device placement, mixed precision (bf16 autocast on GPU, fp32 on CPU) and, under
 `accelerate launch`, DDP / FSDP / DeepSpeed (see docs/multi-gpu.md).
 
-Master weights are fp32 whatever dtype the student was loaded in: AdamW updating bf16 weights rounds
-small updates away (at lr 8e-7 about 1% of the elements of a bf16 model move per step). A bf16 student is
-upcast before training and trained under bf16 autocast (`mixed_precision: auto` follows the load dtype),
-and the trained student is stored in fp32. Dropout is off while training (as TRL and the released PAD
-run do): the losses compare log-likelihoods of several responses, which dropout noise would perturb.
+Master weights are fp32 and dropout is off whatever the student was loaded as (harness.training.precision).
 """
 
 from __future__ import annotations
@@ -48,6 +44,12 @@ from harness.training.budget import (
 )
 from harness.training.checkpoint import load_trained_weights, read_accounting  # noqa: F401 (public API)
 from harness.training.logging import MetricsLogger
+from harness.training.precision import (
+    allow_precision,
+    disable_dropout,
+    fp32_master_weights,
+    resolve_mixed_precision,
+)
 from harness.training.schedule import lr_multiplier
 
 RESERVED_KEYS = {"step", "epoch", "loss", "lr", "grad_norm", "tokens", "tokens_total", "prompts_seen", "time_s",
@@ -69,33 +71,12 @@ class TrainResult:
     messages: list[str] = field(default_factory=list)  # e.g. a requested logging backend is missing
 
 
-def resolve_mixed_precision(setting: str, load_dtype: torch.dtype | None = None) -> str:
-    """`auto`: bf16 autocast on a GPU that supports it, and wherever the student was loaded in bf16
-    (it asked for bf16 compute; its master weights are fp32 either way); fp32 otherwise."""
-    if setting != "auto":
-        return setting
-    if load_dtype == torch.bfloat16:
-        return "bf16"
-    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-
-
-def _allow_precision(precision: str) -> None:
-    """accelerate keeps one process-wide AcceleratorState and refuses an Accelerator with another mixed
-    precision; one process may train a bf16 student after an fp32 one (tests, notebooks), so the old
-    state is dropped (its process group, in `PartialState`, is kept)."""
-    from accelerate.state import AcceleratorState
-
-    state = AcceleratorState._shared_state
-    if state and state.get("_mixed_precision") not in (None, precision) and "deepspeed_plugin" not in state:
-        AcceleratorState._reset_state(reset_partial_state=False)
-
-
 def make_accelerator(budget: Budget, accumulation_steps: int = 1, load_dtype: torch.dtype | None = None) -> Any:
     from accelerate import Accelerator
     from accelerate.utils import DistributedType, GradientAccumulationPlugin
 
     precision = resolve_mixed_precision(budget.mixed_precision, load_dtype)
-    _allow_precision(precision)
+    allow_precision(precision)
     # An explicit plugin: the budget decides accumulation, not an ACCELERATE_* environment variable, and
     # there is no prepared dataloader whose end should force a sync.
     plugin = GradientAccumulationPlugin(num_steps=accumulation_steps, sync_with_dataloader=False)
@@ -137,25 +118,6 @@ def _optimizer(model: torch.nn.Module, budget: Budget) -> torch.optim.Optimizer:
     groups = [{"params": decay, "weight_decay": budget.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # foreach=False: one code path on every device keeps resumed and uninterrupted runs bitwise equal.
     return torch.optim.AdamW(groups, lr=budget.learning_rate, betas=(0.9, 0.999), eps=1e-8, foreach=False)
-
-
-def fp32_master_weights(model: torch.nn.Module) -> torch.dtype | None:
-    """Upcast every floating parameter and buffer to fp32 in place; return the dtype it was loaded in
-    (the first floating parameter's), so autocast can follow it."""
-    load_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
-    if any(t.is_floating_point() and t.dtype != torch.float32 for t in [*model.parameters(), *model.buffers()]):
-        model.float()
-    return load_dtype
-
-
-def disable_dropout(model: torch.nn.Module) -> None:
-    """Dropout off in training mode: `nn.Dropout` modules (TRL's `disable_dropout_in_model`) and the
-    attention dropout that transformers applies functionally from a module attribute."""
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-        if isinstance(getattr(module, "attention_dropout", None), float):
-            module.attention_dropout = 0.0  # type: ignore[assignment]
 
 
 def _set_activation_checkpointing(model: Any, on: bool) -> None:
