@@ -33,8 +33,9 @@ def backend_key(exp: Experiment, backend: str) -> dict[str, Any]:
     """What of a backend changes its outputs: its name and its result params (cache keys)."""
     from harness.registry import BACKENDS
 
-    params = BACKENDS.get(backend).Params.model_validate(exp.backends.get(backend, {})).model_dump(mode="json")
-    return {"backend": backend, **{k: params[k] for k in BACKENDS.get(backend).result_params}}
+    cls = BACKENDS.get(backend)
+    params = cls.Params.model_validate(exp.backends.get(backend, {})).model_dump(mode="json")
+    return {"backend": backend, **{k: params[k] for k in cls.result_params}}
 
 
 def run_samples(exp: Experiment, prompts: list[dict[str, Any]], sampler: Any, out: Path) -> dict[str, Any]:
@@ -80,10 +81,6 @@ def build_trainset(methods: list[Method], groups: list[PromptGroup]) -> list[Pro
     for method in methods:
         keep &= {g.prompt_id for g in method.filter_groups(groups)}
     return [g for g in groups if g.prompt_id in keep]
-
-
-def has_filter(method: Method) -> bool:
-    return method.filter_identity() is not None
 
 
 def write_trainset(out: Path, groups: list[PromptGroup], dropped: int) -> None:

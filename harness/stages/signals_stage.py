@@ -137,7 +137,7 @@ def run_trainset(pipe: Pipeline, out: Path) -> dict[str, Any]:
     kept = data_stages.build_trainset(list(pipe.methods.values()), groups)
     data_stages.write_trainset(out, kept, dropped=len(groups) - len(kept))
     kept_by_filter = {row: len(method.filter_groups(groups)) for row, method in pipe.methods.items()
-                      if data_stages.has_filter(method)}
+                      if method.filter_identity() is not None}
     if not kept:
         from harness.errors import HarnessError
 
