@@ -74,13 +74,16 @@ def groups_from(samples: list[dict[str, Any]], signals: dict[str, Any]) -> list[
     return groups
 
 
-def build_trainset(methods: list[Method], groups: list[PromptGroup]) -> list[PromptGroup]:
-    """The SAME prompts for every method: the intersection of what each method's filter keeps, in sample
-    order (the trainer shuffles per seed)."""
-    keep = {g.prompt_id for g in groups}
-    for method in methods:
-        keep &= {g.prompt_id for g in method.filter_groups(groups)}
-    return [g for g in groups if g.prompt_id in keep]
+def filter_keeps(methods: dict[str, Method], groups: list[PromptGroup]) -> dict[str, set[str]]:
+    """Per row whose method filters its data, the prompt ids its filter keeps (each filter runs once)."""
+    return {row: {g.prompt_id for g in method.filter_groups(groups)} for row, method in methods.items()
+            if method.filter_identity() is not None}
+
+
+def build_trainset(keeps: dict[str, set[str]], groups: list[PromptGroup]) -> list[PromptGroup]:
+    """The SAME prompts for every method: the intersection of what each method's filter keeps
+    (`filter_keeps`), in sample order (the trainer shuffles per seed)."""
+    return [g for g in groups if all(g.prompt_id in keep for keep in keeps.values())]
 
 
 def write_trainset(out: Path, groups: list[PromptGroup], dropped: int) -> None:

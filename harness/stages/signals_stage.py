@@ -134,10 +134,10 @@ def run_trainset(pipe: Pipeline, out: Path) -> dict[str, Any]:
     samples = data_stages.read_samples(pipe.samples_artifact().path)
     sig = {n: load_signal(n, pipe.signal_artifact(n).path) for n in names}
     groups = data_stages.groups_from(samples, sig)
-    kept = data_stages.build_trainset(list(pipe.methods.values()), groups)
+    keeps = data_stages.filter_keeps(pipe.methods, groups)
+    kept = data_stages.build_trainset(keeps, groups)
     data_stages.write_trainset(out, kept, dropped=len(groups) - len(kept))
-    kept_by_filter = {row: len(method.filter_groups(groups)) for row, method in pipe.methods.items()
-                      if method.filter_identity() is not None}
+    kept_by_filter = {row: len(keep) for row, keep in keeps.items()}
     if not kept:
         from harness.errors import HarnessError
 
