@@ -70,6 +70,7 @@ def collect_results(pipe: Pipeline) -> RunResults:
     rows: list[RowResult] = []
     templates: dict[str, Any] = {}
     sources: dict[str, str] = {"prompts": pipe.prompts_artifact().manifest().get("source", "")}
+    answer_lengths = {b: build_benchmark(pipe, b).max_new_tokens for b in pipe.benchmark_indices()}
     for row in pipe.rows():
         accounting: dict[str, Any] = {}
         train_log: list[dict[str, Any]] = []
@@ -97,7 +98,7 @@ def collect_results(pipe: Pipeline) -> RunResults:
                 benchmark=bench.name, metrics=score.metrics, notes=score.notes, per_item=score.per_item,
                 source=answers_manifest.get("source", ""), judge=judge,
                 decoding={**(answers_manifest.get("decoding") or {}),
-                          "max_new_tokens": build_benchmark(pipe, b).max_new_tokens},
+                          "max_new_tokens": answer_lengths[b]},
                 subset=bench.subset, official_judge=judge_manifest.get("official_judge"),
                 judge_is_official=judge_manifest.get("judge_is_official"), answers=answered, truncated=truncated)
         rows.append(result)
