@@ -173,20 +173,11 @@ def _teacher_logprobs(teacher: Any, packed: Packed) -> torch.Tensor:
 
 def sample_from_student(model: torch.nn.Module, prompts: list[list[int]], max_new: int, seed: int, ctx: TrainContext,
                         temperature: float, top_p: float) -> list[list[int]]:
-    """Sample one response per prompt from the live student through whatever `ctx.generator` is:
-    a `Generator` class (built around the student), a callable (model, prompts, max_new_tokens, seed),
-    or nothing (plain `model.generate`, one prompt at a time)."""
-    gen = ctx.generator
-    if isinstance(gen, type):
-        from harness.models.base import GenerationRequest, LoadedModel, SamplingParams
-
-        live = LoadedModel(model=model, tokenizer=ctx.formatter.tokenizer, formatter=ctx.formatter,
-                           identity={"model": "live-student"}, device=model_device(model))
-        outputs = gen(live).generate([GenerationRequest(p, seed + i) for i, p in enumerate(prompts)],
-                                     SamplingParams(temperature=temperature, top_p=top_p, max_new_tokens=max_new))
-        return [list(o.token_ids[0]) for o in outputs]
-    if gen is not None:
-        return [list(r) for r in gen(model, prompts, max_new, seed)]
+    """Sample one response per prompt from the live student through `ctx.generator`, the configured
+    backend's live sampler (`Generator.live_sampler`: hf builds around the live weights, vllm syncs them
+    into its engine), or with plain `model.generate`, one prompt at a time, when there is none."""
+    if ctx.generator is not None:
+        return [list(r) for r in ctx.generator(model, prompts, max_new, seed, temperature=temperature, top_p=top_p)]
     out = []
     device = model_device(model)
     for i, prompt in enumerate(prompts):

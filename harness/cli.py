@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from harness import console
 from harness.errors import HarnessError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +33,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         preflight(exp, str(path))  # a missing API key or an impossible answer length, before any work
     run_dir = Path(args.run_dir) if args.run_dir else exp.run_dir()
+    if run_dir.exists() and not run_dir.is_dir():
+        where = "--run-dir" if args.run_dir else f"output_dir of {path}"
+        raise HarnessError(f"{where}: {str(run_dir)!r} is a file, not a directory; name a directory (it is "
+                           f"created if missing)")
     pipe = Pipeline(exp, run_dir, source_file=str(path), progress=not args.quiet)
     if args.dry_run:
         print(pipe.describe_plan())
@@ -39,29 +44,50 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not pipe.processes.is_main:  # a worker of a multi-process launch: the main process reports
         pipe.run()
         return 0
-    print(f"pad-harness: running {path} -> {run_dir}", flush=True)
+    if not args.quiet:
+        print(f"pad-harness: running {path} -> {run_dir}", flush=True)
     pipe.run()
     board = run_dir / "LEADERBOARD.md"
     if board.is_file():
-        print("\n" + board.read_text())
-    engines = f"; {pipe.engines.starts} generation engine start(s)" if exp.generation_backend != "hf" else ""
-    print(f"finished in {pipe.timings.get('total', 0):.0f}s{engines}; reports:")
+        text = board.read_text()
+        print(scores_section(text) + "\n" if args.quiet else "\n" + text)
+    if not args.quiet:
+        uses_engines = exp.generation_backend != "hf" or exp.sampling.backend != "hf"
+        engines = f"; {pipe.engines.starts} generation engine start(s)" if uses_engines else ""
+        print(f"finished in {pipe.timings.get('total', 0):.0f}s{engines}; reports:")
     for name, report_path in sorted(getattr(pipe, "report_paths", {}).items()):
         print(f"  {name:18s} {report_path}")
     return 0
+
+
+def scores_section(markdown: str) -> str:
+    """The leaderboard's scores table (what `run --quiet` prints): its `## Scores` section, footnotes
+    included, up to the next section."""
+    lines = markdown.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip() == "## Scores"), None)
+    if start is None:
+        return markdown.rstrip()
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return "\n".join(lines[start:end]).rstrip()
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from harness.config import load_experiment
     from harness.preflight import preflight
 
-    for file in args.files:
-        exp = load_experiment(file)
-        preflight(exp, file)
+    failed = 0
+    for file in args.files:  # every file is checked and reported, not only up to the first bad one
+        try:
+            exp = load_experiment(file)
+            preflight(exp, file)
+        except HarnessError as exc:
+            console.print_error(str(exc))
+            failed += 1
+            continue
         methods = ", ".join(m.row_name for m in exp.methods)
         benches = ", ".join(b.name for b in exp.benchmarks) or "none"
         print(f"{file}: ok ({exp.name}: methods {methods}; benchmarks {benches}; judge {exp.judge.backend})")
-    return 0
+    return 2 if failed else 0
 
 
 def cmd_list(registry_name: str) -> int:
@@ -109,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("file", nargs="?", help="experiment YAML")
     run.add_argument("--dry-run", action="store_true", help="print the plan: each stage cached or to run")
     run.add_argument("--run-dir", help="override the experiment's output directory")
-    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--quiet", action="store_true", help="print only the scores table and the report paths")
+    run.add_argument("--verbose", action="store_true", help="show every log line, libraries' INFO lines too")
     val = sub.add_parser("validate", help="check experiment files without running them")
     val.add_argument("files", nargs="+")
     sub.add_parser("methods", help="list installed methods")
@@ -120,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("benchmark")
     score.add_argument("--judgments", required=True)
     score.add_argument("--json", action="store_true")
+    score.add_argument("--verbose", action="store_true", help="show every log line, libraries' INFO lines too")
     from harness.report.merge import configure_parser
 
     configure_parser(sub.add_parser("report", help="regenerate or merge leaderboard reports from run directories"))
@@ -128,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with console.configured(quiet=getattr(args, "quiet", False), verbose=getattr(args, "verbose", False)):
+        return _dispatch(args)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         if args.command == "run":
             return cmd_run(args)
@@ -140,9 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             return cmd_report(args)
     except HarnessError as exc:
-        print(f"pad-harness: error: {exc}", file=sys.stderr)
+        console.print_error(str(exc))
         return 2
     except KeyboardInterrupt:
+        console.close_open_bars()
         print("pad-harness: interrupted; finished stages are kept, rerun to resume", file=sys.stderr)
         return 130
     return 1

@@ -81,6 +81,10 @@ class SamplingConfig(Frozen):
     def _n_le_candidates(self) -> SamplingConfig:
         if self.n > self.candidates:
             raise ValueError(f"sampling.n ({self.n}) must be <= sampling.candidates ({self.candidates})")
+        if self.temperature == 0:
+            raise ValueError(f"sampling.temperature: 0 is greedy decoding, so every candidate of a prompt is the "
+                             f"same response and no prompt keeps sampling.n ({self.n}) distinct ones; use a "
+                             f"temperature above 0 (default 1.0)")
         return self
 
 
@@ -216,8 +220,20 @@ class Experiment(Frozen):
         dupes = sorted({r for r in rows if rows.count(r) > 1})
         if dupes:
             raise ValueError(f"methods: duplicate row names {dupes}; give each a distinct `label`")
+        if not self.methods:
+            raise ValueError("methods: empty; name at least one method to train (e.g. `- name: sft`; "
+                             "`pad-harness methods` lists them)")
         if not self.seeds:
             raise ValueError("seeds: give at least one training seed")
+        repeated = sorted({s for s in self.seeds if self.seeds.count(s) > 1})
+        if repeated:
+            raise ValueError(f"seeds: {list(self.seeds)} repeats {repeated}; give each training seed once "
+                             f"(a repeated seed trains the same model twice)")
+        budget = self.budget
+        if budget.max_prompt_length >= budget.max_length:  # checked here too, so `validate` finds it
+            raise ValueError(f"budget.max_prompt_length ({budget.max_prompt_length}) must be below "
+                             f"budget.max_length ({budget.max_length}), which counts prompt + response tokens; "
+                             f"lower the one or raise the other")
         return self
 
     def run_dir(self, base: Path | None = None) -> Path:
@@ -266,6 +282,10 @@ def format_validation_error(exc: ValidationError, source: str, model: type[BaseM
             lines.append(f"unknown key {where!r}{hint}")
         elif err["type"] == "missing":
             lines.append(f"missing required key {where!r}")
+        elif err["type"] == "value_error":  # a validator's own message: without pydantic's prefix and input
+            message = str(err.get("ctx", {}).get("error", err["msg"]))
+            named = not loc or message.startswith(str(loc[0]))
+            lines.append(message if named else f"{where}: {message}")
         else:
             lines.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
     return f"{source}: " + "; ".join(lines)
@@ -283,13 +303,18 @@ def parse_experiment(data: Any, source: str = "<experiment>") -> Experiment:
 
 
 def load_experiment(path: str | Path) -> Experiment:
+    from harness.textfiles import check_is_file, read_utf8
+
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"experiment file {str(path)!r} not found")
+    check_is_file(path, "experiment file", ConfigError, pattern="*.y*ml")
+    text = read_utf8(path, "experiment file", ConfigError)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML ({problem}); fix the file there") from None
     return parse_experiment(data, str(path))
 
 

@@ -24,11 +24,13 @@ from harness.config import Experiment, MethodSpec, load_experiment
 from harness.diskspace import disk_full_error, is_disk_full
 from harness.engines import EnginePool
 from harness.methods.base import Method, Signal
+from harness.models.base import Generator, LoadedModel
+from harness.models.residency import park, unpark
 from harness.processes import ProcessInfo, wait_for
-from harness.registry import METHODS
+from harness.registry import BACKENDS, BENCHMARKS, METHODS
 from harness.results import MAY_DIFFER_BETWEEN_MERGED_RUNS, RunResults
 from harness.stages import STAGE_VERSIONS
-from harness.stages.data import backend_key
+from harness.stages.data import backend_key, build_generator
 from harness.store import Artifact, ArtifactStore, canonical_json, hash_inputs
 
 
@@ -86,18 +88,36 @@ class Pipeline:
         self.timings: dict[str, float] = {}
 
     # ---------------------------------------------------------------- models (lazy, loaded once)
-    def teacher(self) -> Any:
-        return self._model("teacher", self.exp.teacher)
+    # `weights=False`: the caller needs the tokenizer, chat format and identity only (a backend that loads the
+    # weights itself); a model parked in host memory stays there.
+    def teacher(self, weights: bool = True) -> Any:
+        return self._model("teacher", self.exp.teacher, weights)
 
-    def student(self) -> Any:
-        return self._model("student", self.exp.student)
+    def student(self, weights: bool = True) -> Any:
+        return self._model("student", self.exp.student, weights)
 
-    def _model(self, name: str, spec: Any) -> Any:
+    def _model(self, name: str, spec: Any, weights: bool = True) -> Any:
         if name not in self._models:
             from harness.models.sources import load_model
 
             self._models[name] = load_model(spec)
-        return self._models[name]
+        return unpark(self._models[name]) if weights else self._models[name]
+
+    def generator(self, backend: str, loaded: LoadedModel) -> Generator:
+        """Backend `backend` around `loaded`. One that loads the weights itself (vLLM) gets the device to
+        itself: the transformers copies this run holds wait in host memory until next used."""
+        if not BACKENDS.get(backend).uses_loaded_weights:
+            for held in self._models.values():
+                if isinstance(held, LoadedModel):
+                    park(held)
+        return self.engines.track(build_generator(self.exp, backend, loaded))
+
+    def sampling_generator(self, who: str | None = None) -> Generator:
+        """`sampling.backend` around the sampler (`sampling.sampler`, or `who`): teacher or student."""
+        backend = self.exp.sampling.backend
+        weights = BACKENDS.get(backend).uses_loaded_weights
+        teacher = (who or self.exp.sampling.sampler) == "teacher"
+        return self.generator(backend, self.teacher(weights) if teacher else self.student(weights))
 
     # ---------------------------------------------------------------- artifact keys
     def _art(self, stage: str, label: str, inputs: dict[str, Any]) -> Artifact:
@@ -144,10 +164,13 @@ class Pipeline:
     def train_artifact(self, spec: MethodSpec, seed: int) -> Artifact:
         method = self.methods[spec.row_name]
         signals = {name: self.signal_artifact(name).key for name in sorted(method.signals_needed())}
+        # On-policy samples drawn while training come from `sampling.backend` (keys unchanged for hf).
+        live = ({"live_sampler": backend_key(self.exp, self.exp.sampling.backend)}
+                if method.on_policy and self.exp.sampling.backend != "hf" else {})
         return self._art("train", f"{spec.row_name}-seed{seed}", {
             "trainset": self.trainset_artifact().key, "signals": signals, "method": spec.name,
             "params": method.params.model_dump(mode="json"), "budget": self.exp.budget.result_inputs(), "seed": seed,
-            "student": self.student_key,
+            "student": self.student_key, **live,
         })
 
     def rows(self) -> list[ModelRow]:
@@ -162,8 +185,11 @@ class Pipeline:
     def answers_artifact(self, row: ModelRow, bench_index: int) -> Artifact:
         bench = self.exp.benchmarks[bench_index]
         label = f"{row.row}-s{row.seed}-{bench.name}" if row.seed is not None else f"{row.row}-{bench.name}"
+        # A benchmark that reads the run's prompts and models (teacher agreement) depends on them too.
+        run = ({"run": {"prompts": self.exp.prompts, "teacher": self.teacher_key, "student": self.student_key}}
+               if BENCHMARKS.get(bench.name).uses_run else {})
         return self._art("answers", label, {"model": row.key, "benchmark": bench,
-                                            "backend": backend_key(self.exp, self.exp.generation_backend)})
+                                            "backend": backend_key(self.exp, self.exp.generation_backend), **run})
 
     def judgements_artifact(self, row: ModelRow, bench_index: int) -> Artifact:
         from harness.stages.evaluation import judge_identity_for_key
@@ -201,8 +227,7 @@ class Pipeline:
         steps: list[Step] = [
             Step("prompts", "prompts", self.prompts_artifact(), lambda out: data_stages.run_prompts(exp, out)),
             Step("samples", "samples", self.samples_artifact(), lambda out: data_stages.run_samples(
-                exp, data_stages.read_prompts(self.prompts_artifact().path),
-                self.teacher() if exp.sampling.sampler == "teacher" else self.student(), out)),
+                exp, data_stages.read_prompts(self.prompts_artifact().path), self.sampling_generator(), out)),
         ]
         for name in self.signal_artifacts_needed():
             steps.append(Step("signal", name, self.signal_artifact(name),
@@ -239,6 +264,14 @@ class Pipeline:
 
     # ---------------------------------------------------------------- running
     def run(self) -> RunResults:
+        """Run what is missing; one run at a time per run directory (harness.rundir_lock)."""
+        from harness.rundir_lock import run_dir_lock
+
+        with run_dir_lock(self.run_dir, take=self.processes.is_main):
+            return self._run_locked()
+
+    def _run_locked(self) -> RunResults:
+        from harness.integrity import PlanRunner
         from harness.stages.reporting import collect_results, write_all_reports
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -248,13 +281,12 @@ class Pipeline:
         self._check_models_early()
         started = time.time()
         try:
-            for step in self.plan():
-                if step.done:
-                    continue
-                if main:
-                    self._run_step(step)
-                else:
-                    self._follow_step(step)
+            if main:  # inputs verified before each step; a damaged one is rebuilt (harness.integrity)
+                PlanRunner(self.plan(), self.store, rebuild=self.processes.world_size == 1).run(self._run_step)
+            else:
+                for step in self.plan():
+                    if not step.done:
+                        self._follow_step(step)
         finally:
             self.engines.release()
             self.close_judges()  # a served judge (vllm_server) stops with the run

@@ -6,8 +6,10 @@ all (it does not stop at the first) and raises one `ConfigError` listing every p
 - judges that cannot run: a missing API key for the judge of any benchmark that needs one;
 - answer lengths beyond a model's context (`benchmarks[].max_new_tokens`, resolved to the benchmark's
   default, plus the longest prompt the budget allows), checked against each answering model's config;
-- benchmark subsets larger than their data;
-- `output_dir` placeholders other than `{name}`.
+- benchmark subsets larger than their data; a local prompt source (`sharegpt`, `jsonl:`) that cannot be read
+  or has fewer usable prompts than `prompts.count`;
+- `output_dir` placeholders other than `{name}`, or an `output_dir` that is a file.
+One problem is one line (`FILE: problem`); several are listed one per line under a count.
 Nothing here loads model weights: contexts come from config files (`model_context_length`).
 """
 
@@ -26,7 +28,9 @@ from harness.errors import ConfigError, DataSourceError, HarnessError
 def preflight(exp: Experiment, source: str = "<experiment>") -> None:
     benches = [(i, spec, benchmark_from_spec(spec)) for i, spec in enumerate(exp.benchmarks)]
     problems = (_backends(exp) + _output_dir(exp) + _judges(exp, benches) + _contexts(exp, benches)
-                + _subsets(benches))
+                + _subsets(benches, exp) + _prompts(exp))
+    if len(problems) == 1:
+        raise ConfigError(f"{source}: {problems[0]}")
     if problems:
         raise ConfigError(f"{source}: " + "\n  ".join([f"{len(problems)} problem(s) found before running:"]
                                                      + problems))
@@ -49,6 +53,23 @@ def _output_dir(exp: Experiment) -> list[str]:
     unknown = sorted(fields - {"name"})
     if unknown:
         return [f"output_dir {exp.output_dir!r}: unknown placeholder(s) {unknown}; the only one is {{name}}"]
+    path = exp.run_dir()
+    if path.exists() and not path.is_dir():
+        return [f"output_dir {str(path)!r} is a file, not a directory; name a directory (it is created if missing)"]
+    return []
+
+
+def _prompts(exp: Experiment) -> list[str]:
+    """Local prompt sources are read here (a fraction of a second); a hub dataset is fetched when the run
+    needs it."""
+    if exp.prompts.source.startswith("hf:"):
+        return []
+    from harness.prompts import load_prompts
+
+    try:
+        load_prompts(exp.prompts)
+    except DataSourceError as exc:
+        return [f"prompts: {exc}"]
     return []
 
 
@@ -59,7 +80,7 @@ def _judges(exp: Experiment, benches: Benches) -> list[str]:
     from harness.judges.choice import judge_spec_for
     from harness.registry import JUDGES
 
-    out = []
+    where: dict[str, list[str]] = {}  # problem -> the benchmarks it stops: one line per problem
     for i, spec, bench in benches:
         if not bench.needs_judge:
             continue
@@ -67,38 +88,56 @@ def _judges(exp: Experiment, benches: Benches) -> list[str]:
             judge = judge_spec_for(exp.judge, spec, bench)
             cls: Any = JUDGES.get(judge.backend)
         except HarnessError as exc:
-            out.append(f"benchmarks.{i} ({spec.name}) judge: {exc}")
+            where.setdefault(str(exc), []).append(f"benchmarks.{i} ({spec.name})")
             continue
         problem = cls.preflight(judge)
         if problem:
-            out.append(f"benchmarks.{i} ({spec.name}) judge: {problem}")
-    return sorted(set(out), key=out.index)
+            where.setdefault(problem, []).append(f"benchmarks.{i} ({spec.name})")
+    return [f"{', '.join(benchmarks)} judge: {problem}" for problem, benchmarks in where.items()]
 
 
 def _contexts(exp: Experiment, benches: Benches) -> list[str]:
+    """Lengths each model must hold: benchmark answers (both models answer), samples (the sampler) and
+    training/scoring sequences of `budget.max_length` (both: the student trains, the teacher scores)."""
+    models = {"teacher": exp.teacher, "student": exp.student}
+    contexts = {who: context for who, model in models.items()
+                if (context := model_context_length(model)) is not None}
+
+    def too_small(needed: int, whom: tuple[str, ...]) -> tuple[str, int] | None:
+        over = [who for who in whom if who in contexts and needed > contexts[who]]
+        if not over:
+            return None
+        ids = ", ".join(sorted({models[who].model for who in over}))
+        verb = "has" if len(over) == 1 else "have"
+        context = min(contexts[who] for who in over)
+        return f"the {' and the '.join(over)} ({ids}) {verb} a context of {context} tokens", context
+
     out = []
-    for who, model in (("teacher", exp.teacher), ("student", exp.student)):
-        context = model_context_length(model)
-        if context is None:
-            continue
-        for i, spec, bench in benches:
-            needed = bench.max_new_tokens
-            if needed >= context:
-                out.append(f"benchmarks.{i} ({spec.name}).max_new_tokens: {needed} but the {who} ({model.model}) "
-                           f"has a context of {context} tokens; set max_new_tokens below {context} minus the "
-                           f"prompt")
-        if exp.sampling.max_new_tokens + exp.budget.max_prompt_length > context and who == exp.sampling.sampler:
-            out.append(f"sampling.max_new_tokens ({exp.sampling.max_new_tokens}) + budget.max_prompt_length "
-                       f"({exp.budget.max_prompt_length}) exceed the {who}'s context of {context} tokens")
+    for i, spec, bench in benches:
+        if found := too_small(bench.max_new_tokens + 1, ("teacher", "student")):  # + at least one prompt token
+            what, context = found
+            out.append(f"benchmarks.{i} ({spec.name}).max_new_tokens: {bench.max_new_tokens} but {what}; set "
+                       f"max_new_tokens below {context} minus the prompt")
+    sampled = exp.sampling.max_new_tokens + exp.budget.max_prompt_length
+    if found := too_small(sampled, (exp.sampling.sampler,)):
+        out.append(f"sampling.max_new_tokens ({exp.sampling.max_new_tokens}) + budget.max_prompt_length "
+                   f"({exp.budget.max_prompt_length}) = {sampled} but {found[0]}; lower sampling.max_new_tokens")
+    if found := too_small(exp.budget.max_length, ("teacher", "student")):
+        out.append(f"budget.max_length ({exp.budget.max_length}) but {found[0]}; lower budget.max_length")
     return out
 
 
-def _subsets(benches: Benches) -> list[str]:
+def _subsets(benches: Benches, exp: Experiment) -> list[str]:
     out = []
-    for i, spec, _ in benches:
+    for i, spec, bench in benches:
         if spec.subset is None:
             continue
         try:
+            if bench.uses_run:  # its items are the prompt source's held-out prompts (teacher_agreement)
+                from harness.prompts import load_held_out
+
+                load_held_out(exp.prompts, spec.subset)
+                continue
             available = len(benchmark_from_spec(spec, subset=None).load().items)
         except DataSourceError as exc:
             if not spec.optional:

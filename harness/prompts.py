@@ -16,6 +16,7 @@ from typing import Any
 
 from harness.config import PromptSource
 from harness.errors import DataSourceError
+from harness.textfiles import check_is_file, read_jsonl_records
 
 # How far into the ShareGPT file we read. The packaged file is a (truncated) JSON array of ~125 MB; the
 # first few MB hold thousands of conversations, far more than a prompt set here needs.
@@ -75,17 +76,13 @@ def _from_sharegpt(spec: PromptSource) -> tuple[list[tuple[str, str]], str]:
 
 def _from_jsonl(spec: PromptSource, path_str: str) -> tuple[list[tuple[str, str]], str]:
     path = Path(path_str).expanduser()
-    if not path.is_file():
-        raise DataSourceError(f"prompt file {str(path)!r} not found (prompts.source: jsonl:<path>)")
+    check_is_file(path, "prompt file (prompts.source: jsonl:<path>)", DataSourceError)
     field = spec.field or "prompt"
     rows = []
-    for i, line in enumerate(path.read_text().splitlines()):
-        if not line.strip():
-            continue
-        rec = json.loads(line)
+    for number, rec in read_jsonl_records(path, "prompt file", DataSourceError):
         if field not in rec:
-            raise DataSourceError(f"{path}:{i + 1}: no field {field!r}; set prompts.field to the prompt column")
-        rows.append((str(rec.get("id", i)), str(rec[field])))
+            raise DataSourceError(f"{path}:{number}: no field {field!r}; set prompts.field to the prompt column")
+        rows.append((str(rec.get("id", number - 1)), str(rec[field])))
     return rows, f"local file {path}"
 
 
@@ -109,7 +106,9 @@ def _from_hub(spec: PromptSource, dataset_id: str) -> tuple[list[tuple[str, str]
     return rows, f"hub dataset {dataset_id} (split {spec.split})"
 
 
-def load_prompts(spec: PromptSource) -> PromptSet:
+def _usable(spec: PromptSource) -> tuple[list[tuple[str, str]], str]:
+    """Every usable prompt of the source (length filter, distinct texts) in the seeded order: training
+    prompts are its first `count`, held-out prompts (`load_held_out`) the ones after them."""
     source = spec.source
     if source == "sharegpt":
         rows, described = _from_sharegpt(spec)
@@ -126,13 +125,35 @@ def load_prompts(spec: PromptSource) -> PromptSet:
         if _acceptable(text, spec) and text not in seen:
             seen.add(text)
             candidates.append((rid, text))
-    if len(candidates) < spec.count:
-        raise DataSourceError(
-            f"prompt source {source!r} has only {len(candidates)} usable prompts "
-            f"({spec.min_prompt_chars}-{spec.max_prompt_chars} chars); lower prompts.count or widen the limits"
-        )
     random.Random(spec.seed).shuffle(candidates)
-    chosen = candidates[: spec.count]
+    return candidates, described
+
+
+def _prompt_set(chosen: list[tuple[str, str]], description: str) -> PromptSet:
     prompts = [{"prompt_id": f"{rid}", "messages": [{"role": "user", "content": text}]} for rid, text in chosen]
     digest = hashlib.sha256(json.dumps(prompts, sort_keys=True).encode()).hexdigest()[:16]
-    return PromptSet(prompts, f"{described}; {len(prompts)} prompts, seed {spec.seed}", digest)
+    return PromptSet(prompts, description, digest)
+
+
+def load_prompts(spec: PromptSource) -> PromptSet:
+    candidates, described = _usable(spec)
+    if len(candidates) < spec.count:
+        raise DataSourceError(
+            f"prompts.count is {spec.count} but the prompt source {spec.source!r} has only {len(candidates)} usable "
+            f"prompts ({spec.min_prompt_chars}-{spec.max_prompt_chars} chars, distinct); lower prompts.count to "
+            f"at most {len(candidates)} or widen prompts.min_prompt_chars/max_prompt_chars"
+        )
+    return _prompt_set(candidates[: spec.count], f"{described}; {spec.count} prompts, seed {spec.seed}")
+
+
+def load_held_out(spec: PromptSource, n: int) -> PromptSet:
+    """n prompts of the same source that training never sees: the usable prompts after the first `count`
+    (distinct texts, so none equals a training prompt; changing n never changes the training prompts)."""
+    candidates, described = _usable(spec)
+    held = candidates[spec.count: spec.count + n]
+    if len(held) < n:
+        raise DataSourceError(
+            f"{n} held-out prompts asked for, but the prompt source {spec.source!r} has only {len(held)} usable "
+            f"prompts beyond the {spec.count} trained on; lower the benchmark's subset to at most {len(held)}"
+        )
+    return _prompt_set(held, f"{described}; {n} held-out prompts after the {spec.count} trained on, seed {spec.seed}")

@@ -396,8 +396,8 @@ def test_gkd_on_policy_full_vocab_and_accounting(models, groups) -> None:
     fixed = [[72, 105], [104, 101, 121, 33, 33]]  # what the "student" samples: bytes, no end-of-turn
     calls = []
 
-    def generator(model, prompts, max_new, seed):
-        calls.append((len(prompts), max_new, seed))
+    def generator(model, prompts, max_new, seed, temperature, top_p):
+        calls.append((len(prompts), max_new, seed, temperature, top_p))
         return fixed
 
     acc = _Acc()
@@ -525,14 +525,14 @@ def test_experiment_with_kd_across_vocabularies_fails_before_any_work(tmp_path) 
     assert not [p for p in written if p.suffix in (".safetensors", ".jsonl")], written
 
 
-@pytest.mark.parametrize("generator", ["hf_class", "none"])
-def test_gkd_samples_through_generator_class_or_plain_generate(generator, models, groups) -> None:
+@pytest.mark.parametrize("generator", ["hf_live_sampler", "none"])
+def test_gkd_samples_through_the_backends_live_sampler_or_plain_generate(generator, models, groups) -> None:
     from harness.models.hf_generator import HFGenerator
 
     teacher = models[1]
     acc = _Acc()
     ctx = _method_ctx(models, teacher_loader=lambda: teacher, accounting=acc,
-                      generator=HFGenerator if generator == "hf_class" else None)
+                      generator=HFGenerator.live_sampler(models[0]) if generator == "hf_live_sampler" else None)
     out, batch = _run(GKDMethod({"lmbda": 1.0, "max_new_tokens": 5}), groups, ctx)
     assert batch["on_policy"] is True and torch.isfinite(out.loss)
     assert 0 < acc.student_generation_tokens_online <= 2 * 5

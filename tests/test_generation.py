@@ -177,7 +177,7 @@ def test_vllm_generator_translates_arguments_and_outputs(tiny, monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", vllm)
     monkeypatch.setitem(sys.modules, "vllm.inputs", inputs)
     loaded = dataclasses.replace(tiny, identity={**tiny.identity, "path": "/models/x", "dtype": "bfloat16"})
-    gen = VLLMGenerator.from_loaded(loaded)
+    gen = VLLMGenerator(loaded)
     reqs = _requests(tiny, seeds=(101, 102), n=3)[:2]
     outs = gen.generate(reqs, SamplingParams(temperature=0.7, top_p=0.9, max_new_tokens=5), progress="x")
     kw = calls["llm_kwargs"]

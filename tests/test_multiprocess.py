@@ -90,7 +90,7 @@ def test_pipeline_under_two_processes_stores_what_one_process_stores(tmp_path):
                            f"--master_port={free_port()}", "-m", "harness", "run", str(path), "--quiet"],
                           env=env, capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("pad-harness: running") == 1  # the worker prints nothing
+    assert proc.stdout.count("leaderboard.json") == 1  # --quiet: the main process's report paths; workers print nothing
 
     single = Pipeline(parse_experiment({**SMALL, "methods": methods}, "test"), tmp_path / "single", progress=False)
     single.run()

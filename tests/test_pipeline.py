@@ -193,10 +193,11 @@ def test_validate_finds_every_problem_that_would_fail_hours_later(tmp_path, caps
     }))
     assert main(["validate", str(path)]) == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err and "7 problem(s)" in err  # the answer length: teacher and student
+    assert "Traceback" not in err and "5 problem(s)" in err  # one line per problem, naming all it affects
     assert "generation_backend" in err and "'vlm'" in err
     assert "output_dir" in err and "['nme']" in err
-    assert err.count("PAD_HARNESS_TEST_MISSING_KEY") == 2  # both judged benchmarks, each named
+    assert err.count("PAD_HARNESS_TEST_MISSING_KEY") == 1  # one missing key: one line naming both benchmarks
+    assert "benchmarks.0 (alpaca_eval2), benchmarks.1 (mt_bench) judge:" in err
     assert "max_new_tokens: 4096" in err and "context of 2048 tokens" in err
     assert "subset: 900 but the data has 805 items" in err
     # `run` stops on the same problems before loading anything.

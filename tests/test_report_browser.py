@@ -163,7 +163,7 @@ def test_offline_default_report_renders_in_headless_chromium(tmp_path: Path) -> 
     # and PAD's agreement curve.
     assert dom.count('class="bar"') >= len(rows) and dom.count("<svg") >= 3
     assert 'class="series"' in dom and 'id="provenance"' in dom
-    _, _, rows_px, bpp = screenshot_rows(url, tmp_path, max_rows=1400)
+    _, _, rows_px, bpp = screenshot_rows(url, tmp_path, max_rows=2000)  # the whole 2000 px window
     colours = colours_of(rows_px, bpp)
     assert len(colours) > 40, f"only {len(colours)} distinct colours: the page looks blank"
     assert shows_first_method_bar(colours)

@@ -167,3 +167,39 @@ def test_served_judge_grades_alpaca_eval_end_to_end_and_stops(tmp_path: Path, sm
     finally:
         again.close()
     print(f"served judge: {elapsed:.0f} s for start + 3 AlpacaEval judgements")
+
+
+def test_gkd_live_sampler_follows_the_trained_weights(smollm: Any) -> None:
+    """GKD's on-policy samples under `sampling.backend: vllm` come from the weights being trained: after an
+    optimizer step the engine's greedy answers are the HF backend's answers of the UPDATED student."""
+    import copy
+
+    import torch
+
+    from harness.models.hf_generator import HFGenerator
+    from harness.models.vllm_generator import VLLMGenerator
+
+    student = copy.deepcopy(smollm.model).float()  # the trainer's fp32 master copy
+    prompts = [r.prompt_ids for r in requests(smollm)[:4]]
+    hf = HFGenerator.live_sampler(smollm)
+    sampler = VLLMGenerator.live_sampler(smollm, **ENGINE)
+    try:
+        before = sampler(student, prompts, 12, 0, temperature=0.0)
+        assert before == hf(student, prompts, 12, 0, temperature=0.0)
+        target = smollm.tokenizer.encode(" banana banana banana banana", add_special_tokens=False)
+        optimizer = torch.optim.AdamW(student.parameters(), lr=3e-3)
+        for _ in range(3):  # teach every prompt to answer "banana ...": greedy answers must change
+            for p in prompts:
+                ids = torch.tensor([p + target])
+                labels = torch.tensor([[-100] * len(p) + target])
+                student(input_ids=ids, labels=labels).loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        after = sampler(student, prompts, 12, 0, temperature=0.0)
+        assert after != before
+        assert after == hf(student, prompts, 12, 0, temperature=0.0)
+        assert sampler.weight_syncs == 2
+        sampler(student, prompts, 4, 1, temperature=1.0)  # same weights: no reload
+        assert sampler.weight_syncs == 2 and sampler.engine_starts == 1
+    finally:
+        sampler.close()

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import DataSourceError
+from harness.fsmode import honour_umask
 
 HUB_REPO = "tatsu-lab/alpaca_eval"
 DF_GAMED = "df_gamed.csv"
@@ -90,6 +91,7 @@ def download_verified(url: str, dest: Path, expected_sha256: str, timeout_s: flo
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
+    honour_umask(tmp)  # mkstemp makes it 0600; the cache is shared like any data cache
     digest = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as out:

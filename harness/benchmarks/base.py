@@ -10,12 +10,16 @@ not regenerate and re-scoring does not re-judge.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel
 
 from harness.judges.base import Judge
+
+if TYPE_CHECKING:
+    from harness.models.base import LoadedModel
 
 
 @dataclass
@@ -49,6 +53,32 @@ class AnswerModel(ABC):
     @abstractmethod
     def name(self) -> str: ...
 
+    def in_memory(self) -> LoadedModel:
+        """The model itself, weights in memory, for benchmarks that score text with it (`needs_weights`)."""
+        raise NotImplementedError(f"{type(self).__name__} offers chat answers only")
+
+
+class RunContext(Protocol):
+    """What a run offers a benchmark that declares `uses_run` (bound with `Benchmark.bind`): the
+    experiment's prompt source and its two models, and a content-addressed cache for work every row shares."""
+
+    batch_size: int  # sequences per scoring forward pass
+    generation_batch_size: int  # sequences decoded together
+
+    def held_out_prompts(self, n: int) -> tuple[list[dict[str, Any]], str]:
+        """n prompts of the experiment's source that no trainset can contain, and a description."""
+        ...
+
+    def teacher(self) -> LoadedModel: ...
+
+    def student(self) -> LoadedModel:
+        """The untrained student."""
+        ...
+
+    def cached(self, name: str, inputs: dict[str, Any], compute: Callable[[], Any]) -> Any:
+        """`compute()` (JSON), stored once per run dir under `name` + `inputs` (+ both models' identities)."""
+        ...
+
 
 @dataclass
 class ScoreResult:
@@ -68,6 +98,19 @@ class Benchmark(ABC):
     headline: ClassVar[str] = ""
     decoding: ClassVar[dict[str, Any]] = {"temperature": 0.0}
     default_max_new_tokens: ClassVar[int] = 256
+    # Reads the run's prompt source and models (`bind`, RunContext); its cache keys then include them.
+    uses_run: ClassVar[bool] = False
+    # Scores text with the row's model in memory (`AnswerModel.in_memory`), whatever the generation backend.
+    needs_weights: ClassVar[bool] = False
+    _run: RunContext | None = None
+
+    def bind(self, run: RunContext) -> None:
+        self._run = run
+
+    def run_context(self) -> RunContext:
+        if self._run is None:
+            raise RuntimeError(f"benchmark {self.name!r} reads the run's prompts and models: bind() it to a run first")
+        return self._run
 
     def __init__(self, params: BaseModel | dict[str, Any] | None = None, subset: int | None = None,
                  max_new_tokens: int | None = None) -> None:

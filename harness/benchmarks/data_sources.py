@@ -63,9 +63,11 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".jsonl" or path.name.lower().endswith(".jsonl.gz"):
-            fh = gzip.open(path, "rt", encoding="utf-8") if suffix == ".gz" else open(path, encoding="utf-8")
-            with fh:
-                return [json.loads(line) for line in fh if line.strip()]
+            from harness.textfiles import decode_utf8, parse_jsonl
+
+            with gzip.open(path, "rb") if suffix == ".gz" else open(path, "rb") as fh:
+                text = decode_utf8(fh.read(), path, "benchmark data file", DataSourceError)
+            return [rec for _, rec in parse_jsonl(text, path, "benchmark data file", DataSourceError)]
         if suffix == ".json":
             data = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(data, dict) and "data" in data:

@@ -57,7 +57,9 @@ class LMEvalTask(Benchmark):
     needs_judge = False
     headline = ""
     decoding = {"temperature": 0.0, "do_sample": False}
-    loglikelihood_fn: LoglikelihoodFn | None = None
+    loglikelihood_fn: LoglikelihoodFn | None = None  # default: the model under test's own (needs_weights)
+    needs_weights = True
+    scoring_batch_size = 8
 
     params: LMEvalTaskParams
 
@@ -90,11 +92,23 @@ class LMEvalTask(Benchmark):
         return BenchmarkData(items=[{"id": f"{self.params.task}/{i}", "doc_id": i} for i in range(n)],
                              source=source, version=version)
 
+    def _own_scoring(self, model: AnswerModel) -> LoglikelihoodFn:
+        """Multiple-choice tasks score continuations with the model under test itself (built on first use:
+        generation-only tasks never need its weights)."""
+        built: list[LoglikelihoodFn] = []
+
+        def scoring(*args: Any, **kwargs: Any) -> Any:
+            if not built:
+                built.append(loglikelihood_fn_for(model.in_memory(), batch_size=self.scoring_batch_size))
+            return built[0](*args, **kwargs)
+
+        return scoring
+
     def generate(self, model: AnswerModel, data: BenchmarkData) -> list[dict[str, Any]]:
         from lm_eval import simple_evaluate
         from lm_eval.tasks import TaskManager
 
-        lm = HarnessLM(model, self.max_new_tokens, self.loglikelihood_fn)
+        lm = HarnessLM(model, self.max_new_tokens, self.loglikelihood_fn or self._own_scoring(model))
         # a pre-built task and an empty index: lm-eval then skips indexing every bundled YAML (tens of seconds)
         out = simple_evaluate(model=lm, tasks=[self._task()], task_manager=TaskManager(include_defaults=False), num_fewshot=self.params.num_fewshot,
                               limit=len(data.items), apply_chat_template=self.params.apply_chat_template,

@@ -103,8 +103,9 @@ def extract_rating(judgment: str) -> float | int:
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with path.open(encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    from harness.textfiles import read_jsonl
+
+    return read_jsonl(path, "JSONL file", DataSourceError)  # a bad line: one error naming file and line
 
 
 def _from_folder(root: Path, reference_model: str) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]] | None:

@@ -8,7 +8,8 @@ backend is fed the misses in small chunks, so at most one chunk of work can be l
 
 The database holds no secret: the identity never contains an API key and the request is only the messages and
 decoding settings. WAL mode; one connection per `CachedJudge`, guarded by a lock, because an async backend may
-deliver answers from its event-loop thread.
+deliver answers from its event-loop thread. A truncated or corrupt file is salvaged: what is readable is kept,
+the rest is asked again (harness.judges.cache_db).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.judges.base import Judge, JudgeRequest, JudgeResponse
+from harness.judges.cache_db import CacheFile, is_corruption
+from harness.judges.progress import JudgeProgress
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,7 @@ class JudgeUsage:
     calls: int = 0
     attempts: int = 0
     retries: int = 0
+    failures: int = 0  # attempts that failed (error, timeout, malformed reply); each is retried or fatal
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
@@ -113,14 +117,23 @@ class CachedJudge(Judge):
         self.usage = JudgeUsage()
         self.cache_hits = 0
         self._lock = threading.Lock()
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.db_path, check_same_thread=False, timeout=30.0)
-        with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.execute(_SCHEMA)
-            self._conn.commit()
+        self._file = CacheFile(self.db_path, _SCHEMA)  # a corrupt or truncated file is salvaged (cache_db)
         self._identity_json = canonical_json(inner.identity)
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        return self._file.current()
+
+    def _salvaging(self, work: Callable[[], Any]) -> Any:
+        """A read or write; on corruption the file is salvaged (harness.judges.cache_db) and it runs again."""
+        try:
+            return work()
+        except sqlite3.DatabaseError as exc:
+            if not is_corruption(exc):
+                raise
+            with self._lock:
+                self._file.salvage(exc)
+            return work()
 
     @property
     def supports_prefill(self) -> bool:  # type: ignore[override]
@@ -181,15 +194,18 @@ class CachedJudge(Judge):
                      len(misses), identity.get("backend", "the judge"))
         miss_keys = list(misses)
         miss_requests = [requests[misses[k]] for k in miss_keys]
+        bar = JudgeProgress(progress, len(miss_requests), self.inner)  # done/total, retries, failed attempts
 
         def store(j: int, response: JudgeResponse) -> None:
             self._store(miss_keys[j], miss_requests[j], response)
             with self._lock:
                 self.usage.record(response, self.price_per_1k_input, self.price_per_1k_output)
             results[misses[miss_keys[j]]] = response
+            bar.advance()
 
         if miss_requests:
-            self._ask(miss_requests, store, progress)
+            with bar:
+                self._ask(miss_requests, store, progress)
         # Duplicates of a request asked in this call share its answer.
         for i, key in enumerate(keys):
             if results[i] is None:
@@ -230,6 +246,9 @@ class CachedJudge(Judge):
             raise RuntimeError(f"judge backend returned {len(answers)} answers for {len(requests)} requests")
 
     def _lookup(self, keys: set[str]) -> dict[str, JudgeResponse]:
+        return dict(self._salvaging(lambda: self._read(keys)))
+
+    def _read(self, keys: set[str]) -> dict[str, JudgeResponse]:
         found: dict[str, JudgeResponse] = {}
         with self._lock:
             for batch in _chunks(sorted(keys), 500):
@@ -237,10 +256,17 @@ class CachedJudge(Judge):
                 rows = self._conn.execute(
                     f"SELECT key, response FROM judgements WHERE key IN ({marks})", batch
                 ).fetchall()
-                found.update((k, _decode_response(v)) for k, v in rows)
+                for k, v in rows:
+                    try:
+                        found[k] = _decode_response(v)
+                    except (TypeError, ValueError, KeyError):  # a damaged row: asked again
+                        continue
         return found
 
     def _store(self, key: str, request: JudgeRequest, response: JudgeResponse) -> None:
+        self._salvaging(lambda: self._write(key, request, response))
+
+    def _write(self, key: str, request: JudgeRequest, response: JudgeResponse) -> None:
         with self._lock:
             self._conn.execute(
                 "INSERT OR REPLACE INTO judgements (key, identity, request, response, created_at) "
@@ -253,7 +279,7 @@ class CachedJudge(Judge):
     def close(self) -> None:
         self.inner.close()
         with self._lock:
-            self._conn.close()
+            self._file.close()
 
     def __enter__(self) -> CachedJudge:
         return self

@@ -257,6 +257,7 @@ class OpenAIJudge(Judge):
                     raise self._fatal_status(status, exc) from None
                 last_problem = f"HTTP {status}"
                 retry_after = _retry_after_s(exc.response.headers)
+            self.usage.failures += 1  # shown live on the judging progress bar (harness.judges.progress)
             if attempt < self.spec.max_retries:
                 delay = self._backoff(attempt, retry_after)
                 log.debug("judge request failed (%s); retry %d in %.2f s", last_problem, attempt + 1, delay)

@@ -103,7 +103,9 @@ class TrainContext:
     max_prompt_length: int
     accounting: Any = None  # harness.training.accounting.Accounting
     teacher_loader: Any = None  # () -> LoadedModel, lazy (on-policy methods only)
-    generator: Any = None  # callable(model, prompt_ids_list, max_new_tokens, seed) -> list[list[int]]
+    # On-policy sampling (Generator.live_sampler): callable(model, prompt_ids_list, max_new_tokens, seed,
+    # temperature=, top_p=) -> one list of token ids per prompt.
+    generator: Any = None
     rng: random.Random = field(default_factory=random.Random)
     step: int = 0
     # The student takes `shared_prompt.pack_groups` batches (one prompt encoding for all its responses);

@@ -21,6 +21,7 @@ class LoadedModel:
     formatter: ChatFormatter
     identity: dict[str, Any]
     device: Any = "cpu"
+    parked: bool = False  # weights moved to host memory while an engine serves this model (residency.py)
 
     @property
     def vocab_size(self) -> int:
@@ -64,6 +65,12 @@ class Generator(ABC):
     # Whether it generates with the in-memory `LoadedModel.model` (hf) or loads the weights from the
     # identity's `path` itself (vllm): then a trained row's weights are not loaded into memory at all.
     uses_loaded_weights: ClassVar[bool] = True
+    loaded: LoadedModel  # the model it generates for (its tokenizer and chat format, at least)
+    engine_starts: int = 0  # engines this generator started (vLLM: one per model; hf: none)
+
+    def __init__(self, loaded: LoadedModel, batch_size: int = 16, **params: Any) -> None:
+        """How every backend is built (`harness.stages.data.build_generator`); `params` are its `Params`."""
+        self.loaded, self.batch_size = loaded, batch_size
 
     @abstractmethod
     def generate(
@@ -78,3 +85,33 @@ class Generator(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook: backends with an engine shut it down here
         """Release the backend's engine and memory; the generator is not used afterwards."""
+
+    @classmethod
+    def live_sampler(cls, student: LoadedModel, batch_size: int = 16, **params: Any) -> LiveSampler:
+        """On-policy sampling from the student being trained (GKD): this backend built around the live
+        weights at each call. Backends that load weights themselves (vllm) override it."""
+        return LiveSampler(cls, student, batch_size, params)
+
+
+class LiveSampler:
+    """`sampler(model, prompts, max_new_tokens, seed, temperature=, top_p=)` -> one sampled response (token
+    ids) per prompt from `model` as it is now: a backend that generates with in-memory weights, built
+    around the live model at each call (cheap: no engine to start)."""
+
+    def __init__(self, backend: type[Generator], student: LoadedModel, batch_size: int,
+                 params: dict[str, Any]) -> None:
+        self.backend, self.student, self.batch_size, self.params = backend, student, batch_size, params
+        self.engine_starts = 0
+
+    def __call__(self, model: Any, prompts: list[list[int]], max_new_tokens: int, seed: int,
+                 temperature: float = 1.0, top_p: float = 1.0) -> list[list[int]]:
+        device = next(model.parameters()).device
+        live = LoadedModel(model=model, tokenizer=self.student.tokenizer, formatter=self.student.formatter,
+                           identity={**self.student.identity, "live": True}, device=device)
+        gen = self.backend(live, batch_size=self.batch_size, **self.params)
+        outputs = gen.generate([GenerationRequest(list(p), seed + i) for i, p in enumerate(prompts)],
+                               SamplingParams(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens))
+        return [list(o.token_ids[0]) for o in outputs]
+
+    def close(self) -> None:
+        """Nothing is held between calls."""

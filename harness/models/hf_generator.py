@@ -68,9 +68,9 @@ class HFGenerator(Generator):
         results: dict[tuple[int, int], tuple[list[int], bool]] = {}
         bar = None
         if progress:
-            from tqdm.auto import tqdm
+            from harness.console import bar as progress_bar  # off under `run --quiet`
 
-            bar = tqdm(total=len(rows), desc=progress, unit="sample")
+            bar = progress_bar(total=len(rows), desc=progress, unit="sample")
         was_training = bool(getattr(self.loaded.model, "training", False))
         self.loaded.model.eval()  # on-policy methods sample from the live student: no dropout while sampling
         for start in range(0, len(rows), self.batch_size):

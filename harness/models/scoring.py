@@ -163,9 +163,9 @@ class Scorer:
         chunk's responses runs on a copy of the prompt cache selected for its rows."""
         bar = None
         if progress:
-            from tqdm.auto import tqdm
+            from harness.console import bar as progress_bar  # off under `run --quiet`
 
-            bar = tqdm(total=len(groups), desc=progress, unit="prompt")
+            bar = progress_bar(total=len(groups), desc=progress, unit="prompt")
         offsets = [0]
         for _, responses in groups:
             offsets.append(offsets[-1] + len(responses))

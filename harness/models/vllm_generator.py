@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from harness.console import bars_enabled
 from harness.errors import ModelSourceError
 from harness.models.base import GenerationOutput, GenerationRequest, Generator, LoadedModel, SamplingParams
 
@@ -102,9 +103,11 @@ class VLLMGenerator(Generator):
         self.engine_starts = 0
 
     @classmethod
-    def from_loaded(cls, loaded: LoadedModel, **kwargs: Any) -> VLLMGenerator:
-        """What the pipeline calls for non-`hf` backends."""
-        return cls(loaded, **kwargs)
+    def live_sampler(cls, student: LoadedModel, batch_size: int = 16, **params: Any) -> Any:
+        """GKD's on-policy samples from one engine that follows the trained weights (vllm_policy)."""
+        from harness.models.vllm_policy import VLLMLiveSampler
+
+        return VLLMLiveSampler(student, **params)
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -186,7 +189,7 @@ class VLLMGenerator(Generator):
         vllm = _import_vllm()
         prompts = [_tokens_prompt(vllm, r.prompt_ids) for r in requests]
         sps = [self.sampling_params(r, params) for r in requests]
-        outs = self.llm.generate(prompts, sps, use_tqdm=bool(progress))
+        outs = self.llm.generate(prompts, sps, use_tqdm=bool(progress) and bars_enabled())
         self.prompt_tokens += sum(len(r.prompt_ids) for r in requests)
         converted = [self.convert_output(o) for o in outs]
         if params.temperature == 0:

@@ -56,6 +56,16 @@ def _acct(metric: str, label: str, kind: str, digits: int = 0) -> Column:
 
 
 COLUMNS: tuple[Column, ...] = (
+    # Teacher agreement on held-out prompts (judge-free, harness.benchmarks.teacher_agreement) comes first:
+    # on small runs it is what can separate rows. Per-item scores are the teacher's log-likelihood.
+    Column("teacher_agreement.teacher_loglik", "Teacher LL", "Teacher agreement", "teacher_agreement",
+           "teacher_loglik", se_metric="teacher_loglik_stderr", digits=3, headline=True, paired=True),
+    Column("teacher_agreement.rank_agreement", "Rank tau", "Teacher agreement", "teacher_agreement",
+           "rank_agreement", se_metric="rank_agreement_stderr", digits=3),
+    Column("teacher_agreement.top1", "Top-1 %", "Teacher agreement", "teacher_agreement", "top1",
+           se_metric="top1_stderr", digits=1),
+    Column("teacher_agreement.pl_jsd", "PL JSD", "Teacher agreement", "teacher_agreement", "pl_jsd",
+           se_metric="pl_jsd_stderr", digits=4, higher_is_better=False),
     Column(
         "alpaca_eval2.length_controlled_winrate",
         "LC (%)",

@@ -14,7 +14,20 @@ from harness.report.columns import Column
 from harness.report.flags import FLAG_HEADER, flag_table, judge_footnote, row_label
 from harness.report.leaderboard import Leaderboard
 from harness.report.svg import KIND_COLOURS, PALETTE, Bar, Point, Series, bar_chart, line_chart, scatter_chart
-from harness.report.writers import LEGEND, cell_text, flatten, format_p, paper_cells, paper_layout
+from harness.report.writers import (
+    LEGEND,
+    RESOLUTION_HEADER,
+    RESOLUTION_LEGEND,
+    VS_UNTRAINED_HEADER,
+    VS_UNTRAINED_LEGEND,
+    cell_text,
+    flatten,
+    format_p,
+    paper_cells,
+    paper_layout,
+    resolution_lines,
+    vs_untrained_lines,
+)
 from harness.store import write_text_atomic
 
 CSS = """
@@ -315,6 +328,9 @@ def html_text(lb: Leaderboard) -> str:
         f'<p class="legend">{escape(LEGEND)} Bold: best method.</p>',
     ]
     parts.append(_judge_footnote(lb))  # the † of the table above, right under it
+    if lb.resolution:  # short: right under the scores; the full per-row table follows the plots
+        parts += ["<h2>What this run can resolve</h2>", f'<p class="legend">{escape(RESOLUTION_LEGEND)}</p>',
+                  _simple_table(RESOLUTION_HEADER, resolution_lines(lb), "resolution")]
     if acct:
         parts += [
             "<h2>Budget accounting (mean per seed)</h2>",
@@ -330,6 +346,9 @@ def html_text(lb: Leaderboard) -> str:
     ]
     if not extra:
         parts.append('<p class="empty">No budget accounting or PAD agreement log recorded.</p>')
+    if lb.vs_untrained:
+        parts += ["<h2>Versus the untrained student</h2>", f'<p class="legend">{escape(VS_UNTRAINED_LEGEND)}</p>',
+                  _simple_table(VS_UNTRAINED_HEADER, vs_untrained_lines(lb), "vs-untrained")]
     parts += [
         "<h2>Paired bootstrap vs the best baseline</h2>",
         '<p class="legend">Per-item scores averaged over seeds, items resampled with replacement '

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from harness.report.columns import COLUMNS, KNOWN_BENCHMARKS, Column, extra_columns
 from harness.report.flags import answer_flags
 from harness.report.stats import item_bootstrap_se, mean_ci, paired_bootstrap, pooled_run_se
@@ -62,6 +64,10 @@ class Leaderboard:
     paper: dict[str, Any] | None = None  # filled by harness.report.paper.attach_reference
     # per (row, benchmark): answers cut at max_new_tokens and whether the judge is official (report.flags)
     answer_flags: list[dict[str, Any]] = field(default_factory=list)
+    # every row minus the untrained student, paired over items, with its minimum detectable difference
+    vs_untrained: list[dict[str, Any]] = field(default_factory=list)
+    # per benchmark metric: the median minimum detectable difference and what was resolved
+    resolution: list[dict[str, Any]] = field(default_factory=list)
 
     def column(self, key: str) -> Column:
         return next(c for c in self.columns if c.key == key)
@@ -148,15 +154,16 @@ def _item_key(item: dict[str, Any]) -> str:
     return f"{item.get('id')}#{item['turn']}" if "turn" in item else str(item.get("id"))
 
 
-def item_scores(runs: Sequence[RowResult], benchmark: str) -> dict[str, float]:
-    """Per-item scores of a row, averaged over its seeds (items every seed has), for paired tests."""
+def item_scores(runs: Sequence[RowResult], benchmark: str, key: str = "score") -> dict[str, float]:
+    """Per-item scores (`key` of each per-item record) of a row, averaged over its seeds (items every seed
+    has), for paired tests."""
     per_seed: list[dict[str, float]] = []
     for r in runs:
         b = r.benchmarks.get(benchmark)
         if b is None or not b.per_item:
             continue
         per_seed.append(
-            {_item_key(it): float(it["score"]) for it in b.per_item if _is_number(it.get("score"))}
+            {_item_key(it): float(it[key]) for it in b.per_item if _is_number(it.get(key))}
         )
     if not per_seed:
         return {}
@@ -226,6 +233,84 @@ def _comparisons(
             else:
                 entry.update(diff=None, p_value=None, note="no per-item scores shared by both rows")
             out.append(entry)
+    return out
+
+
+# Two-sided 5% test with 80% power: a true paired difference of (1.96 + 0.84) standard errors is detected
+# four times in five. The minimum detectable difference of a (row, metric) is that many SEs of its diffs.
+MDD_Z = 1.959964 + 0.841621
+
+
+def _paired_keys(columns: list[Column], bench: str, rows: list[LeaderRow],
+                 runs: Sequence[RowResult]) -> list[tuple[Column, str]]:
+    """The columns of `bench` whose metric every per-item record carries (teacher agreement records all of
+    its metrics), else its primary column with the per-item `score`."""
+    per_item = next((r.benchmarks[bench].per_item for r in runs if bench in r.benchmarks
+                     and r.benchmarks[bench].per_item), [])
+    own = [c for c in columns if c.benchmark == bench and any(c.key in r.cells for r in rows)]
+    keyed = [(c, c.metric) for c in own if per_item and all(_is_number(it.get(c.metric)) for it in per_item)]
+    primary = _primary_column(columns, bench, rows)
+    return keyed or ([(primary, "score")] if primary is not None else [])
+
+
+def _vs_untrained(
+    groups: list[tuple[str, list[RowResult]]], rows: list[LeaderRow], columns: list[Column], n_boot: int, seed: int
+) -> list[dict[str, Any]]:
+    """Every row minus the untrained student, paired over items, per benchmark metric with per-item
+    scores: the interval, and the minimum detectable difference (MDD_Z standard errors of the diffs)."""
+    by_name = dict(groups)
+    base = next((r for r in rows if r.kind == "student"), None)
+    if base is None:
+        return []
+    present = {b for _, runs in groups for r in runs for b in r.benchmarks}
+    # in column order (the report's leading benchmarks first), then any without a column
+    benchmarks = list(dict.fromkeys([c.benchmark for c in columns if c.benchmark in present] + sorted(present)))
+    out: list[dict[str, Any]] = []
+    for bench in benchmarks:
+        for col, key in _paired_keys(columns, bench, rows, by_name[base.row]):
+            theirs = item_scores(by_name[base.row], bench, key)
+            for row in rows:
+                if row.row == base.row:
+                    continue
+                mine = item_scores(by_name[row.row], bench, key)
+                shared = sorted(set(mine) & set(theirs))
+                if len(shared) < 2:
+                    continue
+                diffs = np.array([mine[k] - theirs[k] for k in shared])
+                res = paired_bootstrap([mine[k] for k in shared], [theirs[k] for k in shared], n_boot, seed)
+                spread = float(diffs.std(ddof=1))
+                # identical per-item scores everywhere (e.g. all 0): no variance to size anything from
+                mdd = MDD_Z * spread / math.sqrt(len(shared)) if spread > 0 else None
+                out.append({"row": row.row, "kind": row.kind, "benchmark": bench, "metric": col.key,
+                            "metric_label": f"{col.group} {col.label}", "per_item": key,
+                            "higher_is_better": col.higher_is_better, "n_items": len(shared), "diff": res.diff,
+                            "ci_low": res.ci_low, "ci_high": res.ci_high, "p_value": res.p_value, "mdd": mdd,
+                            "resolved": bool(res.ci_low > 0 or res.ci_high < 0)})
+    return out
+
+
+def _resolution(vs: list[dict[str, Any]], groups: list[tuple[str, list[RowResult]]]) -> list[dict[str, Any]]:
+    """Per benchmark metric: what this run can tell apart from the untrained student (the median MDD over
+    the method rows, the teacher's difference); a benchmark with under 2 paired items can resolve nothing."""
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for metric in dict.fromkeys(c["metric"] for c in vs):
+        entries = [c for c in vs if c["metric"] == metric]
+        methods = sorted(c["mdd"] for c in entries if c["kind"] == "method" and c["mdd"] is not None)
+        teacher = next((c for c in entries if c["kind"] == "teacher"), None)
+        seen.add(entries[0]["benchmark"])
+        out.append({"benchmark": entries[0]["benchmark"], "metric": metric, "metric_label": entries[0]["metric_label"],
+                    "n_items": entries[0]["n_items"], "median_method_mdd": methods[len(methods) // 2] if methods else None,
+                    "methods_resolved": sum(c["resolved"] for c in entries if c["kind"] == "method"),
+                    "methods": sum(c["kind"] == "method" for c in entries),
+                    "teacher_diff": teacher["diff"] if teacher else None,
+                    "teacher_resolved": teacher["resolved"] if teacher else None})
+    for bench in sorted({b for _, runs in groups for r in runs for b in r.benchmarks} - seen):
+        items = max((len(r.benchmarks[bench].per_item) for _, runs in groups for r in runs if bench in r.benchmarks),
+                    default=0)
+        out.append({"benchmark": bench, "metric": None, "metric_label": bench, "n_items": items,
+                    "median_method_mdd": None, "methods_resolved": 0, "methods": 0, "teacher_diff": None,
+                    "teacher_resolved": None, "note": "under 2 paired items: cannot resolve any difference"})
     return out
 
 
@@ -339,6 +424,8 @@ def build_leaderboard(
         columns=columns,
         rows=rows,
         comparisons=_comparisons(groups, rows, columns, proposed, n_boot, seed),
+        vs_untrained=(vs := _vs_untrained(groups, rows, columns, n_boot, seed)),
+        resolution=_resolution(vs, groups),
         noise=_noise(groups, rows, columns, seed),
         sources=_sources(results),
         train_curves=_train_curves(groups),

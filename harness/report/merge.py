@@ -10,6 +10,7 @@ message that names what differs.
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -139,6 +140,8 @@ def _results_path(run_dir: Path) -> Path:
     path = Path(run_dir)
     if path.is_file():
         return path
+    if not path.exists():
+        raise MergeError(f"{path}: not found, so no results.json there; give a run directory (or its results.json)")
     candidate = path / "results.json"
     if not candidate.is_file():
         raise MergeError(
@@ -151,7 +154,26 @@ def _results_path(run_dir: Path) -> Path:
 def merge_runs(run_dirs: Sequence[Path]) -> RunResults:
     """Load `results.json` from each run directory and merge them (one directory: just load it)."""
     paths = [_results_path(Path(d)) for d in run_dirs]
-    return merge_results([RunResults.load(p) for p in paths], [str(p.parent) for p in paths])
+    return merge_results([load_results(p) for p in paths], [str(p.parent) for p in paths])
+
+
+def load_results(path: Path) -> RunResults:
+    """One results file, or one `MergeError` that says what is wrong with it and what to do."""
+    redo = "rerun the experiment (`pad-harness run FILE`) to write it again, or give another run directory"
+    if not path.read_bytes().strip():
+        raise MergeError(f"{path}: the results file is empty (the run that wrote it did not finish?); {redo}")
+    try:
+        results = RunResults.load(path)
+    except UnicodeDecodeError:
+        raise MergeError(f"{path}: not UTF-8 text, so not a results file pad-harness wrote; {redo}") from None
+    except json.JSONDecodeError as exc:
+        raise MergeError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}), the file is damaged; {redo}") from None
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise MergeError(f"{path}: not a results file written by pad-harness ({type(exc).__name__}: {exc}); "
+                         f"{redo}") from None
+    if not results.rows:
+        raise MergeError(f"{path}: holds no results (0 rows); {redo}")
+    return results
 
 
 def write_reports(

@@ -60,6 +60,40 @@ def cell_text(col: Column, cell: Cell | None) -> str:
     return text
 
 
+VS_UNTRAINED_LEGEND = (
+    "Each row minus the untrained student, paired over the same items (mean per-item difference, 95% "
+    "bootstrap interval). MDD: the minimum detectable difference at this size (80% power, two-sided 5%): "
+    "a true difference smaller than it is usually missed, so \"no\" below it means \"cannot tell\", "
+    "not \"no effect\"."
+)
+VS_UNTRAINED_HEADER = ["Row", "Metric (per item)", "Items", "Diff", "95% CI", "MDD", "Resolved"]
+
+
+def vs_untrained_lines(lb: Leaderboard) -> list[list[str]]:
+    return [[c["row"], c["metric_label"], str(c["n_items"]), _f(c["diff"], 4), _ci(c),
+             "no variance" if c["mdd"] is None else _f(c["mdd"], 4),
+             "yes" if c["resolved"] else "no"] for c in lb.vs_untrained]
+
+
+RESOLUTION_LEGEND = (
+    "Per benchmark metric: the median MDD over the method rows (a method's true difference from the untrained "
+    "student must be about this large to be detected), how many method rows were resolved, and the teacher's "
+    "own difference (the gap distillation aims to close)."
+)
+RESOLUTION_HEADER = ["Metric (per item)", "Items", "Median method MDD", "Methods resolved", "Teacher diff",
+                     "Teacher resolved"]
+
+
+def resolution_lines(lb: Leaderboard) -> list[list[str]]:
+    def yes_no(v: bool | None) -> str:
+        return "" if v is None else ("yes" if v else "no")
+
+    return [[r["metric_label"], str(r["n_items"]),
+             r.get("note") or ("no variance" if r["median_method_mdd"] is None else _f(r["median_method_mdd"], 4)),
+             f"{r['methods_resolved']} of {r['methods']}", _f(r["teacher_diff"], 4), yes_no(r["teacher_resolved"])]
+            for r in lb.resolution]
+
+
 def format_p(p: float | None) -> str:
     if p is None:
         return ""
@@ -150,6 +184,12 @@ def markdown_text(lb: Leaderboard) -> str:
     footnote = judge_footnote(lb.answer_flags)
     if footnote:
         md += ["", footnote]
+    if lb.resolution:
+        md += ["", "## What this run can resolve", "", RESOLUTION_LEGEND, ""]
+        md += _md_table(RESOLUTION_HEADER, resolution_lines(lb))
+    if lb.vs_untrained:
+        md += ["", "## Versus the untrained student", "", VS_UNTRAINED_LEGEND, ""]
+        md += _md_table(VS_UNTRAINED_HEADER, vs_untrained_lines(lb))
     if acct_cols:
         md += ["", "## Budget accounting (mean per seed)", ""]
         md += _md_table(

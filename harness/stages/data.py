@@ -29,6 +29,15 @@ def build_generator(exp: Experiment, backend: str, loaded: Any) -> Any:
     return BACKENDS.get(backend)(loaded, batch_size=exp.sampling.batch_size, **exp.backends.get(backend, {}))
 
 
+def live_sampler(exp: Experiment, student: Any) -> Any:
+    """On-policy sampling from the student being trained, through `sampling.backend` with its params."""
+    from harness.registry import BACKENDS
+
+    backend = exp.sampling.backend
+    return BACKENDS.get(backend).live_sampler(student, batch_size=exp.sampling.batch_size,
+                                              **exp.backends.get(backend, {}))
+
+
 def backend_key(exp: Experiment, backend: str) -> dict[str, Any]:
     """What of a backend changes its outputs: its name and its result params (cache keys)."""
     from harness.registry import BACKENDS
@@ -38,13 +47,12 @@ def backend_key(exp: Experiment, backend: str) -> dict[str, Any]:
     return {"backend": backend, **{k: params[k] for k in cls.result_params}}
 
 
-def run_samples(exp: Experiment, prompts: list[dict[str, Any]], sampler: Any, out: Path) -> dict[str, Any]:
-    """Sample candidates with the sampler (student by default), keep n diverse ones per prompt."""
+def run_samples(exp: Experiment, prompts: list[dict[str, Any]], generator: Any, out: Path) -> dict[str, Any]:
+    """Sample candidates with the sampler's generator (student by default), keep n diverse ones per prompt."""
     from harness.sampling import sample_prompts
 
-    generator = build_generator(exp, exp.sampling.backend, sampler)
     try:
-        result = sample_prompts(generator, sampler.formatter, prompts, exp.sampling, progress=True)
+        result = sample_prompts(generator, generator.loaded.formatter, prompts, exp.sampling, progress=True)
     finally:
         generator.close()  # an engine (vLLM) is not kept beside the scoring and training that follow
     write_jsonl(out / "samples.jsonl", result.records)

@@ -7,17 +7,17 @@ student and every trained student answer with none. Greedy decoding unless a ben
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.benchmarks.base import Answer, AnswerModel, Benchmark, BenchmarkData, benchmark_from_spec
-from harness.benchmarks.lm_eval_tasks import LMEvalTask, loglikelihood_fn_for
 from harness.config import JudgeSpec
 from harness.judges.choice import is_official, judge_key, judge_spec_for
 from harness.models.base import GenerationRequest, LoadedModel, SamplingParams
+from harness.models.residency import park
 from harness.registry import BACKENDS
-from harness.stages.data import build_generator
-from harness.store import hash_inputs, read_jsonl, write_jsonl
+from harness.store import hash_inputs, read_jsonl, write_json_atomic, write_jsonl
 
 if TYPE_CHECKING:
     from harness.pipeline import ModelRow, Pipeline
@@ -34,6 +34,9 @@ class GeneratorAnswerModel(AnswerModel):
     @property
     def name(self) -> str:
         return self._name
+
+    def in_memory(self) -> LoadedModel:
+        return self.loaded
 
     def answer(self, conversations: list[list[dict[str, str]]], max_new_tokens: int,
                progress: str | None = None, temperature: float = 0.0) -> list[Answer]:
@@ -58,21 +61,55 @@ def trained_identity(base: dict[str, Any], train_key: str, weights_dir: Path) ->
 
 
 def build_benchmark(pipe: Pipeline, index: int) -> Benchmark:
-    return benchmark_from_spec(pipe.exp.benchmarks[index])
+    bench = benchmark_from_spec(pipe.exp.benchmarks[index])
+    if bench.uses_run:
+        bench.bind(PipelineRun(pipe))
+    return bench
+
+
+class PipelineRun:
+    """The run as a benchmark sees it (`harness.benchmarks.base.RunContext`)."""
+
+    def __init__(self, pipe: Pipeline) -> None:
+        self.pipe = pipe
+        self.batch_size = pipe.exp.signals.batch_size
+        self.generation_batch_size = pipe.exp.sampling.batch_size
+
+    def held_out_prompts(self, n: int) -> tuple[list[dict[str, Any]], str]:
+        from harness.prompts import load_held_out
+
+        held = load_held_out(self.pipe.exp.prompts, n)
+        return held.prompts, held.source
+
+    def teacher(self) -> LoadedModel:
+        return self.pipe.teacher()
+
+    def student(self) -> LoadedModel:
+        return self.pipe.student()
+
+    def cached(self, name: str, inputs: dict[str, Any], compute: Callable[[], Any]) -> Any:
+        art = self.pipe.store.artifact("shared", name, {**inputs, "teacher": self.pipe.teacher_key,
+                                                        "student": self.pipe.student_key})
+        if art.done and (problem := art.verify()) is not None:
+            self.pipe.store.set_aside(art, problem)  # damaged: rebuilt below, never used
+        if not art.done:
+            with self.pipe.store.writing(art) as out:
+                write_json_atomic(out / "values.json", compute())
+        return json.loads(art.file("values.json").read_text())
 
 
 def _loaded_for_row(pipe: Pipeline, row: ModelRow, weights: bool = True) -> LoadedModel:
     """The row's model; `weights=False` (a backend that loads weights from disk itself): a trained row is
     its identity and the student's tokenizer only, no copy of the student with its weights loaded."""
     if row.kind == "teacher":
-        return pipe.teacher()
+        return pipe.teacher(weights)
     if row.kind == "student":
-        return pipe.student()
+        return pipe.student(weights)
     from harness.training.trainer import load_trained_weights
 
     assert row.train is not None
     if not weights:
-        base = pipe.student()
+        base = pipe.student(weights=False)
         return LoadedModel(model=base.model, tokenizer=base.tokenizer, formatter=base.formatter,
                            identity=trained_identity(base.identity, row.train.key, row.train.path),
                            device=base.device)
@@ -94,15 +131,17 @@ def _loaded_for_row(pipe: Pipeline, row: ModelRow, weights: bool = True) -> Load
 def run_answers(pipe: Pipeline, row: ModelRow, index: int, out: Path) -> dict[str, Any]:
     bench = build_benchmark(pipe, index)
     data = bench.load()
-    in_memory = BACKENDS.get(pipe.exp.generation_backend).uses_loaded_weights or isinstance(bench, LMEvalTask)
-    loaded = _loaded_for_row(pipe, row, weights=in_memory)
-    if isinstance(bench, LMEvalTask):  # multiple-choice tasks score continuations with the row's own model
-        bench.loglikelihood_fn = loglikelihood_fn_for(loaded, batch_size=pipe.exp.sampling.batch_size)
+    backend = pipe.exp.generation_backend
+    weights = BACKENDS.get(backend).uses_loaded_weights
     # One engine for all of this row's benchmarks (harness.engines), shut down before anything else runs.
-    generator = pipe.engines.get(f"{row.row}|{row.seed}", lambda: build_generator(
-        pipe.exp, pipe.exp.generation_backend, loaded))
+    generator = pipe.engines.get(f"{row.row}|{row.seed}", lambda: pipe.generator(
+        backend, _loaded_for_row(pipe, row, weights=weights)))
+    # Benchmarks that score text (multiple choice, teacher agreement) use the row's model in memory.
+    loaded = _loaded_for_row(pipe, row, weights=weights or bench.needs_weights)
     before = int(getattr(generator, "generated_tokens", 0))
     answers = bench.generate(GeneratorAnswerModel(loaded, row.row, generator), data)
+    if not weights:
+        park(loaded)  # scored with in memory (multiple choice); the engine has the device again
     write_jsonl(out / "answers.jsonl", answers)
     (out / "data.json").write_text(json.dumps({"source": data.source, "version": data.version,
                                                "n_items": len(data.items)}))

@@ -97,9 +97,9 @@ def _run_signal(pipe: Pipeline, artifact_name: str, out: Path) -> dict[str, Any]
     if artifact_name == "teacher_samples":
         prompts = data_stages.read_prompts(pipe.prompts_artifact().path)
         # The configured sampling backend, as for the student's samples (vLLM where asked).
-        generator = data_stages.build_generator(exp, exp.sampling.backend, pipe.teacher())
+        generator = pipe.sampling_generator("teacher")
         try:
-            result = signals.teacher_samples(pipe.teacher(), prompts, exp.sampling, generator=generator)
+            result = signals.teacher_samples(generator.loaded, prompts, exp.sampling, generator=generator)
         finally:
             generator.close()
         write_json_atomic(out / "values.json", {"samples": result.values})
@@ -141,9 +141,22 @@ def run_trainset(pipe: Pipeline, out: Path) -> dict[str, Any]:
     if not kept:
         from harness.errors import HarnessError
 
-        raise HarnessError(
-            f"no training prompts left after the methods' filters ({len(groups)} sampled); use more prompts "
-            f"or turn off a filter (e.g. pad's mcq_filter: false)"
-        )
+        raise HarnessError(empty_trainset_reason(pipe.exp, pipe.methods, len(groups), keeps))
     return {"prompts": len(kept), "dropped_by_filters": len(groups) - len(kept), "sampled_prompts": len(groups),
             "kept_by_filter": kept_by_filter}
+
+
+def empty_trainset_reason(exp: Experiment, methods: dict[str, Any], sampled: int, keeps: dict[str, set[str]]) -> str:
+    """Why no prompt is left to train on, naming the setting or the methods' filters responsible."""
+    sampling = exp.sampling
+    if not sampled:
+        finished = " finished" if sampling.drop_unfinished else ""
+        return (f"sampling kept no prompt: each of the {exp.prompts.count} prompts had fewer than sampling.n "
+                f"({sampling.n}) distinct{finished} responses among its {sampling.candidates} candidates; raise "
+                f"sampling.temperature ({sampling.temperature:g}) or sampling.candidates"
+                + (", or set sampling.drop_unfinished: false" if sampling.drop_unfinished else ""))
+    kept = "; ".join(f"{row}'s filter kept {len(keep)}" for row, keep in keeps.items())
+    switches = ", ".join(f"{row}'s {name}" for row in keeps
+                         for name in (getattr(methods[row], "filter_params", None) or ("params",)))
+    return (f"no training prompt is kept by every method's data filter ({sampled} sampled; {kept}); use more "
+            f"prompts (prompts.count) or turn off a filter ({switches})")

@@ -53,17 +53,18 @@ def run_training(pipe: Pipeline, row: ModelRow, out: Path, stop_after_steps: int
     needed = method.signals_needed()
     groups = training_groups(pipe, needed)
     work_dir = pipe.store.work_dir(row.train)
-    generator = None
-    if method.on_policy:
-        from harness.models.hf_generator import HFGenerator
-
-        generator = HFGenerator  # the method builds one around the live student
-    result = train(
-        method, groups, fresh_student(pipe), pipe.exp.budget, row.seed, work_dir, out,
-        logging=pipe.exp.logging, precompute_accounting=precompute_accounting(pipe, needed),
-        teacher_loader=pipe.teacher if method.on_policy else None, generator=generator,
-        stop_after_steps=stop_after_steps, progress=pipe.progress,
-    )
+    # On-policy samples (GKD) come from the configured sampling backend (vllm: an engine following the weights).
+    sampler = pipe.engines.track(data_stages.live_sampler(pipe.exp, pipe.student())) if method.on_policy else None
+    try:
+        result = train(
+            method, groups, fresh_student(pipe), pipe.exp.budget, row.seed, work_dir, out,
+            logging=pipe.exp.logging, precompute_accounting=precompute_accounting(pipe, needed),
+            teacher_loader=pipe.teacher if method.on_policy else None, generator=sampler,
+            stop_after_steps=stop_after_steps, progress=pipe.progress,
+        )
+    finally:
+        if sampler is not None:
+            sampler.close()
     random.seed()  # leave no global RNG state behind for the next stage
     return {"accounting": result.accounting, "method": row.method.name, "seed": row.seed,
             "prompts": len(groups)}

@@ -26,6 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from harness.errors import HarnessError
+from harness.fsmode import honour_umask
 
 CHECKPOINT_DIR = "checkpoints"
 KEEP_LAST = 2
@@ -151,6 +152,7 @@ def save_checkpoint(
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:08d}"
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-step-{step:08d}-"))
+    honour_umask(tmp)  # mkdtemp makes it 0700
     try:
         save_model_state(tmp / "model.safetensors", model_state)
         opt_tensors, opt_meta = optimizer_to_files(optimizer_state)

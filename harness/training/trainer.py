@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from harness.config import Budget, LoggingConfig
+from harness.console import bars_enabled
 from harness.diskspace import require_free
 from harness.errors import BudgetError, HarnessError
 from harness.methods.base import Method, PromptGroup, TrainContext
@@ -292,7 +293,7 @@ def train(
 
     # --- the loop ----------------------------------------------------------------------------
     bar = tqdm(total=plan.total_steps, initial=start_step, desc=f"train {method.name}",
-               disable=not (progress and is_main), dynamic_ncols=True)
+               disable=not (progress and is_main and bars_enabled()), dynamic_ncols=True)
     max_norm = budget.max_grad_norm if budget.max_grad_norm is not None else float("inf")
     stop_reason = plan.steps_from
     for step in range(start_step, plan.total_steps):

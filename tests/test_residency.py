@@ -1,0 +1,58 @@
+"""While a backend that loads weights itself (vLLM) serves a model, the run's transformers copies wait in
+host memory (harness.models.residency); they go back to their device when next used for their weights.
+
+No GPU here: the models report an accelerator device and record where they are moved."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from harness.config import parse_experiment
+from harness.models.base import LoadedModel
+from harness.models.residency import park, unpark
+from harness.pipeline import Pipeline
+
+
+class Moves(torch.nn.Linear):
+    def __init__(self) -> None:
+        super().__init__(2, 2)
+        self.moves: list[str] = []
+
+    def to(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        self.moves.append(str(args[0]))
+        return self
+
+
+def on_gpu() -> LoadedModel:
+    return LoadedModel(model=Moves(), tokenizer=None, formatter=None, identity={}, device="cuda:0")  # type: ignore[arg-type]
+
+
+def test_park_moves_accelerator_weights_to_host_once_and_unpark_brings_them_back() -> None:
+    loaded = on_gpu()
+    assert park(loaded) and loaded.parked and loaded.model.moves == ["cpu"]
+    assert not park(loaded) and loaded.model.moves == ["cpu"]  # already parked
+    assert unpark(loaded) is loaded and not loaded.parked and loaded.model.moves == ["cpu", "cuda:0"]
+    assert unpark(loaded).model.moves == ["cpu", "cuda:0"]  # not parked: nothing to do
+
+
+def test_models_on_cpu_are_never_moved() -> None:
+    loaded = LoadedModel(model=Moves(), tokenizer=None, formatter=None, identity={}, device="cpu")  # type: ignore[arg-type]
+    assert not park(loaded) and loaded.model.moves == []
+
+
+def test_a_vllm_engine_parks_the_runs_models_and_the_hf_backend_does_not(tmp_path) -> None:
+    exp = parse_experiment({
+        "name": "park", "teacher": {"model": "tiny:llama", "seed": 1}, "student": {"model": "tiny:llama"},
+        "prompts": {"source": "sharegpt", "count": 2}, "methods": [{"name": "sft"}], "benchmarks": [],
+    }, "test")
+    pipe = Pipeline(exp, tmp_path, progress=False)
+    teacher, student = on_gpu(), on_gpu()
+    pipe._models.update(teacher=teacher, student=student)
+    pipe.generator("hf", student)
+    assert not teacher.parked and not student.parked
+    generator = pipe.generator("vllm", student)  # the engine itself starts lazily (no vLLM needed here)
+    assert generator.loaded is student and teacher.parked and student.parked
+    assert pipe.teacher(weights=False) is teacher and teacher.parked  # tokenizer/identity only: stays parked
+    assert pipe.teacher() is teacher and not teacher.parked and teacher.model.moves == ["cpu", "cuda:0"]
