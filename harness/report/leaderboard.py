@@ -239,6 +239,9 @@ def _comparisons(
 # Two-sided 5% test with 80% power: a true paired difference of (1.96 + 0.84) standard errors is detected
 # four times in five. The minimum detectable difference of a (row, metric) is that many SEs of its diffs.
 MDD_Z = 1.959964 + 0.841621
+# A percentile bootstrap over a handful of items understates the spread (3 items have 10 distinct
+# resamples): below this many items no difference is called resolved, whatever its interval.
+MIN_ITEMS_TO_RESOLVE = 10
 
 
 def _paired_keys(columns: list[Column], bench: str, rows: list[LeaderRow],
@@ -285,7 +288,7 @@ def _vs_untrained(
                             "metric_label": f"{col.group} {col.label}", "per_item": key,
                             "higher_is_better": col.higher_is_better, "n_items": len(shared), "diff": res.diff,
                             "ci_low": res.ci_low, "ci_high": res.ci_high, "p_value": res.p_value, "mdd": mdd,
-                            "resolved": bool(res.ci_low > 0 or res.ci_high < 0)})
+                            "resolved": len(shared) >= MIN_ITEMS_TO_RESOLVE and bool(res.ci_low > 0 or res.ci_high < 0)})
     return out
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from harness.report.columns import Column
 from harness.report.flags import FLAG_HEADER, flag_table, judge_footnote, row_label
-from harness.report.leaderboard import Cell, Leaderboard
+from harness.report.leaderboard import MIN_ITEMS_TO_RESOLVE, Cell, Leaderboard
 from harness.store import write_json_atomic, write_text_atomic
 
 LEGEND = (
@@ -64,7 +64,7 @@ VS_UNTRAINED_LEGEND = (
     "Each row minus the untrained student, paired over the same items (mean per-item difference, 95% "
     "bootstrap interval). MDD: the minimum detectable difference at this size (80% power, two-sided 5%): "
     "a true difference smaller than it is usually missed, so \"no\" below it means \"cannot tell\", "
-    "not \"no effect\"."
+    "not \"no effect\". Under 10 items nothing is called resolved (a bootstrap over so few understates the spread)."
 )
 VS_UNTRAINED_HEADER = ["Row", "Metric (per item)", "Items", "Diff", "95% CI", "MDD", "Resolved"]
 
@@ -72,7 +72,8 @@ VS_UNTRAINED_HEADER = ["Row", "Metric (per item)", "Items", "Diff", "95% CI", "M
 def vs_untrained_lines(lb: Leaderboard) -> list[list[str]]:
     return [[c["row"], c["metric_label"], str(c["n_items"]), _f(c["diff"], 4), _ci(c),
              "no variance" if c["mdd"] is None else _f(c["mdd"], 4),
-             "yes" if c["resolved"] else "no"] for c in lb.vs_untrained]
+             "yes" if c["resolved"] else ("too few items" if c["n_items"] < MIN_ITEMS_TO_RESOLVE else "no")]
+            for c in lb.vs_untrained]
 
 
 RESOLUTION_LEGEND = (
