@@ -134,3 +134,24 @@ def test_batched_equals_one_at_a_time_smollm(smollm):
          [fmt.response_ids(r) for r in ["Red.", "Blue is one."]]),
     ]
     _check_against_single(smollm, groups, batch_size=8)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_a_shared_context_is_encoded_once_and_scores_equal_one_at_a_time(arch):
+    """A teacher's long context (system prompt + demonstrations) shared by every prompt runs once per chunk
+    (its KV cache repeated), the suffixes after it left-padded: scores still equal one-at-a-time scoring."""
+    loaded = make_tiny(arch, seed=3)
+    fmt = loaded.formatter
+    context = [{"role": "system", "content": "Answer briefly and well. " * 6},
+               {"role": "user", "content": "An example question?"}, {"role": "assistant", "content": "An answer."}]
+    groups = [(fmt.prompt_ids(context + [{"role": "user", "content": q}]),
+               [fmt.response_ids(r) for r in rs])
+              for q, rs in [("short?", ["a", "bb bb"]), ("a much longer question here?", ["c c c", "d"]),
+                            ("mid one?", ["eee"])]]
+    scorer = _check_against_single(loaded, groups, batch_size=16)  # one chunk: all five responses
+    from harness.models.kv import common_prefix_length
+
+    shared = common_prefix_length([p for p, _ in groups])
+    assert shared >= 32  # the shared-prefix path ran
+    expected = shared + sum(len(p) - shared + sum(len(r) - 1 for r in rs) for p, rs in groups)
+    assert scorer.forward_tokens == expected

@@ -58,6 +58,49 @@ def encode_left_padded(
     return logits[:, -1], cache, attn, positions
 
 
+def common_prefix_length(seqs: list[list[int]]) -> int:
+    if not seqs:
+        return 0
+    n = min(len(s) for s in seqs)
+    for i in range(n):
+        tok = seqs[0][i]
+        if any(s[i] != tok for s in seqs[1:]):
+            return i
+    return n
+
+
+def encode_shared_prefix(
+    model: Any, prompts: list[list[int]], pad_id: int, device: Any, min_prefix: int = 32
+) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor, int]:
+    """`encode_left_padded`, but a token prefix every prompt shares (a teacher's system prompt and
+    demonstrations) is encoded ONCE and its KV cache repeated over the rows; only the suffixes run per row,
+    left-padded after it. The mask then has a hole (prefix, padding, suffix); positions count real tokens,
+    so the outputs equal the plain pass to float rounding. Returns the same four values plus the number of
+    tokens actually run; prompts sharing fewer than `min_prefix` tokens take the plain pass."""
+    common = min(common_prefix_length(prompts), min(len(p) for p in prompts) - 1)  # each keeps >= 1 token
+    if len(prompts) < 2 or common < min_prefix:
+        logits, cache, attn, positions = encode_left_padded(model, prompts, pad_id, device)
+        return logits, cache, attn, positions, sum(len(p) for p in prompts)
+    prefix = torch.tensor([prompts[0][:common]], dtype=torch.long, device=device)
+    _, cache = forward_with_cache(model, new_cache(), input_ids=prefix, attention_mask=torch.ones_like(prefix),
+                                  position_ids=torch.arange(common, device=device)[None, :], logits_to_keep=1)
+    cache = select_cache(cache, torch.zeros(len(prompts), dtype=torch.long, device=device))
+    suffixes = [p[common:] for p in prompts]
+    width = max(len(x) for x in suffixes)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    suffix_attn = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, x in enumerate(suffixes):
+        ids[i, width - len(x):] = torch.tensor(x, dtype=torch.long)
+        suffix_attn[i, width - len(x):] = 1
+    ids, suffix_attn = ids.to(device), suffix_attn.to(device)
+    suffix_positions = common + (suffix_attn.cumsum(-1) - 1).clamp(min=0)
+    attn = torch.cat([torch.ones((len(prompts), common), dtype=torch.long, device=device), suffix_attn], dim=1)
+    logits, cache = forward_with_cache(model, cache, input_ids=ids, attention_mask=attn,
+                                       position_ids=suffix_positions, logits_to_keep=1)
+    positions = torch.cat([torch.arange(common, device=device).expand(len(prompts), common), suffix_positions], 1)
+    return logits[:, -1], cache, attn, positions, common + sum(len(x) for x in suffixes)
+
+
 def select_cache(cache: Any, index: torch.Tensor) -> Any:
     """A NEW cache whose row i is row `index[i]` of `cache` (rows may repeat); `cache` is left intact, so
     one encoded prompt batch can serve several response batches."""

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from harness.models.base import LoadedModel
-from harness.models.kv import encode_left_padded, forward_with_cache, select_cache
+from harness.models.kv import common_prefix_length, encode_shared_prefix, forward_with_cache, select_cache
 
 Group = tuple[list[int], list[list[int]]]
 
@@ -82,7 +82,7 @@ class Scorer:
         only the top-k log-probs shows)."""
         groups: list[Group] = []
         for prompts in prompt_sets:
-            common = _common_prefix_length(prompts)
+            common = common_prefix_length(prompts)
             common = min([common] + [len(p) - 1 for p in prompts])  # every suffix keeps >= 1 token
             # A dummy final token makes the scorer compute the distribution right after each full prompt.
             groups.append((prompts[0][:common] if prompts else [], [p[common:] + [candidates[0]] for p in prompts]))
@@ -114,8 +114,9 @@ class Scorer:
 
     def _encode_prompts(self, prompts: list[list[int]]) -> tuple[torch.Tensor, Any, torch.Tensor]:
         """Left-padded prompt pass: (last-position logits [G, V], KV cache, attention mask [G, L])."""
-        logits, cache, attn, _ = encode_left_padded(self.loaded.model, prompts, self.pad_id, self.loaded.device)
-        self.forward_tokens += sum(len(p) for p in prompts)
+        # A shared prefix (e.g. the teacher's system prompt and demonstrations) is encoded once per chunk.
+        logits, cache, attn, _, run = encode_shared_prefix(self.loaded.model, prompts, self.pad_id, self.loaded.device)
+        self.forward_tokens += run
         return logits, cache, attn
 
     def _chunks(self, groups: list[Group]) -> Iterator[list[int]]:
@@ -208,17 +209,6 @@ class Scorer:
             logits = torch.cat([logits, rest.float()], dim=1)
             self.forward_tokens += int((lengths - 1).clamp(min=0).sum())
         return [rows[i] for i in bucket], logits, targets, lengths
-
-
-def _common_prefix_length(seqs: list[list[int]]) -> int:
-    if not seqs:
-        return 0
-    n = min(len(s) for s in seqs)
-    for i in range(n):
-        tok = seqs[0][i]
-        if any(s[i] != tok for s in seqs[1:]):
-            return i
-    return n
 
 
 def _regroup(flat: list[Any], groups: list[Group]) -> list[list[Any]]:
