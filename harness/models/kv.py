@@ -39,18 +39,23 @@ def forward_with_cache(model: Any, cache: Any, **kwargs: Any) -> tuple[torch.Ten
     return out.logits, new
 
 
+def left_pad(seqs: list[list[int]], pad_id: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids [G, L] left-padded with `pad_id`, and their attention mask (1 on real tokens)."""
+    width = max(len(x) for x in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, x in enumerate(seqs):
+        ids[i, width - len(x):] = torch.tensor(x, dtype=torch.long)
+        attn[i, width - len(x):] = 1
+    return ids.to(device), attn.to(device)
+
+
 def encode_left_padded(
     model: Any, prompts: list[list[int]], pad_id: int, device: Any
 ) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
     """One left-padded pass over `prompts`, shared by generation and scoring:
     (last-position logits [G, V], KV cache, attention mask [G, L], position ids [G, L])."""
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    attn = torch.zeros((len(prompts), width), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-        attn[i, width - len(p) :] = 1
-    ids, attn = ids.to(device), attn.to(device)
+    ids, attn = left_pad(prompts, pad_id, device)
     positions = (attn.cumsum(-1) - 1).clamp(min=0)
     logits, cache = forward_with_cache(
         model, new_cache(), input_ids=ids, attention_mask=attn, position_ids=positions, logits_to_keep=1
@@ -86,13 +91,7 @@ def encode_shared_prefix(
                                   position_ids=torch.arange(common, device=device)[None, :], logits_to_keep=1)
     cache = select_cache(cache, torch.zeros(len(prompts), dtype=torch.long, device=device))
     suffixes = [p[common:] for p in prompts]
-    width = max(len(x) for x in suffixes)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    suffix_attn = torch.zeros((len(prompts), width), dtype=torch.long)
-    for i, x in enumerate(suffixes):
-        ids[i, width - len(x):] = torch.tensor(x, dtype=torch.long)
-        suffix_attn[i, width - len(x):] = 1
-    ids, suffix_attn = ids.to(device), suffix_attn.to(device)
+    ids, suffix_attn = left_pad(suffixes, pad_id, device)
     suffix_positions = common + (suffix_attn.cumsum(-1) - 1).clamp(min=0)
     attn = torch.cat([torch.ones((len(prompts), common), dtype=torch.long, device=device), suffix_attn], dim=1)
     logits, cache = forward_with_cache(model, cache, input_ids=ids, attention_mask=attn,
