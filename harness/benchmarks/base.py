@@ -53,6 +53,8 @@ class AnswerModel(ABC):
     @abstractmethod
     def name(self) -> str: ...
 
+    scoring_batch_size: int = 8  # sequences per forward pass when a benchmark scores with `in_memory()`
+
     def in_memory(self) -> LoadedModel:
         """The model itself, weights in memory, for benchmarks that score text with it (`needs_weights`)."""
         raise NotImplementedError(f"{type(self).__name__} offers chat answers only")

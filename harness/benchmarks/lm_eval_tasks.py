@@ -10,6 +10,7 @@ GSM8K, with its own cached stages and protocols, is `gsm8k.py` (re-exported here
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,6 @@ class LMEvalTask(Benchmark):
     decoding = {"temperature": 0.0, "do_sample": False}
     loglikelihood_fn: LoglikelihoodFn | None = None  # default: the model under test's own (needs_weights)
     needs_weights = True
-    scoring_batch_size = 8
 
     params: LMEvalTaskParams
 
@@ -95,14 +95,8 @@ class LMEvalTask(Benchmark):
     def _own_scoring(self, model: AnswerModel) -> LoglikelihoodFn:
         """Multiple-choice tasks score continuations with the model under test itself (built on first use:
         generation-only tasks never need its weights)."""
-        built: list[LoglikelihoodFn] = []
-
-        def scoring(*args: Any, **kwargs: Any) -> Any:
-            if not built:
-                built.append(loglikelihood_fn_for(model.in_memory(), batch_size=self.scoring_batch_size))
-            return built[0](*args, **kwargs)
-
-        return scoring
+        build = functools.cache(lambda: loglikelihood_fn_for(model.in_memory(), batch_size=model.scoring_batch_size))
+        return lambda *args, **kwargs: build()(*args, **kwargs)
 
     def generate(self, model: AnswerModel, data: BenchmarkData) -> list[dict[str, Any]]:
         from lm_eval import simple_evaluate

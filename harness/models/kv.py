@@ -74,6 +74,11 @@ def common_prefix_length(seqs: list[list[int]]) -> int:
     return n
 
 
+def shared_prefix_length(seqs: list[list[int]]) -> int:
+    """The prefix all `seqs` share, shortened so that each keeps at least one token after it."""
+    return min([common_prefix_length(seqs)] + [len(x) - 1 for x in seqs])
+
+
 def encode_shared_prefix(
     model: Any, prompts: list[list[int]], pad_id: int, device: Any, min_prefix: int = 32
 ) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor, int]:
@@ -82,7 +87,7 @@ def encode_shared_prefix(
     left-padded after it. The mask then has a hole (prefix, padding, suffix); positions count real tokens,
     so the outputs equal the plain pass to float rounding. Returns the same four values plus the number of
     tokens actually run; prompts sharing fewer than `min_prefix` tokens take the plain pass."""
-    common = min(common_prefix_length(prompts), min(len(p) for p in prompts) - 1)  # each keeps >= 1 token
+    common = shared_prefix_length(prompts)
     if len(prompts) < 2 or common < min_prefix:
         logits, cache, attn, positions = encode_left_padded(model, prompts, pad_id, device)
         return logits, cache, attn, positions, sum(len(p) for p in prompts)

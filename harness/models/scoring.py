@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from harness.models.base import LoadedModel
-from harness.models.kv import common_prefix_length, encode_shared_prefix, forward_with_cache, select_cache
+from harness.models.kv import encode_shared_prefix, forward_with_cache, select_cache, shared_prefix_length
 
 Group = tuple[list[int], list[list[int]]]
 
@@ -82,8 +82,7 @@ class Scorer:
         only the top-k log-probs shows)."""
         groups: list[Group] = []
         for prompts in prompt_sets:
-            common = common_prefix_length(prompts)
-            common = min([common] + [len(p) - 1 for p in prompts])  # every suffix keeps >= 1 token
+            common = shared_prefix_length(prompts)  # every suffix keeps >= 1 token
             # A dummy final token makes the scorer compute the distribution right after each full prompt.
             groups.append((prompts[0][:common] if prompts else [], [p[common:] + [candidates[0]] for p in prompts]))
         flat: list[torch.Tensor | None] = [None] * sum(len(rs) for _, rs in groups)

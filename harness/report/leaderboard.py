@@ -279,9 +279,9 @@ def _vs_untrained(
                 shared = sorted(set(mine) & set(theirs))
                 if len(shared) < 2:
                     continue
-                diffs = np.array([mine[k] - theirs[k] for k in shared])
-                res = paired_bootstrap([mine[k] for k in shared], [theirs[k] for k in shared], n_boot, seed)
-                spread = float(diffs.std(ddof=1))
+                a, b = [mine[k] for k in shared], [theirs[k] for k in shared]
+                res = paired_bootstrap(a, b, n_boot, seed)
+                spread = float((np.array(a) - np.array(b)).std(ddof=1))
                 # identical per-item scores everywhere (e.g. all 0): no variance to size anything from
                 mdd = MDD_Z * spread / math.sqrt(len(shared)) if spread > 0 else None
                 out.append({"row": row.row, "kind": row.kind, "benchmark": bench, "metric": col.key,

@@ -64,7 +64,8 @@ VS_UNTRAINED_LEGEND = (
     "Each row minus the untrained student, paired over the same items (mean per-item difference, 95% "
     "bootstrap interval). MDD: the minimum detectable difference at this size (80% power, two-sided 5%): "
     "a true difference smaller than it is usually missed, so \"no\" below it means \"cannot tell\", "
-    "not \"no effect\". Under 10 items nothing is called resolved (a bootstrap over so few understates the spread)."
+    f"not \"no effect\". Under {MIN_ITEMS_TO_RESOLVE} items nothing is called resolved (a bootstrap over so "
+    "few understates the spread)."
 )
 VS_UNTRAINED_HEADER = ["Row", "Metric (per item)", "Items", "Diff", "95% CI", "MDD", "Resolved"]
 

@@ -26,10 +26,11 @@ if TYPE_CHECKING:
 class GeneratorAnswerModel(AnswerModel):
     """Benchmarks see the model under test only through this: chat in, greedy answer out."""
 
-    def __init__(self, loaded: LoadedModel, name: str, generator: Any) -> None:
+    def __init__(self, loaded: LoadedModel, name: str, generator: Any, scoring_batch_size: int = 8) -> None:
         self.loaded = loaded
         self._name = name
         self.generator = generator
+        self.scoring_batch_size = scoring_batch_size
 
     @property
     def name(self) -> str:
@@ -139,9 +140,10 @@ def run_answers(pipe: Pipeline, row: ModelRow, index: int, out: Path) -> dict[st
     # Benchmarks that score text (multiple choice, teacher agreement) use the row's model in memory.
     loaded = _loaded_for_row(pipe, row, weights=weights or bench.needs_weights)
     before = int(getattr(generator, "generated_tokens", 0))
-    answers = bench.generate(GeneratorAnswerModel(loaded, row.row, generator), data)
-    if not weights:
-        park(loaded)  # scored with in memory (multiple choice); the engine has the device again
+    answers = bench.generate(GeneratorAnswerModel(loaded, row.row, generator,
+                                                  scoring_batch_size=pipe.exp.sampling.batch_size), data)
+    if not weights and bench.needs_weights:
+        park(loaded)  # its weights were brought back for scoring; the engine has the device again
     write_jsonl(out / "answers.jsonl", answers)
     (out / "data.json").write_text(json.dumps({"source": data.source, "version": data.version,
                                                "n_items": len(data.items)}))
