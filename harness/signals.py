@@ -1,10 +1,12 @@
 """The shared signals: teacher/student scores that methods ask for, each a pure function of (model, data).
 
-Every function takes prompt groups (`PromptGroup`s or dicts with "messages" and "responses", plus
+Every signal function takes prompt groups (`PromptGroup`s or dicts with "messages" and "responses", plus
 "prompt_id" for teacher samples) and a `LoadedModel`, and returns a `SignalResult`: the per-group values in
 the layouts documented on `harness.methods.base.PromptGroup`, plus the tokens the model processed
 (`forward_tokens`) or generated (`generated_tokens`) so the pipeline can charge the work to every method
-that uses the signal. The pipeline caches each result once and shares it.
+that uses the signal. The log-prob signals come from `sequence_scores` instead (a `SequenceScores`: mean
+and SUM log-probs from one pass; the teacher's mean, the initial student's mean and SUM, DPO's reference).
+The pipeline caches each result once and shares it.
 
 A model sees its OWN context: prompts are built with `model.formatter`, so a teacher with a system prompt
 and demonstrations scores and judges with them (context distillation), the student without. Responses are
@@ -77,10 +79,6 @@ class SignalResult:
     forward_tokens: int = 0  # tokens run through the model (prompts encoded once + responses)
     generated_tokens: int = 0
 
-    @property
-    def total_tokens(self) -> int:
-        return self.forward_tokens + self.generated_tokens
-
 
 def _field(group: Any, name: str) -> Any:
     return group[name] if isinstance(group, dict) else getattr(group, name)
@@ -134,34 +132,6 @@ def sequence_scores(
         n_tokens=[[s.n_tokens for s in row] for row in scores],
         forward_tokens=scorer.forward_tokens,
     )
-
-
-def teacher_avg_logprob(
-    teacher: LoadedModel, groups: list[Any], batch_size: int = 8, max_length: int | None = None,
-    max_prompt_length: int | None = None, progress: str | None = "teacher log-probs",
-) -> SignalResult:
-    """[P][n] mean log p_teacher(y_i | teacher context + x) over response tokens (end-of-turn included)."""
-    res = sequence_scores(teacher, groups, batch_size, max_length, max_prompt_length, progress)
-    return SignalResult(res.mean, forward_tokens=res.forward_tokens)
-
-
-def student_avg_logprob(
-    student: LoadedModel, groups: list[Any], batch_size: int = 8, max_length: int | None = None,
-    max_prompt_length: int | None = None, progress: str | None = "student log-probs",
-) -> SignalResult:
-    """[P][n] mean log p_student0(y_i | x) under the initial student."""
-    res = sequence_scores(student, groups, batch_size, max_length, max_prompt_length, progress)
-    return SignalResult(res.mean, forward_tokens=res.forward_tokens)
-
-
-def reference_logprob(
-    reference: LoadedModel, groups: list[Any], batch_size: int = 8, max_length: int | None = None,
-    max_prompt_length: int | None = None, progress: str | None = "reference log-probs",
-) -> SignalResult:
-    """[P][n] SUM log p_ref(y_i | x), ref = the initial student (DPO's reference term). Pass the budget's
-    max lengths so the reference term covers exactly the trained tokens."""
-    res = sequence_scores(reference, groups, batch_size, max_length, max_prompt_length, progress)
-    return SignalResult(res.sum, forward_tokens=res.forward_tokens)
 
 
 # ---------------------------------------------------------------- MCQ preference
@@ -274,9 +244,6 @@ def _released_mcq(teacher: LoadedModel, groups: list[Any], batch_size: int, temp
     return SignalResult(values, forward_tokens=scorer.forward_tokens)
 
 
-mcq_preferences = mcq_preference  # the name the signals stage calls
-
-
 # ---------------------------------------------------------------- top-k teacher log-probs
 
 
@@ -319,12 +286,6 @@ def load_topk(path: str | Path) -> list[dict[str, list[torch.Tensor]]]:
         out.append({"ids": list(ids[pos : pos + size]), "logprobs": list(lps[pos : pos + size])})
         pos += size
     return out
-
-
-def topk_tail_logprob(logprobs: torch.Tensor) -> torch.Tensor:
-    """log(1 - sum of the top-k probabilities) per row: the mass of every other token (KD's tail bucket)."""
-    mass = logprobs.float().exp().sum(-1).clamp(max=1.0 - 1e-6)
-    return torch.log1p(-mass)
 
 
 # ---------------------------------------------------------------- teacher samples (SeqKD)

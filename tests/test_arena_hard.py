@@ -16,15 +16,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from harness.benchmarks import arena_hard_scoring as S
-from harness.benchmarks.arena_hard import (
+from harness.benchmarks.arena_hard import ArenaHard
+from harness.benchmarks.arena_hard import formats as F
+from harness.benchmarks.arena_hard import scoring as S
+from harness.benchmarks.arena_hard.formats import (
     CONTINUE_PROMPT,
     CREATIVE_WRITING_PROMPT,
     OG_ARENA_HARD_PROMPT,
     PROMPT_TEMPLATE,
-    ArenaHard,
-    score_rows,
 )
+from harness.benchmarks.arena_hard.scoring import score_rows
 from harness.benchmarks.base import Answer, AnswerModel, BenchmarkData
 from harness.errors import DataSourceError, JudgeError
 from harness.judges.base import Judge, JudgeRequest, JudgeResponse
@@ -58,7 +59,7 @@ def test_prompts_are_the_official_text() -> None:
     ("[[]] empty", (None, True)),
 ])
 def test_verdict_v01(text: str, expected: tuple[str | None, bool]) -> None:
-    assert S.extract_verdict_v01(text) == expected
+    assert F.extract_verdict_v01(text) == expected
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -71,7 +72,7 @@ def test_verdict_v01(text: str, expected: tuple[str | None, bool]) -> None:
     ("[[A<B]]", "A<B"),
 ])
 def test_verdict_v2(text: str, expected: str | None) -> None:
-    assert S.extract_verdict_v2(text) == expected
+    assert F.extract_verdict_v2(text) == expected
 
 
 # ------------------------------------------------------------------------------------------ battles
@@ -214,12 +215,12 @@ def test_v01_style_control_matches_sklearn_default_l2_fit() -> None:
 def test_v2_mean_bootstrap_matches_official_pandas_code() -> None:
     pd = pytest.importorskip("pandas")
     rng = np.random.default_rng(5)
-    labels = list(S.V2_LABEL_TO_A_SCORE) + [None]
+    labels = list(F.V2_LABEL_TO_A_SCORE) + [None]
     rows = _rows([(labels[i], labels[j]) for i, j in rng.integers(0, len(labels), size=(80, 2))])
     ours = score_rows(rows, "v2.0", rounds=50, seed=11)
 
     # Transcript of show_result.load_judgments + print_leaderboard.
-    label_to_score = {k: [v] * (3 if strong else 1) for k, (v, strong) in S.V2_LABEL_TO_A_SCORE.items()}
+    label_to_score = {k: [v] * (3 if strong else 1) for k, (v, strong) in F.V2_LABEL_TO_A_SCORE.items()}
     kept = [r for r in rows if all(g["score"] is not None and g["score"] in label_to_score for g in r["games"])]
     data = pd.DataFrame({"model": "student", "scores": [
         label_to_score[r["games"][1]["score"]] + [1 - s for s in label_to_score[r["games"][0]["score"]]]
@@ -460,7 +461,7 @@ def test_score_official_rejects_non_judgement_file(tmp_path: Path) -> None:
 def test_bad_data_path_and_missing_v01_say_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(DataSourceError, match="question.jsonl"):
         ArenaHard({"version": "v0.1", "data_path": str(tmp_path)}).load()
-    import harness.benchmarks.arena_hard as ah
+    import harness.benchmarks.arena_hard.prompts as ah
 
     monkeypatch.setattr(ah, "_hub_dir", lambda version, baseline: None)
     with pytest.raises(DataSourceError, match="data_path"):

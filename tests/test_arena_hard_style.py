@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from harness.benchmarks import arena_hard_scoring as S
 from harness.benchmarks.arena_hard import ArenaHard
-from harness.benchmarks.arena_hard_official import load_style_pool
+from harness.benchmarks.arena_hard import scoring as S
+from harness.benchmarks.arena_hard.formats import V2_LABEL_TO_A_SCORE
+from harness.benchmarks.arena_hard.official import load_style_pool
 from harness.benchmarks.base import Answer, AnswerModel, BenchmarkData
 from harness.errors import DataSourceError
 from harness.judges.base import Judge, JudgeRequest, JudgeResponse
@@ -97,7 +98,7 @@ def test_v2_joint_style_control_matches_show_result_over_the_pool(tmp_path: Path
                       (pool_dir.parent.parent / "model_answer" / f"{name}.jsonl").read_text().splitlines()}
                for name in games}
     answers["student"] = {r["id"]: r["metadata"]["model"] for r in rows}
-    label_to_score = {k: [v] * (3 if strong else 1) for k, (v, strong) in S.V2_LABEL_TO_A_SCORE.items()}
+    label_to_score = {k: [v] * (3 if strong else 1) for k, (v, strong) in V2_LABEL_TO_A_SCORE.items()}
     battles: list[tuple[str, str, float]] = []
     all_games = {"student": [(r["games"][0]["score"], r["games"][1]["score"]) for r in rows], **games}
     for name, pairs in all_games.items():

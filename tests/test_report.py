@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.report import build_leaderboard, merge_results, merge_runs, report_main, write_reports
+from harness.cli import main
+from harness.report import build_leaderboard, merge_results, merge_runs, write_reports
 from harness.report.merge import MergeError
 from harness.report.paper import find_reference, load_reference
 from harness.report.sample import sample_results
@@ -231,8 +232,8 @@ def test_merge_matching_runs_adds_the_new_method(tmp_path: Path, capsys: pytest.
     assert [m["name"] for m in merged.experiment["methods"]] == ["pad", "dpo", "newplugin"]
     assert len(merged.provenance["merged_from"]) == 2
     assert (
-        report_main(
-            [str(tmp_path / "a"), str(tmp_path / "b"), "--n-boot", "100", "--paper-dir", str(tmp_path)]
+        main(
+            ["report", str(tmp_path / "a"), str(tmp_path / "b"), "--n-boot", "100", "--paper-dir", str(tmp_path)]
         )
         == 0
     )
@@ -244,5 +245,5 @@ def test_merge_matching_runs_adds_the_new_method(tmp_path: Path, capsys: pytest.
     dup = sample_results(methods=("pad",), seeds=(0,), seed=5)
     with pytest.raises(MergeError, match="'pad' seed 0"):
         merge_results([a, dup])
-    assert report_main([str(tmp_path / "missing")]) == 2
-    assert "no results.json" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "no results.json" in capsys.readouterr().err

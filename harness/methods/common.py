@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 
 @dataclass
@@ -74,20 +73,10 @@ def sequence_logprobs(model: torch.nn.Module, packed: Packed) -> tuple[torch.Ten
     return total, total / count.clamp_min(1), count
 
 
-def response_logits(model: torch.nn.Module, packed: Packed) -> tuple[torch.Tensor, torch.Tensor]:
-    """Full-vocabulary log-softmax at response positions: (logprobs [B, L-1, V], mask [B, L-1])."""
-    logits = model(input_ids=packed.input_ids, attention_mask=packed.attention_mask).logits[:, :-1]
-    return torch.log_softmax(logits.float(), dim=-1), packed.response_mask[:, 1:].float()
-
-
 def nll_loss(model: torch.nn.Module, packed: Packed) -> torch.Tensor:
     """Token-averaged NLL over response tokens (the SFT objective)."""
     logp, mask = token_logprobs(model, packed)
     return -(logp.sum() / mask.sum().clamp_min(1))
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    return (x * mask).sum(dim) / mask.sum(dim).clamp_min(1)
 
 
 __all__ = [
@@ -96,8 +85,5 @@ __all__ = [
     "pack_sequences",
     "token_logprobs",
     "sequence_logprobs",
-    "response_logits",
     "nll_loss",
-    "masked_mean",
-    "F",
 ]

@@ -1,11 +1,11 @@
 """Leaderboards and reports: leaderboard.json / .csv / LEADERBOARD.md / report.html from `RunResults`.
 
-Entry points: `write_reports(results, out_dir)` (one run, or a list merged first), `merge_runs(run_dirs)`,
-and `report_main(argv)` behind `pad-harness report RUN_DIR...`.
+Entry points: `write_reports(results, out_dir)` (one run, or a list merged first) and `merge_runs(run_dirs)`;
+`pad-harness report RUN_DIR...` runs `merge.run_report`.
 """
 
 from harness.report.leaderboard import Leaderboard, build_leaderboard
-from harness.report.merge import MergeError, merge_results, merge_runs, report_main, write_reports
+from harness.report.merge import MergeError, merge_results, merge_runs, write_reports
 
 __all__ = [
     "Leaderboard",
@@ -13,6 +13,5 @@ __all__ = [
     "build_leaderboard",
     "merge_results",
     "merge_runs",
-    "report_main",
     "write_reports",
 ]

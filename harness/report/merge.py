@@ -236,16 +236,3 @@ def run_report(args: argparse.Namespace) -> dict[str, Path]:
     return write_reports(
         results, out, paper_dirs=args.paper_dir, proposed=args.proposed, n_boot=args.n_boot, seed=args.seed
     )
-
-
-def report_main(argv: Sequence[str] | None = None) -> int:
-    parser = configure_parser(argparse.ArgumentParser(prog="pad-harness report", description=__doc__))
-    args = parser.parse_args(argv)
-    try:
-        paths = run_report(args)
-    except HarnessError as exc:
-        print(f"error: {exc}")
-        return 2
-    for kind, path in paths.items():
-        print(f"{kind:9s} {path}")
-    return 0

@@ -12,9 +12,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness.benchmarks import arena_hard_scoring as S
-from harness.benchmarks.arena_hard import JUDGE_SETTINGS, _answer, _read_jsonl
-from harness.benchmarks.arena_hard_metrics import STYLE_KEYS, file_metadata, score_rows
+from harness.benchmarks.arena_hard.formats import JUDGE_SETTINGS
+from harness.benchmarks.arena_hard.prompts import parse_answer, read_rows
+from harness.benchmarks.arena_hard.scoring import (
+    STYLE_KEYS,
+    StylePool,
+    battles_v01,
+    battles_v2,
+    file_metadata,
+    score_rows,
+)
 from harness.benchmarks.base import ScoreResult
 from harness.errors import DataSourceError
 
@@ -23,12 +30,12 @@ def _answers(answer_dir: Path | None, model: str) -> dict[Any, dict[str, Any] | 
     if answer_dir is None or not (answer_dir / f"{model}.jsonl").is_file():
         return None
     return {qid: file_metadata(meta)
-            for qid, _m, _t, meta in (_answer(a) for a in _read_jsonl(answer_dir / f"{model}.jsonl"))}
+            for qid, _m, _t, meta in (parse_answer(a) for a in read_rows(answer_dir / f"{model}.jsonl"))}
 
 
 def _judgement_rows(path: Path) -> list[dict[str, Any]]:
     try:
-        raw = _read_jsonl(path)
+        raw = read_rows(path)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataSourceError(f"arena_hard: {path} is not JSON lines: {exc}") from None
     if not raw or "games" not in raw[0]:
@@ -37,7 +44,7 @@ def _judgement_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def load_style_pool(folder: Path, version: str, category: str, baseline: str, weight: int = 3,
-                    exclude_model: str | None = None) -> S.StylePool:
+                    exclude_model: str | None = None) -> StylePool:
     """Every other model's games in an arena-hard-auto judgement folder (`model_judgment/<judge>/*.jsonl`),
     with the answer metadata of `../../model_answer/`, for the joint style-control fit that show_result.py
     does (v2.0: `print_leaderboard_with_style_features`; v0.1 (2024): `construct_style_matrices` + `fit_bt`)."""
@@ -50,7 +57,7 @@ def load_style_pool(folder: Path, version: str, category: str, baseline: str, we
     if base_meta is None:
         raise DataSourceError(f"arena_hard: joint style control needs the baseline's answers with their metadata "
                               f"at {answer_dir / (baseline + '.jsonl')} (arena-hard-auto's model_answer/ layout)")
-    pool = S.StylePool(source=str(folder), models=[], outcomes=[], model_meta=[], base_meta=[])
+    pool = StylePool(source=str(folder), models=[], outcomes=[], model_meta=[], base_meta=[])
     for path in files:
         raw = _judgement_rows(path)
         model = str(raw[0].get("model", path.stem))
@@ -60,7 +67,7 @@ def load_style_pool(folder: Path, version: str, category: str, baseline: str, we
                 if version == "v0.1" or r.get("category") == category]
         if not rows:
             continue
-        battles = S.battles_v01(rows, weight) if version == "v0.1" else S.battles_v2(rows, weight)
+        battles = battles_v01(rows, weight) if version == "v0.1" else battles_v2(rows, weight)
         metas = _answers(answer_dir, model) or {}
         model_meta = [metas.get(q) for q in battles.question_ids]
         baseline_meta = [base_meta.get(q) for q in battles.question_ids]
