@@ -127,7 +127,7 @@ def sample_prompts(
         for p in prompts
     ]
     params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens)
-    tokens_before = int(getattr(generator, "generated_tokens", 0))
+    tokens_before = int(generator.generated_tokens)
     outputs = generator.generate(requests, params, progress="sampling" if progress else None)
     records, dropped = [], []
     candidate_tokens = unfinished_candidates = unfinished_kept = 0
@@ -151,7 +151,7 @@ def sample_prompts(
             "finished": [finished[i] for i in keep],
             "response_token_counts": [counts[i] for i in keep],
         })
-    generated = int(getattr(generator, "generated_tokens", 0)) - tokens_before
+    generated = int(generator.generated_tokens) - tokens_before
     stats = {
         "prompts_in": len(prompts),
         "prompts_kept": len(records),

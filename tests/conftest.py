@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from harness.models.base import LoadedModel
 from harness.models.chat import ChatFormatter
@@ -15,6 +16,17 @@ def make_tiny(name: str = "llama", seed: int = 0, system_prompt: str | None = No
     identity = {"model": f"tiny:{name}", "seed": seed, "system_prompt": system_prompt,
                 "template": formatter.template_hash}
     return LoadedModel(model=model, tokenizer=tok, formatter=formatter, identity=identity)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: thread start-up costs more than the math, and on a shared CPU two spinning
+    threads can be 10x slower than one. Restored after each test. Modules that train tiny models
+    use it with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import make_tiny
-from test_budget import NLLMethod, budget, make_groups, one_thread  # noqa: F401 (autouse)
+from helpers.training import NLLMethod, budget, make_groups
 
 from harness.training import train
 from harness.training.accounting import (
@@ -14,6 +14,8 @@ from harness.training.accounting import (
     flops_train,
     peak_flops_for,
 )
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_flop_formulas() -> None:

@@ -11,21 +11,12 @@ from typing import Any
 
 import pytest
 import yaml
+from helpers.experiments import small_experiment
 
 from harness.cli import main
 
 # Tiny random-init models: validating this loads no weights and reads only small local data.
-BASE: dict[str, Any] = {
-    "name": "probe",
-    "teacher": {"model": "tiny:llama", "seed": 1, "system_prompt": "Be brief."},
-    "student": {"model": "tiny:llama", "seed": 0},
-    "prompts": {"source": "sharegpt", "count": 4, "max_prompt_chars": 100},
-    "sampling": {"candidates": 2, "n": 2, "max_new_tokens": 6},
-    "methods": [{"name": "sft"}],
-    "budget": {"max_steps": 1, "effective_batch": 2, "micro_batch": 2, "max_length": 64, "max_prompt_length": 48},
-    "benchmarks": [{"name": "alpaca_eval2", "subset": 2, "max_new_tokens": 4}],
-    "judge": {"backend": "local", "model": "tiny:llama"},
-}
+BASE: dict[str, Any] = small_experiment("probe", budget={"max_steps": 1, "micro_batch": 2})
 
 
 def write_experiment(tmp: Path, name: str = "exp.yaml", **changes: Any) -> Path:

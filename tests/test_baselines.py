@@ -12,6 +12,7 @@ import random
 import pytest
 import torch
 from conftest import make_tiny
+from helpers.signals import add_model_signals, preference_matrix, seq_logprobs, sharpened_pair, token_logprobs
 from pydantic import ValidationError
 
 from baselines.dpkd import DPKDMethod, dpkd_loss
@@ -159,9 +160,7 @@ def test_simpo_dpkd_plad_by_hand() -> None:
 # ------------------------------------------------------------------ pair selection
 def _pref_group(pid: str, win: list[float], teacher_avg: list[float] | None = None) -> PromptGroup:
     n = len(win)
-    # P(i beats j) = win_i / (win_i + win_j): its row means order responses like `win`.
-    pref = [[win[i] / (win[i] + win[j]) if i != j else 0.5 for j in range(n)] for i in range(n)]
-    signals: dict = {Signal.MCQ_PREFERENCE: pref}
+    signals: dict = {Signal.MCQ_PREFERENCE: preference_matrix(win)}
     if teacher_avg is not None:
         signals[Signal.TEACHER_AVG_LOGPROB] = teacher_avg
     return PromptGroup(pid, [{"role": "user", "content": "q"}], [f"r{i}" for i in range(n)], signals)
@@ -199,27 +198,7 @@ def test_random_pairs_are_teacher_ordered_seeded_and_cover_pairs() -> None:
 # ------------------------------------------------------------------ methods on a tiny model
 @pytest.fixture(scope="module")
 def models():
-    student = make_tiny("llama", seed=0)
-    teacher = make_tiny("llama", seed=1, system_prompt="You are a careful assistant.")
-    # Random-init tiny models are nearly uniform; sharpen them so divergences are far from zero and a
-    # wrong formula cannot hide inside float32 noise.
-    with torch.no_grad():
-        student.model.model.norm.weight.mul_(4.0)
-        teacher.model.model.norm.weight.mul_(10.0)
-    return student, teacher
-
-
-def _seq_logprobs(model, prompt: list[int], response: list[int]) -> torch.Tensor:
-    """Independent reference: full log-softmax [len(response), V] predicting each response token."""
-    ids = torch.tensor([prompt + response])
-    with torch.no_grad():
-        logits = model(input_ids=ids).logits[0]
-    return torch.log_softmax(logits.float(), -1)[len(prompt) - 1 : len(prompt) + len(response) - 1]
-
-
-def _token_lp(model, prompt, response) -> list[float]:
-    lp = _seq_logprobs(model, prompt, response)
-    return [lp[t, tok].item() for t, tok in enumerate(response)]
+    return sharpened_pair()
 
 
 MESSAGES = [[{"role": "user", "content": "Name a colour."}], [{"role": "user", "content": "Say hi twice."}]]
@@ -234,19 +213,8 @@ def groups(models):
     for g, (messages, responses) in enumerate(zip(MESSAGES, RESPONSES, strict=True)):
         group = _pref_group(f"g{g}", WINS[g])
         group.messages, group.responses = messages, responses
-        s_prompt = student.formatter.prompt_ids(messages)
-        t_prompt = teacher.formatter.prompt_ids(messages)
-        ids, lps, ref, tavg = [], [], [], []
-        for resp in responses:
-            r = student.formatter.response_ids(resp)
-            lp_t, id_t = _seq_logprobs(teacher.model, t_prompt, r).topk(TOPK, -1)
-            ids.append(id_t)
-            lps.append(lp_t)
-            ref.append(sum(_token_lp(student.model, s_prompt, r)))
-            tavg.append(sum(_token_lp(teacher.model, t_prompt, r)) / len(r))
-        group.signals.update({Signal.TEACHER_TOPK: {"ids": ids, "logprobs": lps}, Signal.REFERENCE_LOGPROB: ref,
-                              Signal.TEACHER_AVG_LOGPROB: tavg,
-                              Signal.TEACHER_SAMPLES: {"responses": [f"teacher answer {g}", "unused"]}})
+        add_model_signals(group, student, teacher, TOPK)
+        group.signals[Signal.TEACHER_SAMPLES] = {"responses": [f"teacher answer {g}", "unused"]}
         out.append(group)
     return out
 
@@ -276,7 +244,7 @@ def _method_ctx(models, **kw):
 def _nll(student, pairs: list[tuple[list, str]]) -> float:
     tokens = []
     for messages, resp in pairs:
-        tokens += _token_lp(student.model, student.formatter.prompt_ids(messages), student.formatter.response_ids(resp))
+        tokens += token_logprobs(student.model, student.formatter.prompt_ids(messages), student.formatter.response_ids(resp))
     return -sum(tokens) / len(tokens)
 
 
@@ -294,8 +262,8 @@ def _pair_stats(student, groups, chosen=(1, 0), rejected=(0, 1)):
     stats = []
     for g, c, r in zip(groups, chosen, rejected, strict=True):
         prompt = student.formatter.prompt_ids(g.messages)
-        lc = _token_lp(student.model, prompt, student.formatter.response_ids(g.responses[c]))
-        lr = _token_lp(student.model, prompt, student.formatter.response_ids(g.responses[r]))
+        lc = token_logprobs(student.model, prompt, student.formatter.response_ids(g.responses[c]))
+        lr = token_logprobs(student.model, prompt, student.formatter.response_ids(g.responses[r]))
         stats.append((sum(lc), sum(lr), sum(lc) / len(lc), sum(lr) / len(lr)))
     return stats
 
@@ -344,7 +312,7 @@ def _kd_expected(models, groups, divergence) -> float:
         prompt = student.formatter.prompt_ids(g.messages)
         topk = g.signals[Signal.TEACHER_TOPK]
         for i, resp in enumerate(g.responses):
-            s_lp = _seq_logprobs(student.model, prompt, student.formatter.response_ids(resp))
+            s_lp = seq_logprobs(student.model, prompt, student.formatter.response_ids(resp))
             for t in range(s_lp.shape[0]):
                 ids = topk["ids"][i][t].tolist()
                 p = [math.exp(x) for x in topk["logprobs"][i][t].tolist()]
@@ -409,9 +377,9 @@ def test_gkd_on_policy_full_vocab_and_accounting(models, groups) -> None:
     values, teacher_tokens = [], 0
     for g, ids in zip(groups, fixed, strict=True):
         r = ids + [eot]
-        s_lp = _seq_logprobs(student.model, student.formatter.prompt_ids(g.messages), r)
+        s_lp = seq_logprobs(student.model, student.formatter.prompt_ids(g.messages), r)
         t_prompt = teacher.formatter.prompt_ids(g.messages)
-        t_lp = _seq_logprobs(teacher.model, t_prompt, r)
+        t_lp = seq_logprobs(teacher.model, t_prompt, r)
         teacher_tokens += len(t_prompt) + len(r)
         for t in range(len(r)):
             p, q = t_lp[t].exp().tolist(), s_lp[t].exp().tolist()
@@ -473,10 +441,14 @@ def test_params_reject_unknown_keys_and_are_frozen(name: str) -> None:
     with pytest.raises(ValidationError):
         cls({"no_such_option": 1})
     params = cls().params
-    with pytest.raises(ValidationError):
-        setattr(params, next(iter(type(params).model_fields)), None)  # frozen: parameters cannot drift
-    doc = __import__(cls.__module__, fromlist=["x"]).__doc__
-    assert "Interpretation" in doc or "interpretation" in doc
+    for field in type(params).model_fields:
+        with pytest.raises(ValidationError):
+            setattr(params, field, None)  # frozen: parameters cannot drift
+    # What the experiment file and results.json record rebuilds the same method.
+    assert cls(params.model_dump(mode="json")).params == params
+    # `pad-harness methods` lists it with a one-line description (its class docstring's first line).
+    description = METHODS.describe(name)
+    assert description and not description.startswith("(failed to load"), description
 
 
 def test_signals_declared_per_params() -> None:

@@ -43,6 +43,7 @@ def experiment(server: FakeOpenAIServer, mt_bench_judge: dict[str, Any] | None =
     }, "test")
 
 
+@pytest.mark.slow  # end to end: the whole pipeline with judges over HTTP
 def test_each_benchmark_is_judged_by_its_official_model_over_http(tmp_path: Path, monkeypatch: Any) -> None:
     monkeypatch.setenv(KEY_ENV, "sk-test")
     with FakeOpenAIServer() as server:
@@ -58,6 +59,7 @@ def test_each_benchmark_is_judged_by_its_official_model_over_http(tmp_path: Path
     assert "| judges |" not in md  # (sanity: the experiment name is not a row)
 
 
+@pytest.mark.slow  # end to end: the whole pipeline with judges over HTTP
 def test_a_benchmark_with_its_own_non_official_judge_is_marked_everywhere(tmp_path: Path, monkeypatch: Any) -> None:
     monkeypatch.setenv(KEY_ENV, "sk-test")
     with FakeOpenAIServer() as server:

@@ -1,8 +1,9 @@
 """Matched budgets: the plan (steps, data order), the schedule, the caps, and clear errors.
 
-The two small methods here (token-averaged NLL, and a pairwise log-likelihood margin) are also used by
-test_trainer.py. Token counts are checked against an independent count from the byte tokenizer's
-layout (one token per UTF-8 byte, one per ChatML special), not against the code under test.
+The two small methods (token-averaged NLL, and a pairwise log-likelihood margin) live in
+tests/helpers/training.py, shared with test_trainer.py and others. Token counts are checked against an
+independent count from the byte tokenizer's layout (one token per UTF-8 byte, one per ChatML special), not
+against the code under test.
 """
 
 from __future__ import annotations
@@ -12,85 +13,16 @@ import random
 from typing import Any
 
 import pytest
-import torch
-import torch.nn.functional as F
 from conftest import make_tiny
+from helpers.training import MarginMethod, NLLMethod, budget, make_groups
 
 from harness.config import Budget
 from harness.errors import BudgetError
-from harness.methods.base import DefaultParams, LossOutput, Method, PromptGroup, TrainContext
-from harness.methods.common import nll_loss, pack_sequences, sequence_logprobs
+from harness.methods.base import PromptGroup
 from harness.training import plan_training, train
 from harness.training.schedule import learning_rate, lr_multiplier, warmup_steps_for
 
-
-class NLLMethod(Method):
-    """SFT-like: token-averaged NLL of the first response."""
-
-    name = "test_nll"
-    Params = DefaultParams
-
-    def build_examples(self, groups: list[PromptGroup], rng: random.Random) -> list[dict[str, Any]]:
-        return [{"messages": g.messages, "response": g.responses[0]} for g in groups]
-
-    def collate(self, examples: list[dict[str, Any]], ctx: TrainContext) -> dict[str, Any]:
-        fmt = ctx.formatter
-        packed = pack_sequences([fmt.prompt_ids(e["messages"]) for e in examples],
-                                [fmt.response_ids(e["response"]) for e in examples],
-                                fmt.tokenizer.pad_token_id, ctx.max_length, ctx.max_prompt_length)
-        return {"packed": packed, "student_tokens": packed.num_tokens}
-
-    def loss(self, model: torch.nn.Module, batch: dict[str, Any], ctx: TrainContext) -> LossOutput:
-        loss = nll_loss(model, batch["packed"])
-        return LossOutput(loss, {"nll": float(loss.detach())})
-
-
-class MarginMethod(Method):
-    """Pairwise: softplus(-(mean logp chosen - mean logp rejected)), averaged over examples."""
-
-    name = "test_margin"
-    Params = DefaultParams
-
-    def build_examples(self, groups: list[PromptGroup], rng: random.Random) -> list[dict[str, Any]]:
-        return [{"messages": g.messages, "chosen": g.responses[0], "rejected": g.responses[1]} for g in groups]
-
-    def collate(self, examples: list[dict[str, Any]], ctx: TrainContext) -> dict[str, Any]:
-        fmt = ctx.formatter
-        prompts = [fmt.prompt_ids(e["messages"]) for e in examples]
-        responses = [fmt.response_ids(e["chosen"]) for e in examples] + [fmt.response_ids(e["rejected"])
-                                                                          for e in examples]
-        packed = pack_sequences(prompts + prompts, responses, fmt.tokenizer.pad_token_id, ctx.max_length,
-                                ctx.max_prompt_length)
-        return {"packed": packed, "student_tokens": packed.num_tokens, "n": len(examples)}
-
-    def loss(self, model: torch.nn.Module, batch: dict[str, Any], ctx: TrainContext) -> LossOutput:
-        _, mean, _ = sequence_logprobs(model, batch["packed"])
-        n = batch["n"]
-        margin = mean[:n] - mean[n:]
-        return LossOutput(F.softplus(-margin).mean(), {"margin": float(margin.mean().detach())})
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: thread start-up costs more than the math, and on a shared CPU two spinning
-    threads can be 10x slower than one. Restored after each test."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-WORDS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta", "theta", "iota", "kappa"]
-
-
-def make_groups(count: int, seed: int = 0) -> list[PromptGroup]:
-    rng = random.Random(seed)
-    groups = []
-    for i in range(count):
-        prompt = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 6))) + "?"
-        responses = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 8))) for _ in range(2)]
-        groups.append(PromptGroup(f"p{i}", [{"role": "user", "content": prompt}], responses))
-    return groups
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def independent_tokens(text_prompt: str, response: str, budget: Budget) -> int:
@@ -101,12 +33,6 @@ def independent_tokens(text_prompt: str, response: str, budget: Budget) -> int:
     resp = len(response.encode()) + 1
     prompt = min(prompt, budget.max_prompt_length)
     return prompt + min(resp, max(1, budget.max_length - prompt))
-
-
-def budget(**kw: Any) -> Budget:
-    base = dict(epochs=2, effective_batch=4, micro_batch=2, max_length=64, max_prompt_length=32,
-                learning_rate=1e-3, warmup_ratio=0.25, schedule="cosine")
-    return Budget(**{**base, **kw})
 
 
 # --- plan -----------------------------------------------------------------------------------------

@@ -8,15 +8,17 @@ import json
 import pytest
 import yaml
 from conftest import make_tiny
+from helpers.experiments import PIPELINE, pipeline_experiment
+from helpers.training import MarginMethod, budget, make_groups
 from safetensors import SafetensorError
-from test_budget import MarginMethod, budget, make_groups, one_thread  # noqa: F401 (autouse)
-from test_pipeline import SMALL, experiment
 
 import harness.diskspace as diskspace
 from harness.errors import DiskFullError
 from harness.pipeline import Pipeline, experiment_hash
 from harness.training import checkpoint as ckpt
 from harness.training import train
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 ONE_METHOD = [{"name": "sft"}, {"name": "dpo"}]
 
@@ -27,7 +29,7 @@ def checkpoint_dirs(pipe: Pipeline) -> dict[str, bool]:
 
 
 def test_checkpoints_are_deleted_once_the_model_is_stored_unless_kept(tmp_path):
-    pipe = Pipeline(experiment(methods=ONE_METHOD), tmp_path / "a", progress=False)
+    pipe = Pipeline(pipeline_experiment(methods=ONE_METHOD), tmp_path / "a", progress=False)
     pipe.run()
     assert checkpoint_dirs(pipe) == {"sft-seed0": False, "dpo-seed0": False}
     for row in pipe.rows():
@@ -36,10 +38,10 @@ def test_checkpoints_are_deleted_once_the_model_is_stored_unless_kept(tmp_path):
             assert (row.train.path / "metrics.jsonl").is_file()
 
     # How checkpoints are stored is not part of any cache key: nothing is retrained for it.
-    storage = {**SMALL["budget"], "checkpoint_every": 2, "keep_checkpoints": True}
-    kept_exp = experiment(methods=ONE_METHOD, budget=storage)
+    storage = {**PIPELINE["budget"], "checkpoint_every": 2, "keep_checkpoints": True}
+    kept_exp = pipeline_experiment(methods=ONE_METHOD, budget=storage)
     assert "to run" not in Pipeline(kept_exp, tmp_path / "a", progress=False).describe_plan()
-    assert experiment_hash(kept_exp) == experiment_hash(experiment(methods=ONE_METHOD))  # one leaderboard
+    assert experiment_hash(kept_exp) == experiment_hash(pipeline_experiment(methods=ONE_METHOD))  # one leaderboard
 
     kept = Pipeline(kept_exp, tmp_path / "b", progress=False)
     kept.run()
@@ -81,7 +83,7 @@ def test_full_disk_mid_run_is_one_clear_error_and_keeps_finished_stages(tmp_path
     from harness.cli import main
 
     path = tmp_path / "exp.yaml"
-    path.write_text(yaml.safe_dump({**SMALL, "methods": ONE_METHOD, "output_dir": str(tmp_path / "run")}))
+    path.write_text(yaml.safe_dump({**PIPELINE, "methods": ONE_METHOD, "output_dir": str(tmp_path / "run")}))
     real_save = ckpt.save_checkpoint
 
     def disk_fills_during_dpo(work_dir, *args, **kwargs):
@@ -94,7 +96,7 @@ def test_full_disk_mid_run_is_one_clear_error_and_keeps_finished_stages(tmp_path
     err = capsys.readouterr().err
     assert "the disk filled up while writing train 'dpo-seed0'" in err and "Traceback" not in err
 
-    pipe = Pipeline(experiment(methods=ONE_METHOD), tmp_path / "run", progress=False)
+    pipe = Pipeline(pipeline_experiment(methods=ONE_METHOD), tmp_path / "run", progress=False)
     finished = {s.artifact.path: s.artifact.manifest()["finished_at"] for s in pipe.plan() if s.done}
     assert any(s.label == "sft-seed0" and s.done for s in pipe.plan())
     assert not any(s.label == "dpo-seed0" and s.done for s in pipe.plan())

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import make_tiny  # tests/ is on sys.path (pytest's rootdir conftest)
+from helpers.judges import CountingJudge
 from judge_server import FakeOpenAIServer, expected_text
 
 from harness.config import JudgeSpec, ModelSpec
 from harness.errors import JudgeError, RegistryError
-from harness.judges.base import Judge, JudgeRequest, JudgeResponse
+from harness.judges.base import JudgeRequest, JudgeResponse
 from harness.judges.cache import CachedJudge
 from harness.judges.factory import build_judge
 from harness.judges.local import LocalJudge
@@ -249,27 +250,6 @@ def test_works_from_inside_a_running_event_loop(server: FakeOpenAIServer, tmp_pa
 
 
 # -- cache with a non-incremental backend ---------------------------------------------------------------
-class CountingJudge(Judge):
-    """A backend without `on_result`: fed in chunks; fails on the request whose text says so."""
-
-    def __init__(self) -> None:
-        self.seen: list[str] = []
-
-    def complete(self, requests: list[JudgeRequest], progress: str | None = None) -> list[JudgeResponse]:
-        out = []
-        for r in requests:
-            content = r.messages[-1][1]
-            if "boom" in content:
-                raise RuntimeError("backend died")
-            self.seen.append(content)
-            out.append(JudgeResponse(text=content.upper(), prompt_tokens=1, completion_tokens=1))
-        return out
-
-    @property
-    def identity(self) -> dict[str, str]:
-        return {"backend": "counting"}
-
-
 def test_chunked_backend_keeps_finished_chunks(tmp_path: Path) -> None:
     reqs = [JudgeRequest.chat([{"role": "user", "content": f"q{i}"}]) for i in range(7)]
     boom = JudgeRequest.chat([{"role": "user", "content": "boom"}])

@@ -77,14 +77,14 @@ def test_pipeline_under_two_processes_stores_what_one_process_stores(tmp_path):
     """`torchrun -m harness run`: the main process alone samples, scores and evaluates (no duplicated
     work racing on the same artifacts); both processes train. Same artifacts as a single-process run."""
     import yaml
-    from test_pipeline import SMALL
+    from helpers.experiments import PIPELINE
 
     from harness.config import parse_experiment
     from harness.pipeline import Pipeline
 
     methods = [{"name": "sft"}, {"name": "pad", "params": {"mcq_filter": False}}]
     path = tmp_path / "exp.yaml"
-    path.write_text(yaml.safe_dump({**SMALL, "methods": methods, "output_dir": str(tmp_path / "ddp")}))
+    path.write_text(yaml.safe_dump({**PIPELINE, "methods": methods, "output_dir": str(tmp_path / "ddp")}))
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
                            f"--master_port={free_port()}", "-m", "harness", "run", str(path), "--quiet"],
@@ -92,9 +92,9 @@ def test_pipeline_under_two_processes_stores_what_one_process_stores(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("leaderboard.json") == 1  # --quiet: the main process's report paths; workers print nothing
 
-    single = Pipeline(parse_experiment({**SMALL, "methods": methods}, "test"), tmp_path / "single", progress=False)
+    single = Pipeline(parse_experiment({**PIPELINE, "methods": methods}, "test"), tmp_path / "single", progress=False)
     single.run()
-    ddp = Pipeline(parse_experiment({**SMALL, "methods": methods}, "test"), tmp_path / "ddp", progress=False)
+    ddp = Pipeline(parse_experiment({**PIPELINE, "methods": methods}, "test"), tmp_path / "ddp", progress=False)
     assert all(step.done for step in ddp.plan()) and (tmp_path / "ddp" / "report.html").is_file()
     for stage_dir in sorted((tmp_path / "single" / "artifacts").iterdir()):
         assert sorted(p.name for p in stage_dir.iterdir()) == \

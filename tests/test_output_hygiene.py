@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from helpers.experiments import small_experiment
 from judge_server import FakeOpenAIServer  # tests/ is on sys.path (pytest's rootdir conftest)
 
 from harness import console
@@ -26,18 +27,9 @@ from harness.judges.base import Judge, JudgeRequest, JudgeResponse
 from harness.judges.cache import CachedJudge, JudgeUsage
 from harness.judges.factory import build_judge
 
-SMALL: dict[str, Any] = {
-    "name": "quiet",
-    "teacher": {"model": "tiny:llama", "seed": 1, "system_prompt": "Be brief."},
-    "student": {"model": "tiny:llama", "seed": 0},
-    "prompts": {"source": "sharegpt", "count": 4, "max_prompt_chars": 100},
-    "sampling": {"candidates": 2, "n": 2, "max_new_tokens": 6},
-    "methods": [{"name": "sft"}],
-    "budget": {"max_steps": 1, "effective_batch": 2, "micro_batch": 2, "max_length": 64, "max_prompt_length": 48,
-               "learning_rate": 1e-3, "warmup_ratio": 0.0},
-    "benchmarks": [{"name": "alpaca_eval2", "subset": 2, "max_new_tokens": 4}],  # judged: imports alpaca_eval
-    "judge": {"backend": "local", "model": "tiny:llama"},
-}
+# One method, one step; its alpaca_eval2 benchmark is judged, so alpaca_eval is imported (and its log noise).
+SMALL: dict[str, Any] = small_experiment(
+    "quiet", budget={"max_steps": 1, "micro_batch": 2, "learning_rate": 1e-3, "warmup_ratio": 0.0})
 
 
 def requests_for(n: int) -> list[JudgeRequest]:

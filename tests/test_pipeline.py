@@ -8,41 +8,22 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers.experiments import PIPELINE, pipeline_experiment
 from safetensors.torch import load_file
 
-from harness.config import parse_experiment
 from harness.errors import HarnessError
 from harness.pipeline import Pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
-
-SMALL = {
-    "name": "pipe",
-    "teacher": {"model": "tiny:llama", "seed": 1, "system_prompt": "Be brief."},
-    "student": {"model": "tiny:llama", "seed": 0},
-    "prompts": {"source": "sharegpt", "count": 6, "max_prompt_chars": 100},
-    "sampling": {"candidates": 3, "n": 3, "max_new_tokens": 8},
-    "signals": {"topk": 4},
-    "methods": [{"name": "pad", "params": {"mcq_filter": False}}, {"name": "sft"}, {"name": "dpo"}],
-    "budget": {"epochs": 2, "effective_batch": 2, "micro_batch": 1, "max_length": 64, "max_prompt_length": 48,
-               "learning_rate": 1e-3, "warmup_ratio": 0.0, "checkpoint_every": 1},
-    "benchmarks": [{"name": "alpaca_eval2", "subset": 2, "max_new_tokens": 6}],
-    "judge": {"backend": "local", "model": "tiny:llama"},
-}
-
-
-def experiment(**overrides):
-    data = {**SMALL, **overrides}
-    return parse_experiment(data, "test")
-
 
 def trained_weights(pipe: Pipeline) -> dict[str, dict[str, torch.Tensor]]:
     return {row.train.label: load_file(str(row.train.path / "model.safetensors"))
             for row in pipe.rows() if row.train is not None}
 
 
+@pytest.mark.slow  # end to end: the whole pipeline, three methods, run twice
 def test_second_run_recomputes_nothing(tmp_path, monkeypatch):
-    exp = experiment()
+    exp = pipeline_experiment()
     first = Pipeline(exp, tmp_path, progress=False)
     first.run()
     assert all(step.done for step in first.plan())
@@ -62,10 +43,11 @@ def test_second_run_recomputes_nothing(tmp_path, monkeypatch):
     assert "to run" not in second.describe_plan()
 
 
+@pytest.mark.slow  # end to end: the whole pipeline, three methods, run twice
 def test_changing_one_method_retrains_only_that_method(tmp_path):
-    Pipeline(experiment(), tmp_path, progress=False).run()
-    changed = experiment(methods=[{"name": "pad", "params": {"mcq_filter": False, "beta": 5.0}},
-                                  {"name": "sft"}, {"name": "dpo"}])
+    Pipeline(pipeline_experiment(), tmp_path, progress=False).run()
+    changed = pipeline_experiment(methods=[{"name": "pad", "params": {"mcq_filter": False, "beta": 5.0}},
+                                           {"name": "sft"}, {"name": "dpo"}])
     plan = {(s.stage, s.label): s.done for s in Pipeline(changed, tmp_path, progress=False).plan()}
     to_run = sorted(k for k, done in plan.items() if not done)
     assert ("train", "pad-seed0") in to_run
@@ -73,8 +55,9 @@ def test_changing_one_method_retrains_only_that_method(tmp_path):
     assert plan[("train", "sft-seed0")] and plan[("train", "dpo-seed0")] and plan[("samples", "samples")]
 
 
+@pytest.mark.slow  # end to end: the whole pipeline, three methods, run twice
 def test_interrupted_training_resumes_to_the_same_artifacts(tmp_path, monkeypatch):
-    exp = experiment()
+    exp = pipeline_experiment()
     reference = Pipeline(exp, tmp_path / "reference", progress=False)
     reference.run()
 
@@ -101,12 +84,14 @@ def test_interrupted_training_resumes_to_the_same_artifacts(tmp_path, monkeypatc
 
     resumed = Pipeline(exp, tmp_path / "run", progress=False)
     resumed.run()
+    artifacts = {s.artifact.path: s.artifact for s in resumed.plan()}
+    assert all(s.done for s in resumed.plan())
     for path, finished_at in finished_before.items():  # finished stages were not redone
-        assert (path / "manifest.json").is_file()
-        assert resumed.store.artifact  # noqa: B018 - store is reused
-        import json
-
-        assert json.loads((path / "manifest.json").read_text())["finished_at"] == finished_at
+        artifact = artifacts[path]
+        manifest = artifact.manifest()
+        assert artifact.done and manifest["files"], path  # stored whole: its manifest lists its files
+        assert all((path / name).is_file() for name in manifest["files"]), path
+        assert manifest["finished_at"] == finished_at, path
     ref_w, got_w = trained_weights(reference), trained_weights(resumed)
     assert ref_w.keys() == got_w.keys()
     for label in ref_w:
@@ -118,13 +103,13 @@ def test_dry_run_plan_loads_nothing(tmp_path, monkeypatch):
     import harness.models.sources as sources
 
     monkeypatch.setattr(sources, "load_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
-    text = Pipeline(experiment(), tmp_path, progress=False).describe_plan()
+    text = Pipeline(pipeline_experiment(), tmp_path, progress=False).describe_plan()
     assert "to run" in text and "train" in text and "pad-seed0" in text
 
 
 def test_missing_model_offline_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    exp = experiment(student={"model": "no-such-org/no-such-model"})
+    exp = pipeline_experiment(student={"model": "no-such-org/no-such-model"})
     with pytest.raises(HarnessError, match="no-such-org/no-such-model"):
         Pipeline(exp, tmp_path, progress=False).run()
 
@@ -133,13 +118,13 @@ def test_cli_run_validate_and_errors(tmp_path, capsys):
     from harness.cli import main
 
     path = tmp_path / "exp.yaml"
-    path.write_text(yaml.safe_dump({**SMALL, "output_dir": str(tmp_path / "out")}))
+    path.write_text(yaml.safe_dump({**PIPELINE, "output_dir": str(tmp_path / "out")}))
     assert main(["validate", str(path)]) == 0
     assert "ok" in capsys.readouterr().out
     assert main(["run", str(path), "--dry-run"]) == 0
     assert "to run" in capsys.readouterr().out
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({**SMALL, "methods": [{"name": "nope"}]}))
+    bad.write_text(yaml.safe_dump({**PIPELINE, "methods": [{"name": "nope"}]}))
     assert main(["validate", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "unknown method 'nope'" in err and "Traceback" not in err
@@ -169,9 +154,9 @@ def test_gsm8k_from_local_files_runs_through_the_pipeline(tmp_path):
               "answer": "3 + 4 = <<3+4=7>>7\n#### 7"},
              {"question": "A box holds 6 eggs. How many eggs are in 2 boxes?", "answer": "6 * 2 = 12\n#### 12"}]
     data.write_text("".join(json.dumps(i) + "\n" for i in items))
-    exp = experiment(methods=[{"name": "sft"}],
-                     benchmarks=[{"name": "gsm8k", "subset": 2, "max_new_tokens": 6,
-                                  "params": {"data_path": str(data), "num_fewshot": 0}}])
+    exp = pipeline_experiment(methods=[{"name": "sft"}],
+                              benchmarks=[{"name": "gsm8k", "subset": 2, "max_new_tokens": 6,
+                                           "params": {"data_path": str(data), "num_fewshot": 0}}])
     results = Pipeline(exp, tmp_path / "run", progress=False).run()
     for row in results.rows:
         metrics = row.benchmarks["gsm8k"].metrics
@@ -186,7 +171,7 @@ def test_validate_finds_every_problem_that_would_fail_hours_later(tmp_path, caps
     monkeypatch.delenv("PAD_HARNESS_TEST_MISSING_KEY", raising=False)
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump({
-        **SMALL, "output_dir": str(tmp_path / "{nme}"), "generation_backend": "vlm",
+        **PIPELINE, "output_dir": str(tmp_path / "{nme}"), "generation_backend": "vlm",
         "benchmarks": [{"name": "alpaca_eval2", "subset": 900, "max_new_tokens": 4096},
                        {"name": "mt_bench", "subset": 1}],
         "judge": {"backend": "openai", "model": "official", "api_key_env": "PAD_HARNESS_TEST_MISSING_KEY"},

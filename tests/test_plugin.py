@@ -56,6 +56,7 @@ def plugin_on_path(plugin_site: Path, monkeypatch):
     sys.modules.pop("win_nll", None)
 
 
+@pytest.mark.slow  # two `python -m harness` subprocesses
 def test_cli_lists_the_plugin(plugin_site: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(plugin_site), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run([sys.executable, "-m", "harness", "methods"], capture_output=True, text=True, env=env,

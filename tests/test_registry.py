@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from importlib.metadata import EntryPoint
+
 import pytest
 
 from harness.errors import RegistryError
@@ -29,7 +32,26 @@ def test_in_process_registration_and_duplicates():
     assert "a" not in reg
 
 
-def test_loading_is_lazy():
-    reg: Registry = Registry("harness.methods", "method")
-    assert "pad" in reg.names()
-    assert reg._loaded == {}  # listing names imports nothing
+def test_loading_is_lazy(monkeypatch):
+    """Listing names imports no plugin: a broken one is listed and fails only when asked for; a good one
+    is imported on first use, once."""
+    loads: list[str] = []
+
+    class CountingEntryPoint(EntryPoint):
+        def load(self):
+            loads.append(self.name)
+            return super().load()
+
+    group = "harness.test-lazy"
+    found = [CountingEntryPoint("broken", "harness_no_such_module:Thing", group),
+             CountingEntryPoint("good", "collections:OrderedDict", group)]
+    monkeypatch.setattr("harness.registry.entry_points", lambda group: [ep for ep in found if ep.group == group])
+    reg: Registry = Registry(group, "widget")
+    assert reg.names() == ["broken", "good"] and "broken" in reg and list(reg) == ["broken", "good"]
+    assert loads == []  # listing names imports nothing
+    assert reg.get("good") is OrderedDict and reg.get("good") is OrderedDict
+    assert loads == ["good"]  # imported on first use, once
+    with pytest.raises(ModuleNotFoundError, match="harness_no_such_module"):
+        reg.get("broken")
+    assert reg.describe("broken").startswith("(failed to load: ModuleNotFoundError")
+    assert loads == ["good", "broken", "broken"]

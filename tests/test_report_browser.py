@@ -18,9 +18,10 @@ from harness.report import write_reports
 from harness.report.sample import sample_results
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)"
-)
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium)"),
+    pytest.mark.slow,  # a real browser, started per test
+]
 FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -128,7 +129,6 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert shows_first_method_bar(colours)
 
 
-@pytest.mark.slow
 def test_pipeline_report_renders_in_headless_chromium(tiny_preset_run, tmp_path: Path) -> None:
     """The report a real pipeline run writes (tiny preset: every method, every benchmark) renders."""
     exp, results, run_dir = tiny_preset_run

@@ -33,10 +33,10 @@ VOLATILE = ("wall_time", "peak_memory", "time_s", "tokens_per_s", "mfu", "gpu_ho
 
 
 def small_config(**overrides: Any) -> dict[str, Any]:
-    from test_pipeline import SMALL
+    from helpers.experiments import PIPELINE
 
-    budget = {k: v for k, v in SMALL["budget"].items() if k != "checkpoint_every"}
-    return {**SMALL, "budget": budget, "methods": [{"name": "sft"}, {"name": "dpo"}], **overrides}
+    budget = {k: v for k, v in PIPELINE["budget"].items() if k != "checkpoint_every"}
+    return {**PIPELINE, "budget": budget, "methods": [{"name": "sft"}, {"name": "dpo"}], **overrides}
 
 
 def outcome(run_dir: Path) -> dict[str, Any]:
@@ -139,6 +139,7 @@ def test_workers_of_a_launch_are_not_refused_and_the_cli_refusal_is_one_line(fin
         holder.wait()
 
 
+@pytest.mark.slow  # end to end: two CLI runs in subprocesses
 def test_two_concurrent_runs_one_finishes_the_other_refuses_and_the_dir_stays_valid(tmp_path):
     path = tmp_path / "exp.yaml"
     run_dir = tmp_path / "run"
@@ -236,7 +237,7 @@ def _requests(n: int) -> list[JudgeRequest]:
 
 
 def _filled_cache(path: Path, n: int) -> None:
-    from test_judges import CountingJudge
+    from helpers.judges import CountingJudge
 
     with CachedJudge(CountingJudge(), path) as judge:
         judge.complete(_requests(n))
@@ -246,7 +247,7 @@ def _filled_cache(path: Path, n: int) -> None:
 
 @pytest.mark.parametrize("damage", ["truncated", "flipped", "garbage"])
 def test_damaged_judge_cache_is_salvaged_and_the_rest_asked_again(tmp_path, damage, caplog):
-    from test_judges import CountingJudge
+    from helpers.judges import CountingJudge
 
     path = tmp_path / "judge_cache.sqlite"
     _filled_cache(path, 200)

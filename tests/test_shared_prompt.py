@@ -9,11 +9,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 from conftest import make_tiny
-from test_budget import budget, make_groups, one_thread  # noqa: F401 (autouse)
 
 from harness.methods.base import TrainContext
 from harness.methods.common import pack_sequences, sequence_logprobs
 from harness.methods.shared_prompt import GroupPacked, pack_groups, shares_prompts
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def random_groups(vocab: int, seed: int = 0) -> tuple[list[list[int]], list[list[list[int]]]]:

@@ -9,13 +9,15 @@ from typing import Any
 import pytest
 import torch
 from conftest import make_tiny
+from helpers.training import MarginMethod, NLLMethod, budget, make_groups
 from safetensors.torch import load_file
-from test_budget import MarginMethod, NLLMethod, budget, make_groups, one_thread  # noqa: F401 (autouse)
 
 from harness.config import LoggingConfig
 from harness.errors import HarnessError
 from harness.training import load_trained_weights, train
 from harness.training.checkpoint import latest_checkpoint
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 TIMING_KEYS = {"time_s", "wall_s", "tokens_per_s"}
 

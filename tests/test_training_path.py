@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import torch
 from conftest import make_tiny
+from helpers.training import NLLMethod, budget, make_groups
 from safetensors.torch import load_file
-from test_budget import NLLMethod, budget, make_groups, one_thread  # noqa: F401 (autouse)
 
 from harness.config import SamplingConfig
 from harness.methods.base import LossOutput, PromptGroup, TrainContext
@@ -27,6 +27,8 @@ from harness.models.hf_generator import HFGenerator
 from harness.sampling import sample_prompts
 from harness.training import train
 from harness.training.precision import disable_dropout, resolve_mixed_precision
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 # --- fp32 master weights --------------------------------------------------------------------------
 
@@ -283,6 +285,7 @@ PAD_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # two fresh Python processes, each importing torch and training
 def test_pad_trains_bitwise_equal_in_two_fresh_processes(tmp_path: Path) -> None:
     script = tmp_path / "train_pad.py"
     script.write_text(PAD_SCRIPT)

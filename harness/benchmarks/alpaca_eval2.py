@@ -281,11 +281,14 @@ class AlpacaEval2(Benchmark):
                           "dataset": row.get("dataset", "")})
         return BenchmarkData(items=items, source=resolved.source, version=resolved.version)
 
+    def greedy_conversations(self, data: BenchmarkData) -> list[list[dict[str, str]]]:
+        return [[{"role": "user", "content": item["instruction"]}] for item in data.items]
+
     def generate(self, model: AnswerModel, data: BenchmarkData) -> list[dict[str, Any]]:
         # Outputs are stripped as alpaca_eval's evaluate_from_model does (is_strip_output=True): it changes
         # the length feature of LC and whether an output is identical to the reference.
-        conversations = [[{"role": "user", "content": item["instruction"]}] for item in data.items]
-        outputs = model.answer(conversations, max_new_tokens=self.max_new_tokens, progress="alpaca_eval2: answers")
+        outputs = model.answer(self.greedy_conversations(data), max_new_tokens=self.max_new_tokens,
+                               progress="alpaca_eval2: answers")
         decoding = {**self.decoding, "max_new_tokens": self.max_new_tokens}
         return [{"id": item["id"], "instruction": item["instruction"], "output": out.text.strip(), "finished": out.finished,
                  "generator": model.name, "decoding": decoding} for item, out in zip(data.items, outputs, strict=True)]

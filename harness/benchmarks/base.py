@@ -134,6 +134,13 @@ class Benchmark(ABC):
     def generate(self, model: AnswerModel, data: BenchmarkData) -> list[dict[str, Any]]:
         """One answer record per item: {"id": ..., "output": str | list[str] (turns), ...}."""
 
+    def greedy_conversations(self, data: BenchmarkData) -> list[list[dict[str, str]]] | None:
+        """The conversations `generate` answers greedily with `max_new_tokens`, when they are known before
+        generating (single-turn benchmarks), else None (multi-turn, sampled, or an external harness asks).
+        The pipeline answers those of all a row's benchmarks in shared batches (harness.stages.row_answers):
+        decoding a few items per benchmark is bound by reading the weights each step, not by the batch."""
+        return None
+
     @abstractmethod
     def judge(self, judge: Judge | None, data: BenchmarkData, answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """One judgement record per item (or per game/turn), JSON-serialisable."""

@@ -196,9 +196,12 @@ class GSM8K(Benchmark):
             return []  # ZeroEval stops only at the model's end of turn
         return list(task_config(LM_EVAL_TASK[self.params.protocol])["generation_kwargs"].get("until", []))
 
+    def greedy_conversations(self, data: BenchmarkData) -> list[list[dict[str, str]]]:
+        return [item["messages"] for item in data.items]
+
     def generate(self, model: AnswerModel, data: BenchmarkData) -> list[dict[str, Any]]:
         until = self._until()
-        outputs = model.answer([item["messages"] for item in data.items], max_new_tokens=self.max_new_tokens,
+        outputs = model.answer(self.greedy_conversations(data), max_new_tokens=self.max_new_tokens,
                                progress=f"gsm8k ({self.params.protocol}): answers")
         decoding = {**self.decoding, "max_new_tokens": self.max_new_tokens, "until": until,
                     "protocol": self.params.protocol, "num_fewshot": self.params.shots, "fewshot_seed": FEWSHOT_SEED,

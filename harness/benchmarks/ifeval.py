@@ -87,9 +87,12 @@ class IFEval(Benchmark):
         items = [{"id": f"ifeval/{doc['key']}", "doc": doc} for doc in docs]
         return BenchmarkData(items=items, source=resolved.source, version=resolved.version)
 
+    def greedy_conversations(self, data: BenchmarkData) -> list[list[dict[str, str]]]:
+        return [[{"role": "user", "content": item["doc"]["prompt"]}] for item in data.items]
+
     def generate(self, model: AnswerModel, data: BenchmarkData) -> list[dict[str, Any]]:
-        conversations = [[{"role": "user", "content": item["doc"]["prompt"]}] for item in data.items]
-        outputs = model.answer(conversations, max_new_tokens=self.max_new_tokens, progress="ifeval: answers")
+        outputs = model.answer(self.greedy_conversations(data), max_new_tokens=self.max_new_tokens,
+                               progress="ifeval: answers")
         decoding = {**self.decoding, "max_new_tokens": self.max_new_tokens, "chat": True}
         return [{"id": item["id"], "output": out.text, "finished": out.finished, "decoding": decoding}
                 for item, out in zip(data.items, outputs, strict=True)]

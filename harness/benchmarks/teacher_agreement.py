@@ -81,6 +81,9 @@ class TeacherAgreement(Benchmark):
         items = [{"id": p["prompt_id"], "messages": p["messages"]} for p in prompts]
         return BenchmarkData(items, f"held-out prompts of the experiment's source: {source}", source)
 
+    def greedy_conversations(self, data: BenchmarkData) -> list[list[dict[str, str]]]:
+        return [it["messages"] for it in data.items]
+
     def generate(self, model: AnswerModel, data: BenchmarkData) -> list[dict[str, Any]]:
         from harness.models.scoring import Scorer
 
@@ -89,21 +92,23 @@ class TeacherAgreement(Benchmark):
                                 {"items": [it["id"] for it in data.items], "data": data.version,
                                  "params": self.params.model_dump(mode="json"), "version": CANDIDATES_VERSION},
                                 lambda: self._candidates(data))
-        answers = model.answer([it["messages"] for it in data.items], self.max_new_tokens,
+        answers = model.answer(self.greedy_conversations(data), self.max_new_tokens,
                                progress=f"{self.name}: answers")
         mine = model.in_memory()
         teacher = run.teacher()
-        row_scores = Scorer(mine, batch_size=run.batch_size).score_groups([
-            (mine.formatter.prompt_ids(it["messages"]),
-             [mine.formatter.response_ids(t, finished=f) for t, f in zip(c["texts"], c["finished"], strict=True)])
-            for it, c in zip(data.items, candidates, strict=True)], progress=f"{self.name}: {model.name} scores")
+        if mine.identity == teacher.identity:  # the teacher row: its rewards are the candidates' own
+            row_rewards = [c["teacher_rewards"] for c in candidates]
+        else:
+            row_rewards = [[s.mean_logprob for s in group] for group in Scorer(mine, batch_size=run.batch_size).score_groups([
+                (mine.formatter.prompt_ids(it["messages"]),
+                 [mine.formatter.response_ids(t, finished=f) for t, f in zip(c["texts"], c["finished"], strict=True)])
+                for it, c in zip(data.items, candidates, strict=True)], progress=f"{self.name}: {model.name} scores")]
         answer_scores = Scorer(teacher, batch_size=run.batch_size).score_groups([
             (teacher.formatter.prompt_ids(it["messages"]), [teacher.formatter.response_ids(a.text, finished=a.finished)])
             for it, a in zip(data.items, answers, strict=True)], progress=f"{self.name}: teacher reads answers")
         records = []
-        for it, cand, scores, answer, read in zip(data.items, candidates, row_scores, answers, answer_scores,
-                                                  strict=True):
-            rewards = [s.mean_logprob for s in scores]
+        for it, cand, rewards, answer, read in zip(data.items, candidates, row_rewards, answers, answer_scores,
+                                                   strict=True):
             records.append({"id": it["id"], "output": answer.text, "finished": answer.finished,
                             # an empty answer (no token to read) has no log-likelihood: left out, not 0
                             "teacher_loglik": read[0].mean_logprob if read[0].n_tokens else None,

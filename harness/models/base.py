@@ -33,6 +33,12 @@ class GenerationRequest:
     prompt_ids: list[int]
     seed: int  # per request: the same request always gives the same output, whatever the batch
     n: int = 1
+    # This request's own answer length (None: the call's `SamplingParams.max_new_tokens`): lets requests of
+    # several benchmarks share one batch (harness.stages.row_answers).
+    max_new_tokens: int | None = None
+
+    def limit(self, params: SamplingParams) -> int:
+        return params.max_new_tokens if self.max_new_tokens is None else self.max_new_tokens
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,8 @@ class Generator(ABC):
     uses_loaded_weights: ClassVar[bool] = True
     loaded: LoadedModel  # the model it generates for (its tokenizer and chat format, at least)
     engine_starts: int = 0  # engines this generator started (vLLM: one per model; hf: none)
+    generated_tokens: int = 0  # tokens generated so far, end-of-turn included (generation accounting)
+    prompt_tokens: int = 0  # prompt tokens encoded so far (forward accounting)
 
     def __init__(self, loaded: LoadedModel, batch_size: int = 16, **params: Any) -> None:
         """How every backend is built (`harness.stages.data.build_generator`); `params` are its `Params`."""

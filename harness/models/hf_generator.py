@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from harness.models.base import GenerationOutput, GenerationRequest, Generator, LoadedModel, SamplingParams
-from harness.models.kv import encode_left_padded, forward_with_cache
+from harness.models.kv import encode_in_length_buckets, forward_with_cache
 
 
 def row_seed(request_seed: int, sample_index: int) -> int:
@@ -102,7 +102,6 @@ class HFGenerator(Generator):
     ) -> list[tuple[list[int], bool]]:
         model, device = self.loaded.model, self.loaded.device
         stop_ids = self.loaded.formatter.stop_ids  # end-of-turn + every generation-config eos id
-        stops = torch.tensor(stop_ids, device=device)
         pad_id = self.loaded.tokenizer.pad_token_id
         pad_id = self.loaded.formatter.end_of_turn_id if pad_id is None else pad_id
 
@@ -111,7 +110,8 @@ class HFGenerator(Generator):
         for req in reqs:
             unique.setdefault(id(req), len(unique))
         prompts = list({id(req): req.prompt_ids for req in reqs}.values())
-        logits, cache, attn, positions = encode_left_padded(model, prompts, pad_id, device)
+        # prompts of several benchmarks may share the batch: encoded in buckets of similar length
+        logits, cache, attn, positions = encode_in_length_buckets(model, prompts, pad_id, device)
         self.prompt_tokens += sum(len(p) for p in prompts)
         expand = torch.tensor([unique[id(req)] for req in reqs], device=device)
         cache.reorder_cache(expand)
@@ -127,19 +127,32 @@ class HFGenerator(Generator):
                 g.manual_seed(row_seed(req.seed, j))
                 generators.append(g)
 
-        b = len(reqs)
-        tokens: list[list[int]] = [[] for _ in range(b)]
-        finished = torch.zeros(b, dtype=torch.bool, device=device)
-        for step in range(params.max_new_tokens):
+        limits = [req.limit(params) for req in reqs]
+        tokens: list[list[int]] = [[] for _ in reqs]
+        rows = list(range(len(reqs)))  # the request row at each batch position
+        ended: set[int] = set()  # rows that ended their turn or reached their limit
+        for _ in range(max(limits)):
             nxt = choose_tokens(logits, params, generators)
-            for i in range(b):
-                if not finished[i]:
-                    tokens[i].append(int(nxt[i]))
-            finished |= torch.isin(nxt, stops)
-            if bool(finished.all()) or step == params.max_new_tokens - 1:
+            for k, i in enumerate(rows):
+                if i not in ended:
+                    tokens[i].append(int(nxt[k]))
+                    if tokens[i][-1] in stop_ids or len(tokens[i]) >= limits[i]:
+                        ended.add(i)
+            if len(ended) == len(reqs):
                 break
-            nxt = torch.where(finished, torch.full_like(nxt, pad_id), nxt)
-            attn = torch.cat([attn, torch.ones((b, 1), dtype=attn.dtype, device=device)], dim=1)
+            over = [i in ended for i in rows]
+            if sum(over) * 4 >= len(rows):
+                # A quarter of the batch has ended: drop those rows (answers of several lengths share batches;
+                # an ended row would otherwise be computed for nothing until the longest one ends).
+                keep = torch.tensor([k for k, o in enumerate(over) if not o], device=device)
+                cache.reorder_cache(keep)
+                nxt, attn, last_pos = nxt.index_select(0, keep), attn.index_select(0, keep), last_pos.index_select(0, keep)
+                if generators is not None:
+                    generators = [generators[k] for k in keep.tolist()]
+                rows = [i for i, o in zip(rows, over, strict=True) if not o]
+            else:  # too few to be worth copying the cache: they decode masked padding meanwhile
+                nxt = torch.where(torch.tensor(over, device=device), torch.full_like(nxt, pad_id), nxt)
+            attn = torch.cat([attn, torch.ones((len(rows), 1), dtype=attn.dtype, device=device)], dim=1)
             last_pos = last_pos + 1
             logits, cache = forward_with_cache(
                 model, cache, input_ids=nxt.unsqueeze(-1), attention_mask=attn, position_ids=last_pos.unsqueeze(-1)

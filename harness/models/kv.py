@@ -63,6 +63,62 @@ def encode_left_padded(
     return logits[:, -1], cache, attn, positions
 
 
+def pad_tolerance(device: Any) -> float:
+    """Padding a length bucket may hold, as a share of its padded size: padded positions are computed for
+    nothing, while wider batches run matmuls more efficiently (a little on CPU, a lot on GPU). Measured on
+    SmolLM2 / 2 CPU cores: 0.3 beat both 0.1 (batches too small for two threads) and no bucketing."""
+    return 0.3 if str(device).startswith("cpu") else 0.5
+
+
+def length_buckets(lengths: list[int], tolerance: float) -> list[list[int]]:
+    """Indices grouped by similar length, longest first, each bucket's padding at most `tolerance` of it."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    buckets: list[list[int]] = []
+    for i in order:
+        if buckets:
+            bucket = buckets[-1]
+            width = lengths[bucket[0]]
+            real = sum(lengths[j] for j in bucket) + lengths[i]
+            if width * (len(bucket) + 1) - real <= tolerance * width * (len(bucket) + 1):
+                bucket.append(i)
+                continue
+        buckets.append([i])
+    return buckets
+
+
+def encode_in_length_buckets(
+    model: Any, prompts: list[list[int]], pad_id: int, device: Any
+) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
+    """`encode_left_padded`, but prompts of very different lengths (answers to several benchmarks decoded
+    together) are encoded in buckets of similar length and their caches joined, left-padded with masked
+    zeros to the longest: padding is not computed. Same four values, rows in `prompts` order."""
+    buckets = length_buckets([len(p) for p in prompts], pad_tolerance(device))
+    if len(buckets) == 1 or not hasattr(new_cache(), "layers"):  # transformers 4.x: one padded pass
+        return encode_left_padded(model, prompts, pad_id, device)
+    width = max(len(p) for p in prompts)
+    parts = [encode_left_padded(model, [prompts[i] for i in b], pad_id, device) for b in buckets]
+    order = torch.tensor([i for b in buckets for i in b], device=device)
+    back = torch.empty_like(order)
+    back[order] = torch.arange(len(order), device=device)
+
+    def joined(tensors: list[torch.Tensor], seq_dim: int) -> torch.Tensor:
+        padded = []
+        for t in tensors:
+            shape = list(t.shape)
+            shape[seq_dim] = width - t.shape[seq_dim]
+            padded.append(torch.cat([t.new_zeros(shape), t], dim=seq_dim))
+        return torch.cat(padded).index_select(0, back)
+
+    from transformers import DynamicCache
+
+    n_layers = len(parts[0][1].layers)
+    cache = DynamicCache(ddp_cache_data=[
+        (joined([p[1].layers[k].keys for p in parts], 2), joined([p[1].layers[k].values for p in parts], 2))
+        for k in range(n_layers)])
+    logits = torch.cat([p[0] for p in parts]).index_select(0, back)
+    return logits, cache, joined([p[2] for p in parts], 1), joined([p[3] for p in parts], 1)
+
+
 def common_prefix_length(seqs: list[list[int]]) -> int:
     if not seqs:
         return 0

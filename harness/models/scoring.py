@@ -20,7 +20,14 @@ from typing import Any
 import torch
 
 from harness.models.base import LoadedModel
-from harness.models.kv import encode_shared_prefix, forward_with_cache, select_cache, shared_prefix_length
+from harness.models.kv import (
+    encode_shared_prefix,
+    forward_with_cache,
+    length_buckets,
+    pad_tolerance,
+    select_cache,
+    shared_prefix_length,
+)
 
 Group = tuple[list[int], list[list[int]]]
 
@@ -132,27 +139,8 @@ class Scorer:
             yield chunk
 
     def _buckets(self, lengths: list[int]) -> list[list[int]]:
-        """Responses (by index) grouped by similar length: padded positions are computed for nothing, while
-        wider batches run matmuls more efficiently (a little on CPU, a lot on GPU), so the padding allowed
-        is `pad_tolerance` of the bucket's padded size."""
-        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-        buckets: list[list[int]] = []
-        for i in order:
-            if buckets:
-                bucket = buckets[-1]
-                width = lengths[bucket[0]]
-                real = sum(lengths[j] for j in bucket) + lengths[i]
-                if width * (len(bucket) + 1) - real <= self.pad_tolerance * width * (len(bucket) + 1):
-                    bucket.append(i)
-                    continue
-            buckets.append([i])
-        return buckets
-
-    @property
-    def pad_tolerance(self) -> float:
-        # Measured on SmolLM2 / 2 CPU cores: 0.3 beat both 0.1 (batches too small for two threads) and no
-        # bucketing (padding computed for nothing).
-        return 0.3 if str(self.loaded.device).startswith("cpu") else 0.5
+        """Responses (by index) grouped by similar length (kv.length_buckets)."""
+        return length_buckets(lengths, pad_tolerance(self.loaded.device))
 
     @torch.no_grad()
     def _iter_buckets(

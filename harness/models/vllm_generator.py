@@ -174,7 +174,7 @@ class VLLMGenerator(Generator):
             n=1 if greedy else request.n,
             temperature=0.0 if greedy else params.temperature,
             top_p=1.0 if greedy else params.top_p,
-            max_tokens=params.max_new_tokens,
+            max_tokens=request.limit(params),
             seed=None if greedy else int(request.seed),
             # Explicit, so both backends stop on the same ids (vLLM would add generation_config's own).
             stop_token_ids=list(self.loaded.formatter.stop_ids),

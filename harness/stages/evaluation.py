@@ -17,6 +17,7 @@ from harness.judges.choice import is_official, judge_key, judge_spec_for
 from harness.models.base import GenerationRequest, LoadedModel, SamplingParams
 from harness.models.residency import park
 from harness.registry import BACKENDS
+from harness.stages.row_answers import PrefetchedGenerator
 from harness.store import hash_inputs, read_jsonl, write_json_atomic, write_jsonl
 
 if TYPE_CHECKING:
@@ -129,17 +130,33 @@ def _loaded_for_row(pipe: Pipeline, row: ModelRow, weights: bool = True) -> Load
     return pipe._models[cache_key]
 
 
+def _row_generator(pipe: Pipeline, row: ModelRow, backend: str, weights: bool) -> PrefetchedGenerator:
+    """The row's generator, having answered the greedy conversations of every benchmark still to answer."""
+    loaded = _loaded_for_row(pipe, row, weights=weights)
+    generator = PrefetchedGenerator(pipe.generator(backend, loaded))
+    requests = []
+    for b in pipe.benchmark_indices():
+        if pipe.answers_artifact(row, b).done:
+            continue
+        bench = build_benchmark(pipe, b)
+        for conversation in bench.greedy_conversations(bench.load()) or []:
+            requests.append(GenerationRequest(loaded.formatter.prompt_ids(conversation), seed=0,
+                                              max_new_tokens=bench.max_new_tokens))
+    generator.prefetch(requests, progress=f"{row.row}: answers to every benchmark")
+    return generator
+
+
 def run_answers(pipe: Pipeline, row: ModelRow, index: int, out: Path) -> dict[str, Any]:
     bench = build_benchmark(pipe, index)
     data = bench.load()
     backend = pipe.exp.generation_backend
     weights = BACKENDS.get(backend).uses_loaded_weights
-    # One engine for all of this row's benchmarks (harness.engines), shut down before anything else runs.
-    generator = pipe.engines.get(f"{row.row}|{row.seed}", lambda: pipe.generator(
-        backend, _loaded_for_row(pipe, row, weights=weights)))
+    # One engine for all of this row's benchmarks (harness.engines), shut down before anything else runs;
+    # the greedy answers every benchmark declares are decoded together when it starts (row_answers).
+    generator = pipe.engines.get(f"{row.row}|{row.seed}", lambda: _row_generator(pipe, row, backend, weights))
     # Benchmarks that score text (multiple choice, teacher agreement) use the row's model in memory.
     loaded = _loaded_for_row(pipe, row, weights=weights or bench.needs_weights)
-    before = int(getattr(generator, "generated_tokens", 0))
+    before = generator.generated_tokens
     answers = bench.generate(GeneratorAnswerModel(loaded, row.row, generator,
                                                   scoring_batch_size=pipe.exp.sampling.batch_size), data)
     if not weights and bench.needs_weights:
@@ -147,7 +164,7 @@ def run_answers(pipe: Pipeline, row: ModelRow, index: int, out: Path) -> dict[st
     write_jsonl(out / "answers.jsonl", answers)
     (out / "data.json").write_text(json.dumps({"source": data.source, "version": data.version,
                                                "n_items": len(data.items)}))
-    generated = int(getattr(generator, "generated_tokens", 0)) - before
+    generated = generator.generated_tokens - before
     return {"source": data.source, "data_version": data.version, "decoding": bench.decoding,
             "model": loaded.identity, "accounting": {"eval_generation_tokens": generated}}
 

@@ -13,12 +13,12 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: conftest, test_budget
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: conftest, helpers
 
 from conftest import make_tiny  # noqa: E402
-from test_budget import MarginMethod, budget, make_groups  # noqa: E402
 
 from harness.training import train  # noqa: E402
+from helpers.training import MarginMethod, budget, make_groups  # noqa: E402
 
 # 12 prompts, 4 per optimizer step: one process accumulates 4 micro-batches of 1, two processes 2 each.
 BUDGET = budget(max_steps=3, effective_batch=4, micro_batch=1, warmup_ratio=0.0, checkpoint_every=1)

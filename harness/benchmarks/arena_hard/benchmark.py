@@ -125,9 +125,11 @@ class ArenaHard(Benchmark):
         return BenchmarkData(items=items, source=source + note,
                              version=f"arena-hard-{self.params.version}:{self.setting_key}:{digest}")
 
+    def greedy_conversations(self, data: BenchmarkData) -> list[list[dict[str, str]]]:
+        return [[{"role": "user", "content": item["prompt"]}] for item in data.items]
+
     def generate(self, model: AnswerModel, data: BenchmarkData) -> list[dict[str, Any]]:
-        convs = [[{"role": "user", "content": item["prompt"]}] for item in data.items]
-        outputs = model.answer(convs, self.max_new_tokens, progress="arena_hard answers")
+        outputs = model.answer(self.greedy_conversations(data), self.max_new_tokens, progress="arena_hard answers")
         records = []
         for item, out in zip(data.items, outputs, strict=True):
             meta = answer_metadata(out.text, self.encoding)
