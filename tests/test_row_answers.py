@@ -21,15 +21,19 @@ def tiny():
     return load_model(ModelSpec(model="tiny:llama", seed=0))
 
 
-def _prompts(n: int) -> list[list[int]]:
-    return [[5 + (7 * i + 3 * j) % 90 for j in range(3 + 2 * i)] for i in range(n)]
+def _prompts(n: int, shared: int = 0) -> list[list[int]]:
+    """n prompts of 3, 9, 15, ... tokens (several length buckets), after `shared` tokens they all start with."""
+    return [[40 + j % 50 for j in range(shared)] + [5 + (7 * i + 3 * j) % 90 for j in range(3 + 6 * i)]
+            for i in range(n)]
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_each_request_stops_at_its_own_limit_with_the_answer_it_gets_alone(tiny, temperature):
-    """Rows that reach their limit leave the batch (a quarter at a time); the others go on unchanged."""
+@pytest.mark.parametrize("shared", [0, 20])
+def test_each_request_stops_at_its_own_limit_with_the_answer_it_gets_alone(tiny, temperature, shared):
+    """Prompts prefilled in length buckets (a shared prefix once per bucket), rows that reach their limit
+    leaving the batch (a quarter at a time): every row gets the answer it gets alone."""
     gen = HFGenerator(tiny, batch_size=8)
-    prompts, limits = _prompts(5), [2, 9, 5, 9, 3]
+    prompts, limits = _prompts(5, shared), [2, 9, 5, 9, 3]
     mixed = gen.generate([GenerationRequest(p, seed=i, n=2, max_new_tokens=m)
                           for i, (p, m) in enumerate(zip(prompts, limits, strict=True))],
                          SamplingParams(temperature=temperature, max_new_tokens=1))

@@ -155,3 +155,25 @@ def test_a_shared_context_is_encoded_once_and_scores_equal_one_at_a_time(arch):
     assert shared >= 32  # the shared-prefix path ran
     expected = shared + sum(len(p) - shared + sum(len(r) - 1 for r in rs) for p, rs in groups)
     assert scorer.forward_tokens == expected
+
+
+def test_remembered_prompt_passes_give_the_same_scores_and_run_only_responses():
+    """The teacher reads every row's answers to the same prompts: a scorer that remembers its prompt passes
+    scores later calls exactly as a fresh one does, running only the response tokens."""
+    loaded = make_tiny("llama", seed=3)
+    prompts = [p for p, _ in _groups(loaded, n_groups=5)]
+    fmt = loaded.formatter
+    remembering = Scorer(loaded, batch_size=4, remember_prompts=8)
+    for call in range(3):  # each call: new answers (one per prompt) to the same prompts
+        groups = [(p, [fmt.response_ids("reply " * (1 + (g + call) % 4) + str(call))]) for g, p in enumerate(prompts)]
+        before = remembering.forward_tokens
+        got = remembering.score_groups(groups)
+        fresh = Scorer(loaded, batch_size=4)
+        assert got == fresh.score_groups(groups)  # bit for bit
+        ran = remembering.forward_tokens - before
+        responses_only = sum(len(rs[0]) - 1 for _, rs in groups)
+        assert ran == (fresh.forward_tokens if call == 0 else responses_only) and responses_only < fresh.forward_tokens
+    # a bounded memory: the oldest prompt pass goes first
+    small = Scorer(loaded, batch_size=1, remember_prompts=2)
+    small.score_groups([(p, [fmt.response_ids("x")]) for p in prompts])
+    assert len(small._prompt_passes) == 2

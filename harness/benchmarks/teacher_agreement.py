@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.benchmarks.base import AnswerModel, Benchmark, BenchmarkData, ScoreResult
+from harness.benchmarks.base import AnswerModel, Benchmark, BenchmarkData, ReportColumn, ScoreResult
 from harness.benchmarks.item_stats import mean_and_stderr
 from harness.judges.base import Judge
 from harness.methods.pad_loss import jensen_shannon, plackett_luce_log_probs
@@ -68,6 +68,7 @@ def agreement(row_rewards: list[float], teacher_rewards: list[float], beta: floa
 
 class TeacherAgreement(Benchmark):
     name = "teacher_agreement"
+    title = "Teacher agreement"
     Params = TeacherAgreementParams
     params: TeacherAgreementParams
     needs_judge = False
@@ -75,6 +76,17 @@ class TeacherAgreement(Benchmark):
     uses_run = True
     needs_weights = True
     default_max_new_tokens = 64
+
+    @classmethod
+    def columns(cls) -> tuple[ReportColumn, ...]:
+        # Per-item records carry every metric; `score` is the headline, the teacher's log-likelihood.
+        return (
+            ReportColumn("teacher_loglik", "Teacher LL", se_metric="teacher_loglik_stderr", digits=3,
+                         headline=True, paired=True),
+            ReportColumn("rank_agreement", "Rank tau", se_metric="rank_agreement_stderr", digits=3),
+            ReportColumn("top1", "Top-1 %", se_metric="top1_stderr", digits=1),
+            ReportColumn("pl_jsd", "PL JSD", se_metric="pl_jsd_stderr", digits=4, higher_is_better=False),
+        )
 
     def load(self) -> BenchmarkData:
         prompts, source = self.run_context().held_out_prompts(self.subset or 32)
@@ -103,7 +115,7 @@ class TeacherAgreement(Benchmark):
                 (mine.formatter.prompt_ids(it["messages"]),
                  [mine.formatter.response_ids(t, finished=f) for t, f in zip(c["texts"], c["finished"], strict=True)])
                 for it, c in zip(data.items, candidates, strict=True)], progress=f"{self.name}: {model.name} scores")]
-        answer_scores = Scorer(teacher, batch_size=run.batch_size).score_groups([
+        answer_scores = run.teacher_scorer().score_groups([
             (teacher.formatter.prompt_ids(it["messages"]), [teacher.formatter.response_ids(a.text, finished=a.finished)])
             for it, a in zip(data.items, answers, strict=True)], progress=f"{self.name}: teacher reads answers")
         records = []

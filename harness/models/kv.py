@@ -92,11 +92,14 @@ def encode_in_length_buckets(
     """`encode_left_padded`, but prompts of very different lengths (answers to several benchmarks decoded
     together) are encoded in buckets of similar length and their caches joined, left-padded with masked
     zeros to the longest: padding is not computed. Same four values, rows in `prompts` order."""
-    buckets = length_buckets([len(p) for p in prompts], pad_tolerance(device))
-    if len(buckets) == 1 or not hasattr(new_cache(), "layers"):  # transformers 4.x: one padded pass
+    if not hasattr(new_cache(), "layers"):  # transformers 4.x: one padded pass
         return encode_left_padded(model, prompts, pad_id, device)
-    width = max(len(p) for p in prompts)
-    parts = [encode_left_padded(model, [prompts[i] for i in b], pad_id, device) for b in buckets]
+    buckets = length_buckets([len(p) for p in prompts], pad_tolerance(device))
+    # each bucket encodes a prefix its prompts share (a chat template's default system prompt) once
+    parts = [encode_shared_prefix(model, [prompts[i] for i in b], pad_id, device)[:4] for b in buckets]
+    if len(parts) == 1:
+        return parts[0]
+    width = max(p[2].shape[1] for p in parts)
     order = torch.tensor([i for b in buckets for i in b], device=device)
     back = torch.empty_like(order)
     back[order] = torch.arange(len(order), device=device)
@@ -136,7 +139,7 @@ def shared_prefix_length(seqs: list[list[int]]) -> int:
 
 
 def encode_shared_prefix(
-    model: Any, prompts: list[list[int]], pad_id: int, device: Any, min_prefix: int = 32
+    model: Any, prompts: list[list[int]], pad_id: int, device: Any, min_prefix: int = 16
 ) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor, int]:
     """`encode_left_padded`, but a token prefix every prompt shares (a teacher's system prompt and
     demonstrations) is encoded ONCE and its KV cache repeated over the rows; only the suffixes run per row,

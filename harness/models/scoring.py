@@ -40,10 +40,16 @@ class SeqScore:
 
 
 class Scorer:
-    def __init__(self, loaded: LoadedModel, batch_size: int = 8) -> None:
+    def __init__(self, loaded: LoadedModel, batch_size: int = 8, remember_prompts: int = 0) -> None:
         self.loaded = loaded
         self.batch_size = batch_size  # response sequences per forward pass (a group is never split)
         self.forward_tokens = 0
+        # A scorer that reads new responses to the SAME prompts again and again (the teacher reading every
+        # row's answers to the held-out prompts) keeps the prompt pass of its last `remember_prompts` chunks:
+        # a chunk's prompts are encoded once per run instead of once per call. The cache is never mutated
+        # (each bucket runs on a copy, `select_cache`), so remembered passes give identical scores.
+        self.remember_prompts = remember_prompts
+        self._prompt_passes: dict[tuple[tuple[int, ...], ...], tuple[torch.Tensor, Any, torch.Tensor]] = {}
 
     @property
     def pad_id(self) -> int:
@@ -120,6 +126,16 @@ class Scorer:
 
     def _encode_prompts(self, prompts: list[list[int]]) -> tuple[torch.Tensor, Any, torch.Tensor]:
         """Left-padded prompt pass: (last-position logits [G, V], KV cache, attention mask [G, L])."""
+        if not self.remember_prompts:
+            return self._prompt_pass(prompts)
+        key = tuple(tuple(p) for p in prompts)
+        if key not in self._prompt_passes:
+            while len(self._prompt_passes) >= self.remember_prompts:
+                del self._prompt_passes[next(iter(self._prompt_passes))]  # the oldest
+            self._prompt_passes[key] = self._prompt_pass(prompts)
+        return self._prompt_passes[key]
+
+    def _prompt_pass(self, prompts: list[list[int]]) -> tuple[torch.Tensor, Any, torch.Tensor]:
         # A shared prefix (e.g. the teacher's system prompt and demonstrations) is encoded once per chunk.
         logits, cache, attn, _, run = encode_shared_prefix(self.loaded.model, prompts, self.pad_id, self.loaded.device)
         self.forward_tokens += run

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from harness.console import bars_enabled
 from harness.errors import ModelSourceError
 from harness.models.base import GenerationOutput, GenerationRequest, Generator, LoadedModel, SamplingParams
+from harness.models.vllm_policy import VLLMLiveSampler
 
 
 def _import_vllm() -> Any:
@@ -105,9 +106,7 @@ class VLLMGenerator(Generator):
     @classmethod
     def live_sampler(cls, student: LoadedModel, batch_size: int = 16, **params: Any) -> Any:
         """GKD's on-policy samples from one engine that follows the trained weights (vllm_policy)."""
-        from harness.models.vllm_policy import VLLMLiveSampler
-
-        return VLLMLiveSampler(student, **params)
+        return VLLMLiveSampler(cls(student, **params))
 
     @property
     def identity(self) -> dict[str, Any]:

@@ -10,17 +10,35 @@ tensor parallelism (each worker reads its own shard). The engine is shut down wh
 
 Cost: one save + reload per optimizer step that samples (for a 135M fp32 student, ~0.5 GB). On a GPU the
 engine shares the device with the training run: give it a small `gpu_memory_utilization` / `kv_cache_gib`.
+
+The engine is the backend's own generator (`VLLMGenerator.live_sampler` builds it and hands it over), so
+this module needs only what it uses of one: `ReloadableEngine`.
 """
 
 from __future__ import annotations
 
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-import torch
+from harness.models.base import GenerationOutput, GenerationRequest, SamplingParams
 
-from harness.models.base import GenerationRequest, LoadedModel, SamplingParams
-from harness.models.vllm_generator import VLLMGenerator
+if TYPE_CHECKING:
+    import torch
+
+
+class ReloadableEngine(Protocol):
+    """What the live sampler uses of its generator (harness.models.vllm_generator.VLLMGenerator)."""
+
+    engine_starts: int
+
+    @property
+    def llm(self) -> Any:
+        """The `vllm.LLM`, started on first use."""
+
+    def generate(self, requests: list[GenerationRequest], params: SamplingParams,
+                 progress: str | None = None) -> list[GenerationOutput]: ...
+
+    def close(self) -> None: ...
 
 
 def weights_version(model: torch.nn.Module) -> int:
@@ -32,9 +50,9 @@ class VLLMLiveSampler:
     """`sampler(model, prompts, max_new_tokens, seed, temperature=, top_p=)` -> one response (token ids) per
     prompt, sampled by a vLLM engine that holds `model`'s current weights."""
 
-    def __init__(self, student: LoadedModel, **params: Any) -> None:
+    def __init__(self, generator: ReloadableEngine) -> None:
         # The engine starts from the base student's weights (its identity's path); the first call syncs.
-        self.generator = VLLMGenerator(student, **params)
+        self.generator = generator
         self._scratch = tempfile.TemporaryDirectory(prefix="pad-harness-live-weights-")
         self._synced: int | None = None
         self.weight_syncs = 0

@@ -21,6 +21,7 @@ from harness.stages.row_answers import PrefetchedGenerator
 from harness.store import hash_inputs, read_jsonl, write_json_atomic, write_jsonl
 
 if TYPE_CHECKING:
+    from harness.models.scoring import Scorer
     from harness.pipeline import ModelRow, Pipeline
 
 
@@ -85,6 +86,16 @@ class PipelineRun:
 
     def teacher(self) -> LoadedModel:
         return self.pipe.teacher()
+
+    def teacher_scorer(self) -> Scorer:
+        from harness.models.scoring import Scorer
+
+        key = f"scorer:teacher:{self.batch_size}"
+        if key not in self.pipe._models:  # rows are evaluated one after another: kept for the run
+            self.pipe._models[key] = Scorer(self.teacher(), batch_size=self.batch_size, remember_prompts=8)
+        scorer = self.pipe._models[key]
+        self.teacher()  # its weights back in place if an engine had them parked
+        return scorer
 
     def student(self) -> LoadedModel:
         return self.pipe.student()
