@@ -312,7 +312,8 @@ def test_loglikelihood_fn_matches_a_direct_forward_pass() -> None:
     import torch
     from conftest import make_tiny
 
-    from harness.benchmarks.lm_eval_adapter import _json_chat_template, loglikelihood_fn_for
+    from harness.benchmarks.lm_eval_adapter import loglikelihood_fn_for
+    from harness.benchmarks.lm_eval_chat import messages_to_context
 
     loaded = make_tiny("llama", seed=0)
     tok = loaded.tokenizer
@@ -328,7 +329,7 @@ def test_loglikelihood_fn_matches_a_direct_forward_pass() -> None:
     greedy_text = tok.decode(greedy[len(enc(question)):])
     assert enc(question + greedy_text)[len(enc(question)):] == greedy[len(enc(question)):]
 
-    chat = _json_chat_template([{"role": "user", "content": "Is the sky blue?"}])
+    chat = messages_to_context([{"role": "user", "content": "Is the sky blue?"}])
     rendered = loaded.formatter.prompt_text([{"role": "user", "content": "Is the sky blue?"}])
     assert rendered.endswith("assistant\n")
     pairs = [(question, " 4"), (question, " five"), (question + " ", "4"), ("", "hello"), (chat, "Yes"),

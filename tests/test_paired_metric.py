@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from harness.benchmarks.alpaca_eval2 import AlpacaEval2
 from harness.report import build_leaderboard
-from harness.report.columns import COLUMNS
 from harness.report.sample import sample_results
 
 
 def test_alpaca_eval_pairs_on_win_rate_not_lc() -> None:
     # AlpacaEval's per-item scores are judge preferences: the test compares WR, whatever LC says.
-    [paired] = [c for c in COLUMNS if c.benchmark == "alpaca_eval2" and c.paired]
+    [paired] = [c for c in AlpacaEval2.columns() if c.paired]
     assert paired.metric == "win_rate"
     results = sample_results(methods=("pad", "dpo", "sft"), seeds=(0,),
                              quality={"pad": 0.6, "dpo": 0.45, "sft": 0.3})

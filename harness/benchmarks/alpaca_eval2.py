@@ -33,7 +33,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from harness.benchmarks import alpaca_eval_lc
-from harness.benchmarks.base import AnswerModel, Benchmark, BenchmarkData, ScoreResult
+from harness.benchmarks.base import AnswerModel, Benchmark, BenchmarkData, ReportColumn, ScoreResult
 from harness.benchmarks.data_sources import HubDataset, PackageFile, resolve_data, subset_rows
 from harness.errors import DataSourceError, JudgeError
 from harness.judges.base import Judge, JudgeRequest, JudgeResponse
@@ -256,14 +256,27 @@ def _official_output_lengths(outputs: list[dict[str, Any]], name: str) -> tuple[
 
 class AlpacaEval2(Benchmark):
     name = "alpaca_eval2"
+    title = "AlpacaEval 2"
     Params = AlpacaEval2Params
     needs_judge = True
+    # The official leaderboard leads with the length-controlled win rate; where LC is unavailable (None:
+    # df_gamed.csv not to be had, the GLM failed, or params.length_controlled false) the report's headline
+    # is the raw win rate (`columns`: headline_fallback).
     headline = "length_controlled_winrate"
     decoding = {"temperature": 0.0, "turns": 1}
     default_max_new_tokens = 2048  # alpaca_eval's model configs generate up to 2048 tokens (some 4096)
 
     def official_judge(self) -> str | None:
         return "gpt-4-1106-preview"  # weighted_alpaca_eval_gpt4_turbo, the AlpacaEval 2 annotator
+
+    @classmethod
+    def columns(cls) -> tuple[ReportColumn, ...]:
+        return (
+            ReportColumn("length_controlled_winrate", "LC (%)", se_metric="lc_standard_error", headline=True),
+            # The per-item scores are the judge's preferences (WR): LC exists only for the whole set.
+            ReportColumn("win_rate", "WR (%)", se_metric="standard_error", headline_fallback=True, paired=True),
+            ReportColumn("avg_length", "Len", digits=0, kind="count"),
+        )
 
     params: AlpacaEval2Params
 

@@ -20,6 +20,7 @@ from harness.judges.base import Judge
 
 if TYPE_CHECKING:
     from harness.models.base import LoadedModel
+    from harness.models.scoring import Scorer
 
 
 @dataclass
@@ -73,6 +74,11 @@ class RunContext(Protocol):
 
     def teacher(self) -> LoadedModel: ...
 
+    def teacher_scorer(self) -> Scorer:
+        """A Scorer of the teacher kept for the whole run, remembering its prompt passes: every row's
+        answers to the same prompts are read without encoding the prompts again."""
+        ...
+
     def student(self) -> LoadedModel:
         """The untrained student."""
         ...
@@ -80,6 +86,29 @@ class RunContext(Protocol):
     def cached(self, name: str, inputs: dict[str, Any], compute: Callable[[], Any]) -> Any:
         """`compute()` (JSON), stored once per run dir under `name` + `inputs` (+ both models' identities)."""
         ...
+
+
+@dataclass(frozen=True)
+class ReportColumn:
+    """One leaderboard column of a benchmark (`Benchmark.columns`); the report keys it "<benchmark>.<metric>"."""
+
+    metric: str  # the key in `ScoreResult.metrics`
+    label: str  # short header text, e.g. "WR (%)"
+    se_metric: str | None = None  # the metric holding this one's standard error, if the benchmark gives one
+    ci_metrics: tuple[str, str] | None = None  # the metrics holding its own interval (low, high), if any
+    higher_is_better: bool = True
+    # The benchmark's main number (plotted, tested against the best baseline): exactly one column, the one
+    # whose metric is `Benchmark.headline`.
+    headline: bool = False
+    # The headline instead, where no row of a run has a value of the headline column (AlpacaEval 2: WR where
+    # LC is unavailable; GSM8K: ZeroEval accuracy for protocol zeroeval). The first such column with values.
+    headline_fallback: bool = False
+    # What the benchmark's per-item scores (`ScoreResult.per_item`) measure: the paired bootstrap vs the best
+    # baseline runs on, and is labelled by, this column (default: the headline column).
+    paired: bool = False
+    digits: int = 2  # decimals shown
+    kind: str = "score"  # "score" | "count" (lengths, token counts: never "best")
+    aliases: tuple[str, ...] = ()  # other names the same metric is recorded under (tried in order)
 
 
 @dataclass
@@ -92,9 +121,11 @@ class ScoreResult:
 class Benchmark(ABC):
     """Base class; subclasses set `name`, `Params`, `needs_judge`, `headline` (the main metric key), and
     what the official protocol uses: `official_judge` (the judge model its leaderboard is defined with; None
-    for judge-free benchmarks) and `default_max_new_tokens` (the answer length its official runs allow)."""
+    for judge-free benchmarks) and `default_max_new_tokens` (the answer length its official runs allow).
+    What the leaderboard shows of it is its own too: `title` and `columns()`."""
 
     name: ClassVar[str] = ""
+    title: ClassVar[str] = ""  # the report's header over its columns, e.g. "AlpacaEval 2" (default: `name`)
     Params: ClassVar[type[BaseModel]]
     needs_judge: ClassVar[bool] = True
     headline: ClassVar[str] = ""
@@ -125,6 +156,16 @@ class Benchmark(ABC):
     def official_judge(self) -> str | None:
         """The judge model the benchmark's official numbers come from (may depend on params)."""
         return None
+
+    @classmethod
+    def columns(cls) -> tuple[ReportColumn, ...]:
+        """The leaderboard columns of this benchmark, in order: each a metric of `score`'s results with its
+        label, standard error and interval metrics, direction, and exactly one `headline` column, whose
+        metric is `headline` (plus `headline_fallback` columns where the headline may be missing).
+
+        Default (): the report derives columns from the metrics a run records, `headline` (else the first
+        metric, for a benchmark whose metrics depend on its params, like `lm_eval`) as the headline."""
+        return ()
 
     @abstractmethod
     def load(self) -> BenchmarkData:

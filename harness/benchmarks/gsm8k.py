@@ -24,20 +24,19 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from harness.benchmarks import zeroeval
-from harness.benchmarks.base import AnswerModel, Benchmark, BenchmarkData, ScoreResult
+from harness.benchmarks.base import AnswerModel, Benchmark, BenchmarkData, ReportColumn, ScoreResult
 from harness.benchmarks.data_sources import HubDataset, PackageFile, ResolvedData, resolve_data, subset_rows
 from harness.benchmarks.item_stats import mean_metrics
 from harness.benchmarks.lm_eval_adapter import (
     FEWSHOT_SEED,
     SCORE_NAMES,
-    _json_chat_template,
     apply_filter_pipeline,
     build_task,
-    context_to_messages,
     cut_at_stops,
     exact_match,
     task_config,
 )
+from harness.benchmarks.lm_eval_chat import context_to_messages, messages_to_context
 from harness.errors import DataSourceError
 from harness.judges.base import Judge
 
@@ -129,6 +128,7 @@ def _in_memory_dataset(splits: dict[str, list[dict[str, str]]]) -> Callable[...,
 
 class GSM8K(Benchmark):
     name = "gsm8k"
+    title = "GSM8K"
     Params = GSM8KParams
     needs_judge = False
     headline = "exact_match_flexible"  # protocol zeroeval: "accuracy" (see `_headline`)
@@ -146,6 +146,24 @@ class GSM8K(Benchmark):
     @property
     def _headline(self) -> str:
         return "accuracy" if self.params.protocol == "zeroeval" else self.headline
+
+    @classmethod
+    def columns(cls) -> tuple[ReportColumn, ...]:
+        return (
+            # The lm-eval protocols (gsm8k_cot, gsm8k) name metrics after lm-eval's filters (strict_match,
+            # flexible_extract); the aliases keep both spellings working. Flexible is the headline because
+            # those protocols' per-item scores (used by the paired bootstrap) are flexible-extract matches.
+            ReportColumn("exact_match_strict", "EM strict", se_metric="exact_match_strict_stderr",
+                         aliases=("strict_match",)),
+            ReportColumn("exact_match_flexible", "EM flex", se_metric="exact_match_flexible_stderr",
+                         aliases=("flexible_extract",), headline=True, paired=True),
+            # Protocol zeroeval (the PAD paper's): ZeroEval's accuracy, its per-item scores, and the share of
+            # answers with no parsable JSON answer (counted wrong). A run fills either these or the EM
+            # columns, so accuracy is the headline where EM is absent (`_headline`).
+            ReportColumn("accuracy", "Acc (ZeroEval)", se_metric="accuracy_stderr", headline_fallback=True,
+                         paired=True),
+            ReportColumn("no_answer", "No answer", se_metric="no_answer_stderr", higher_is_better=False),
+        )
 
     # ------------------------------------------------------------------ data
 
@@ -184,7 +202,7 @@ class GSM8K(Benchmark):
         for i, doc in enumerate(task.test_docs()):  # in order: the sampler's draws depend on it, as in lm-eval
             context = task.fewshot_context(doc, self.params.shots, apply_chat_template=True,
                                            fewshot_as_multiturn=self.params.fewshot_as_multiturn,
-                                           chat_template=_json_chat_template)
+                                           chat_template=messages_to_context)
             items.append({"id": f"gsm8k/{i}", "doc": dict(doc), "target": str(task.doc_to_target(doc)),
                           "messages": context_to_messages(context)})
         return items

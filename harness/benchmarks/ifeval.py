@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from harness.benchmarks.base import AnswerModel, Benchmark, BenchmarkData, ScoreResult
+from harness.benchmarks.base import AnswerModel, Benchmark, BenchmarkData, ReportColumn, ScoreResult
 from harness.benchmarks.data_sources import HubDataset, PackageFile, resolve_data, subset_rows
 from harness.benchmarks.item_stats import add_pooled_metric, mean_metrics
 from harness.benchmarks.nltk_punkt import ensure_punkt_tab
@@ -72,6 +72,7 @@ def _prompt_rows(rows: list[dict[str, Any]], source: str) -> list[dict[str, Any]
 
 class IFEval(Benchmark):
     name = "ifeval"
+    title = "IFEval"
     Params = IFEvalParams
     needs_judge = False
     headline = "prompt_level_strict_acc"
@@ -79,6 +80,17 @@ class IFEval(Benchmark):
     default_max_new_tokens = 1280  # lm-eval's ifeval.yaml generation_kwargs.max_gen_toks
 
     params: IFEvalParams
+
+    @classmethod
+    def columns(cls) -> tuple[ReportColumn, ...]:
+        # lm-eval's checker; the per-item scores are prompt-level strict (the headline).
+        return (
+            ReportColumn("prompt_level_strict_acc", "Prompt strict", se_metric="prompt_level_strict_acc_stderr",
+                         headline=True, paired=True),
+            ReportColumn("inst_level_strict_acc", "Inst strict", se_metric="inst_level_strict_acc_stderr"),
+            ReportColumn("prompt_level_loose_acc", "Prompt loose", se_metric="prompt_level_loose_acc_stderr"),
+            ReportColumn("inst_level_loose_acc", "Inst loose", se_metric="inst_level_loose_acc_stderr"),
+        )
 
     def load(self) -> BenchmarkData:
         resolved = resolve_data("IFEval prompts", local_path=self.params.data_path, packages=[PROMPTS_PACKAGE],

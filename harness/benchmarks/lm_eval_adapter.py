@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.benchmarks.base import AnswerModel
+from harness.benchmarks.lm_eval_chat import context_to_messages, messages_to_context
+from harness.benchmarks.lm_eval_loglikelihood import make_loglikelihood_fn
 from harness.errors import DataSourceError
 
 if TYPE_CHECKING:
     from harness.models.base import LoadedModel
 
 FEWSHOT_SEED = 1234  # lm_eval.defaults.DEFAULT_OTHER_SEED, simple_evaluate's fewshot_random_seed
-_CHAT_MARK = "__harness_chat__:"  # our apply_chat_template returns the messages as JSON behind this mark
 SCORE_NAMES = {"strict_match": "exact_match_strict", "flexible_extract": "exact_match_flexible"}
 LoglikelihoodFn = Callable[[list[tuple[str, str]]], list[tuple[float, bool]]]
 
@@ -118,17 +119,6 @@ def build_task(name: str, overrides: dict[str, Any] | None = None, offline_hint:
         ) from None
 
 
-def _json_chat_template(messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-    return _CHAT_MARK + json.dumps(messages)
-
-
-def context_to_messages(context: str) -> list[dict[str, str]]:
-    """Chat messages from an lm-eval context: our JSON mark, or plain text as one user message."""
-    if context.startswith(_CHAT_MARK):
-        return list(json.loads(context[len(_CHAT_MARK):]))
-    return [{"role": "user", "content": context}]
-
-
 def cut_at_stops(text: str, until: list[str] | tuple[str, ...]) -> str:
     """lm-eval's post-generation cut: keep the text before the first occurrence of any stop string."""
     for stop in until:
@@ -184,7 +174,7 @@ def _lm_class() -> type:
             return [lp for lp, _ in self.loglikelihood_fn([("", r.args[0]) for r in requests])]
 
         def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-            return _json_chat_template(chat_history, add_generation_prompt)
+            return messages_to_context(chat_history, add_generation_prompt)
 
         @property
         def tokenizer_name(self) -> str:
@@ -200,8 +190,6 @@ def loglikelihood_fn_for(loaded: LoadedModel, batch_size: int = 8) -> Loglikelih
     """`HarnessLM`'s scoring callable for a loaded model: (context, continuation) pairs -> (sum log-prob of the
     continuation, is it the greedy continuation), tokenised as lm-eval's HFLM does, computed by our `Scorer`
     (see `lm_eval_loglikelihood.py`). Set it as `LMEvalTask.loglikelihood_fn` for multiple-choice tasks."""
-    from harness.benchmarks.lm_eval_loglikelihood import make_loglikelihood_fn
-
     return make_loglikelihood_fn(loaded, batch_size)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from harness.benchmarks.lm_eval_chat import context_to_messages, is_chat_context
 from harness.models.base import LoadedModel
 from harness.models.scoring import Group, Scorer
 
@@ -67,15 +68,13 @@ def _encoder(tokenizer: Any) -> EncodeFn:
 
 def encode_pair(loaded: LoadedModel, context: str, continuation: str) -> tuple[list[int], list[int]]:
     """(context tokens, continuation tokens) as lm-eval's HFLM tokenises a loglikelihood request."""
-    from harness.benchmarks.lm_eval_adapter import _CHAT_MARK, context_to_messages
-
     tokenizer = loaded.tokenizer
     encode = _encoder(tokenizer)
     if context == "":
         prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         cont = list(tokenizer(continuation, add_special_tokens=False)["input_ids"])
         return ([int(prefix)], cont) if cont[:1] != [prefix] else (cont[:1], cont[1:])
-    if context.startswith(_CHAT_MARK):
+    if is_chat_context(context):
         context = loaded.formatter.prompt_text(context_to_messages(context))
     n_spaces = len(context) - len(context.rstrip())
     if n_spaces:

@@ -23,7 +23,14 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.benchmarks.base import AnswerModel, Benchmark, BenchmarkData, ScoreResult, verdict_prefill
+from harness.benchmarks.base import (
+    AnswerModel,
+    Benchmark,
+    BenchmarkData,
+    ReportColumn,
+    ScoreResult,
+    verdict_prefill,
+)
 from harness.errors import DataSourceError, JudgeError
 from harness.judges.base import Judge, JudgeRequest
 
@@ -161,6 +168,7 @@ def load_mt_bench(data_path: str | None, reference_model: str) -> tuple[list[dic
 
 class MTBench(Benchmark):
     name: ClassVar[str] = "mt_bench"
+    title: ClassVar[str] = "MT-Bench"
     Params: ClassVar[type[BaseModel]] = MTBenchParams
     needs_judge: ClassVar[bool] = True
     headline: ClassVar[str] = "overall"
@@ -171,6 +179,14 @@ class MTBench(Benchmark):
 
     def official_judge(self) -> str | None:
         return "gpt-4"  # FastChat llm_judge: single-v1 / single-math-v1 with gpt-4
+
+    @classmethod
+    def columns(cls) -> tuple[ReportColumn, ...]:
+        return (
+            ReportColumn("turn1", "Turn 1"),
+            ReportColumn("turn2", "Turn 2"),
+            ReportColumn("overall", "Overall", headline=True),
+        )
 
     def load(self) -> BenchmarkData:
         items, prompts, source = load_mt_bench(self.params.data_path, self.params.reference_model)

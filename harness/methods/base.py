@@ -92,6 +92,15 @@ class LossOutput:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class TrainCurve:
+    """A metric of the training log (`LossOutput.metrics`, per step) that the report draws as a curve."""
+
+    metric: str  # the train-log key
+    title: str  # the chart's title
+    axis_label: str  # its y axis
+
+
 @dataclass
 class TrainContext:
     """What a method may use during training besides the student: the tokenizer/formatter, and for
@@ -124,6 +133,11 @@ class Method(ABC):
     # another param then re-trains only this method). None: every param counts (the safe default).
     filter_params: ClassVar[tuple[str, ...] | None] = None
     needs_shared_vocab: ClassVar[bool] = False  # compares teacher and student token distributions
+    # The method under study: the report compares it with the best of the others (the baselines) rather
+    # than counting it among them (`pad-harness report --proposed` overrides this per report).
+    proposed: ClassVar[bool] = False
+    # A per-step training metric (logged by `loss`) the report plots over optimizer steps, if any.
+    train_curve: ClassVar[TrainCurve | None] = None
 
     def __init__(self, params: BaseModel | dict[str, Any] | None = None) -> None:
         if params is None or isinstance(params, dict):

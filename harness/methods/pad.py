@@ -30,7 +30,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from harness.methods.base import LossOutput, Method, PromptGroup, Signal, TrainContext
+from harness.methods.base import LossOutput, Method, PromptGroup, Signal, TrainContext, TrainCurve
 from harness.methods.common import Packed, pack_sequences
 from harness.methods.pad_loss import (
     RankingSupport,
@@ -107,6 +107,9 @@ class PADMethod(Method):
     Params = PADParams
     required_signals = frozenset({Signal.MCQ_PREFERENCE})
     filter_params = ("mcq_filter",)  # the filter reads the MCQ signal (in the key) and this switch only
+    proposed = True  # the method this harness studies: reports test it against the best baseline
+    train_curve = TrainCurve("pad_agreement", "PAD preference-distribution agreement (student vs teacher)",
+                             "agreement")
     params: PADParams
 
     def signals_needed(self) -> frozenset[str]:

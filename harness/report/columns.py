@@ -1,26 +1,35 @@
-"""The one table that maps what benchmarks and training record to leaderboard columns.
+"""Leaderboard columns: each benchmark's own (`Benchmark.columns`), then the training accounting.
 
-To show a new metric, add a `Column` here. A metric a run did not produce is an empty cell, never an
-error; a benchmark with no entry here (another lm-eval task, a new plugin) still gets columns, derived
-from the metrics it reports (`extra_columns`).
+A benchmark declares its columns, title and headline itself; this module turns them into the report's
+`Column`s, keyed "<benchmark>.<metric>". A metric a run did not produce is an empty cell, never an error;
+a benchmark that declares no columns (an lm-eval task, whose metrics depend on the task; a plugin, or a
+name no installed plugin registers) still gets columns, derived from the metrics it reports.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from harness.benchmarks.base import Benchmark, ReportColumn
 
 
 @dataclass(frozen=True)
 class Column:
     key: str  # stable id used in leaderboard.json/.csv and paper references: "<benchmark>.<metric>"
     label: str  # short header text
-    group: str  # header group ("AlpacaEval 2", "Accounting", ...)
+    group: str  # header group (the benchmark's title, "Accounting")
     benchmark: str | None  # None for accounting columns
     metric: str
     se_metric: str | None = None  # the run's own standard error of this metric, if the benchmark gives one
-    ci_metrics: tuple[str, str] | None = None  # the run's own interval (low, high), e.g. Arena-Hard
+    ci_metrics: tuple[str, str] | None = None  # the run's own interval (low, high), e.g. a bootstrap CI
     digits: int = 2
-    headline: bool = False  # a benchmark's main number: plotted and tested against the best baseline
+    # a benchmark's main number: plotted and tested against the best baseline. One per benchmark: the one
+    # it declares, or its declared fallback where no row has a value of that (`benchmark_columns`).
+    headline: bool = False
     # The metric the benchmark's per-item scores (ScoreResult.per_item) measure, so the paired bootstrap vs
     # the best baseline runs on this column and is labelled by it; without one, the first headline column.
     paired: bool = False
@@ -55,144 +64,7 @@ def _acct(metric: str, label: str, kind: str, digits: int = 0) -> Column:
     )
 
 
-COLUMNS: tuple[Column, ...] = (
-    # Teacher agreement on held-out prompts (judge-free, harness.benchmarks.teacher_agreement) comes first:
-    # on small runs it is what can separate rows. Per-item scores are the teacher's log-likelihood.
-    Column("teacher_agreement.teacher_loglik", "Teacher LL", "Teacher agreement", "teacher_agreement",
-           "teacher_loglik", se_metric="teacher_loglik_stderr", digits=3, headline=True, paired=True),
-    Column("teacher_agreement.rank_agreement", "Rank tau", "Teacher agreement", "teacher_agreement",
-           "rank_agreement", se_metric="rank_agreement_stderr", digits=3),
-    Column("teacher_agreement.top1", "Top-1 %", "Teacher agreement", "teacher_agreement", "top1",
-           se_metric="top1_stderr", digits=1),
-    Column("teacher_agreement.pl_jsd", "PL JSD", "Teacher agreement", "teacher_agreement", "pl_jsd",
-           se_metric="pl_jsd_stderr", digits=4, higher_is_better=False),
-    Column(
-        "alpaca_eval2.length_controlled_winrate",
-        "LC (%)",
-        "AlpacaEval 2",
-        "alpaca_eval2",
-        "length_controlled_winrate",
-        se_metric="lc_standard_error",
-        headline=True,
-    ),
-    # AlpacaEval's per-item scores are the judge's preferences (WR); LC exists only for the whole set.
-    Column(
-        "alpaca_eval2.win_rate",
-        "WR (%)",
-        "AlpacaEval 2",
-        "alpaca_eval2",
-        "win_rate",
-        se_metric="standard_error",
-        headline=True,
-        paired=True,
-    ),
-    Column(
-        "alpaca_eval2.avg_length", "Len", "AlpacaEval 2", "alpaca_eval2", "avg_length", digits=0, kind="count"
-    ),
-    Column(
-        "arena_hard.score",
-        "Score (%)",
-        "Arena-Hard",
-        "arena_hard",
-        "score",
-        ci_metrics=("ci_low", "ci_high"),
-        headline=True,
-    ),
-    Column(
-        "arena_hard.avg_tokens", "Tokens", "Arena-Hard", "arena_hard", "avg_tokens", digits=0, kind="count"
-    ),
-    # Counted without the official tiktoken BPE (offline): never shown as arena-hard-auto's count.
-    Column(
-        "arena_hard.avg_tokens_approx",
-        "Tokens (approx.)",
-        "Arena-Hard",
-        "arena_hard",
-        "avg_tokens_approx",
-        digits=0,
-        kind="count",
-    ),
-    Column("mt_bench.turn1", "Turn 1", "MT-Bench", "mt_bench", "turn1"),
-    Column("mt_bench.turn2", "Turn 2", "MT-Bench", "mt_bench", "turn2"),
-    Column("mt_bench.overall", "Overall", "MT-Bench", "mt_bench", "overall", headline=True),
-    # GSM8K's lm-eval protocols (gsm8k_cot, gsm8k) name metrics after lm-eval's filters (strict_match,
-    # flexible_extract); the aliases keep both spellings working. Flexible is the headline because those
-    # protocols' per-item scores (used by the paired bootstrap) are flexible-extract matches.
-    Column(
-        "gsm8k.exact_match_strict",
-        "EM strict",
-        "GSM8K",
-        "gsm8k",
-        "exact_match_strict",
-        se_metric="exact_match_strict_stderr",
-        aliases=("strict_match",),
-    ),
-    Column(
-        "gsm8k.exact_match_flexible",
-        "EM flex",
-        "GSM8K",
-        "gsm8k",
-        "exact_match_flexible",
-        se_metric="exact_match_flexible_stderr",
-        aliases=("flexible_extract",),
-        headline=True,
-        paired=True,
-    ),
-    # GSM8K's protocol zeroeval (the PAD paper's): ZeroEval's accuracy, its per-item scores, and the share of
-    # answers with no parsable JSON answer (counted wrong). A run fills either these or the EM columns.
-    Column(
-        "gsm8k.accuracy",
-        "Acc (ZeroEval)",
-        "GSM8K",
-        "gsm8k",
-        "accuracy",
-        se_metric="accuracy_stderr",
-        headline=True,
-        paired=True,
-    ),
-    Column(
-        "gsm8k.no_answer",
-        "No answer",
-        "GSM8K",
-        "gsm8k",
-        "no_answer",
-        se_metric="no_answer_stderr",
-        higher_is_better=False,
-    ),
-    # IFEval, lm-eval's checker: per-item scores are prompt-level strict (the headline).
-    Column(
-        "ifeval.prompt_level_strict_acc",
-        "Prompt strict",
-        "IFEval",
-        "ifeval",
-        "prompt_level_strict_acc",
-        se_metric="prompt_level_strict_acc_stderr",
-        headline=True,
-        paired=True,
-    ),
-    Column(
-        "ifeval.inst_level_strict_acc",
-        "Inst strict",
-        "IFEval",
-        "ifeval",
-        "inst_level_strict_acc",
-        se_metric="inst_level_strict_acc_stderr",
-    ),
-    Column(
-        "ifeval.prompt_level_loose_acc",
-        "Prompt loose",
-        "IFEval",
-        "ifeval",
-        "prompt_level_loose_acc",
-        se_metric="prompt_level_loose_acc_stderr",
-    ),
-    Column(
-        "ifeval.inst_level_loose_acc",
-        "Inst loose",
-        "IFEval",
-        "ifeval",
-        "inst_level_loose_acc",
-        se_metric="inst_level_loose_acc_stderr",
-    ),
+ACCOUNTING_COLUMNS: tuple[Column, ...] = (
     _acct("student_forward_tokens", "Student fwd tok", "count"),
     _acct("student_backward_tokens", "Student bwd tok", "count"),
     _acct("teacher_forward_tokens", "Teacher fwd tok", "count"),
@@ -204,22 +76,66 @@ COLUMNS: tuple[Column, ...] = (
     _acct("peak_memory_bytes", "Peak mem", "bytes"),
 )
 
-KNOWN_BENCHMARKS = {c.benchmark for c in COLUMNS if c.benchmark}
 # Benchmark-level metrics that are interval bounds, counts or errors of another column, not columns.
 _AUXILIARY_SUFFIXES = ("_stderr", "_standard_error", "standard_error", "ci_low", "ci_high", "_se")
-GROUP_TITLES = {
-    "alpaca_eval2": "AlpacaEval 2",
-    "arena_hard": "Arena-Hard",
-    "mt_bench": "MT-Bench",
-    "gsm8k": "GSM8K",
-    "ifeval": "IFEval",
-}
 
 
-def extra_columns(benchmark: str, metrics: dict[str, object]) -> list[Column]:
-    """Columns for a benchmark the table does not list (another lm-eval task, a third-party plugin)."""
+def _is_number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _has_value(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def benchmark_columns(benchmark: str, cls: type[Benchmark] | None, metrics: Mapping[str, object]) -> list[Column]:
+    """The columns of the results named `benchmark` (`cls`: its registered class, if any), given the metrics
+    its rows recorded (`metrics`: each a number where any row has one). The declared headline stays the
+    headline unless no row has a value of it and a `headline_fallback` column has one: that one leads then."""
+    title = (cls.title if cls is not None else "") or benchmark
+    declared = cls.columns() if cls is not None else ()
+    if not declared:
+        return extra_columns(benchmark, metrics, title, cls.headline if cls is not None else "")
+    cols = [_column(benchmark, title, c) for c in declared]
+
+    def recorded(c: ReportColumn) -> bool:
+        return any(_has_value(metrics.get(name)) for name in (c.metric, *c.aliases))
+
+    head = next((i for i, c in enumerate(declared) if c.headline), None)
+    if head is not None and not recorded(declared[head]):
+        fallback = next((i for i, c in enumerate(declared) if c.headline_fallback and recorded(c)), None)
+        if fallback is not None:
+            cols[head] = replace(cols[head], headline=False)
+            cols[fallback] = replace(cols[fallback], headline=True)
+    return cols
+
+
+def _column(benchmark: str, title: str, c: ReportColumn) -> Column:
+    return Column(
+        f"{benchmark}.{c.metric}",
+        c.label,
+        title,
+        benchmark,
+        c.metric,
+        se_metric=c.se_metric,
+        ci_metrics=c.ci_metrics,
+        digits=c.digits,
+        headline=c.headline,
+        paired=c.paired,
+        kind=c.kind,
+        higher_is_better=c.higher_is_better,
+        aliases=c.aliases,
+    )
+
+
+def extra_columns(benchmark: str, metrics: Mapping[str, object], title: str | None = None,
+                  headline: str = "") -> list[Column]:
+    """Columns for a benchmark that declares none: one per numeric metric it reports, the `headline` metric
+    (else the first) as the headline."""
     cols: list[Column] = []
-    numeric = [k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    numeric = [k for k, v in metrics.items() if _is_number(v)]
+    if headline not in numeric:
+        headline = ""
     for metric in sorted(numeric):
         if metric.endswith(_AUXILIARY_SUFFIXES) or metric.startswith("n_"):
             continue
@@ -228,15 +144,11 @@ def extra_columns(benchmark: str, metrics: dict[str, object]) -> list[Column]:
             Column(
                 f"{benchmark}.{metric}",
                 metric,
-                GROUP_TITLES.get(benchmark, benchmark),
+                title or benchmark,
                 benchmark,
                 metric,
                 se_metric=se,
-                headline=not cols,
+                headline=metric == headline if headline else not cols,
             )
         )
     return cols
-
-
-def group_title(benchmark: str) -> str:
-    return GROUP_TITLES.get(benchmark, benchmark)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.report.columns import Column
 from harness.report.flags import FLAG_HEADER, flag_table, judge_footnote, row_label
 from harness.report.leaderboard import Leaderboard
+from harness.report.plugins import train_curve
 from harness.report.svg import KIND_COLOURS, PALETTE, Bar, Point, Series, bar_chart, line_chart, scatter_chart
 from harness.report.writers import (
     LEGEND,
@@ -29,6 +30,9 @@ from harness.report.writers import (
     vs_untrained_lines,
 )
 from harness.store import write_text_atomic
+
+if TYPE_CHECKING:
+    from harness.methods.base import TrainCurve
 
 CSS = """
 body{font-family:Georgia,'Times New Roman',serif;margin:28px auto;max-width:1320px;color:#111;padding:0 16px}
@@ -166,17 +170,20 @@ def _budget_plot(lb: Leaderboard, colours: dict[str, str]) -> str | None:
     )
 
 
-def _agreement_plot(lb: Leaderboard, colours: dict[str, str]) -> str | None:
-    if not lb.train_curves:
-        return None
-    series = []
+def _curve_plots(lb: Leaderboard, colours: dict[str, str]) -> list[str]:
+    """One line chart per training curve the rows' methods declare (`Method.train_curve`)."""
+    methods = {r.row: r.method for r in lb.rows}
+    charts: dict[TrainCurve, list[Series]] = {}
     for row, curves in lb.train_curves.items():
+        curve = train_curve(methods.get(row))
+        if curve is None:
+            continue
         for i, c in enumerate(curves):
             label = row if len(curves) == 1 else f"{row} (seed {c['seed']})"
-            series.append(Series(label, c["steps"], c["values"], colours.get(row, PALETTE[0]), dashed=i > 0))
-    return line_chart(
-        "PAD preference-distribution agreement (student vs teacher)", series, "optimizer step", "agreement"
-    )
+            charts.setdefault(curve, []).append(
+                Series(label, c["steps"], c["values"], colours.get(row, PALETTE[0]), dashed=i > 0)
+            )
+    return [line_chart(curve.title, series, "optimizer step", curve.axis_label) for curve, series in charts.items()]
 
 
 def _comparisons(lb: Leaderboard) -> str:
@@ -314,7 +321,7 @@ def html_text(lb: Leaderboard) -> str:
     used = [c for c in lb.columns if any(c.key in r.cells for r in lb.rows)]
     scores, acct = [c for c in used if not c.is_accounting], [c for c in used if c.is_accounting]
     plots = _bars(lb, colours)
-    extra = [p for p in (_budget_plot(lb, colours), _agreement_plot(lb, colours)) if p]
+    extra = [p for p in (_budget_plot(lb, colours), *_curve_plots(lb, colours)) if p]
     parts = [
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
         f"<title>Leaderboard: {escape(lb.experiment_name)}</title><style>{CSS}</style></head><body>",
@@ -345,7 +352,7 @@ def html_text(lb: Leaderboard) -> str:
         '<div class="plots">' + "\n".join(plots + extra) + "</div>",
     ]
     if not extra:
-        parts.append('<p class="empty">No budget accounting or PAD agreement log recorded.</p>')
+        parts.append('<p class="empty">No budget accounting or training curve recorded.</p>')
     if lb.vs_untrained:
         parts += ["<h2>Versus the untrained student</h2>", f'<p class="legend">{escape(VS_UNTRAINED_LEGEND)}</p>',
                   _simple_table(VS_UNTRAINED_HEADER, vs_untrained_lines(lb), "vs-untrained")]

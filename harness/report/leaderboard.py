@@ -1,7 +1,8 @@
 """Build the leaderboard of one experiment from its `RunResults`.
 
 Rows: the teacher, the untrained student, then every method (in the experiment's order), each aggregated
-over its training seeds. Columns come from `columns.COLUMNS` plus whatever extra benchmarks the run has.
+over its training seeds. Columns: each benchmark's own (`Benchmark.columns`, in the experiment's order),
+then the training accounting. Methods whose class is `proposed` are compared with the best baseline.
 The result is a plain data structure (`Leaderboard.to_json()`) that every writer renders; no writer
 computes a statistic of its own, so the JSON, CSV, Markdown and HTML always agree.
 """
@@ -16,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from harness.report.columns import COLUMNS, KNOWN_BENCHMARKS, Column, extra_columns
+from harness.report.columns import ACCOUNTING_COLUMNS, Column, benchmark_columns
 from harness.report.flags import answer_flags
+from harness.report.plugins import benchmark_class, proposed_methods, train_curve
 from harness.report.stats import item_bootstrap_se, mean_ci, paired_bootstrap, pooled_run_se
 from harness.results import BenchmarkResult, RowResult, RunResults
 
-DEFAULT_PROPOSED = ("pad",)  # methods compared against the baselines rather than counted among them
 _KIND_ORDER = {"teacher": 0, "student": 1, "method": 2}
 
 
@@ -57,7 +58,8 @@ class Leaderboard:
     comparisons: list[dict[str, Any]]  # paired bootstrap of each method vs the best baseline
     noise: list[dict[str, Any]]  # seed noise vs within-run noise per row and headline column
     sources: dict[str, dict[str, Any]]  # per benchmark: data source, judge, decoding, subset, notes
-    train_curves: dict[str, list[dict[str, Any]]]  # row -> [{seed, steps, values}] of pad_agreement
+    # row -> [{seed, steps, values}] of the metric its method plots (`Method.train_curve`)
+    train_curves: dict[str, list[dict[str, Any]]]
     provenance: dict[str, Any]
     experiment: dict[str, Any]
     proposed: list[str]
@@ -101,15 +103,22 @@ def _value(row: RowResult, col: Column, names: Sequence[str] | None = None) -> f
 
 
 def _columns_for(results: RunResults) -> list[Column]:
+    """The columns of every benchmark the rows have (in the experiment's order, then any other by name),
+    each asked of the benchmark's registered class, then the accounting columns."""
     bench_metrics: dict[str, dict[str, object]] = {}
     for r in results.rows:
         for name, b in r.benchmarks.items():
-            if name not in KNOWN_BENCHMARKS:
-                bench_metrics.setdefault(name, {}).update(b.metrics)
-    scores = [c for c in COLUMNS if not c.is_accounting]
-    for name in sorted(bench_metrics):
-        scores.extend(extra_columns(name, bench_metrics[name]))
-    return scores + [c for c in COLUMNS if c.is_accounting]
+            seen = bench_metrics.setdefault(name, {})
+            for metric, v in b.metrics.items():
+                if metric not in seen or _is_number(v):  # a number from any row counts as recorded
+                    seen[metric] = v
+    listed = [b.get("name") for b in results.experiment.get("benchmarks") or [] if isinstance(b, dict)]
+    order = [b for b in dict.fromkeys(listed) if isinstance(b, str) and b in bench_metrics]
+    order += sorted(set(bench_metrics) - set(order))
+    scores: list[Column] = []
+    for name in order:
+        scores.extend(benchmark_columns(name, benchmark_class(name), bench_metrics[name]))
+    return scores + list(ACCOUNTING_COLUMNS)
 
 
 def _group_rows(results: RunResults) -> list[tuple[str, list[RowResult]]]:
@@ -150,7 +159,7 @@ def _cell(runs: list[RowResult], col: Column) -> Cell | None:
 
 
 def _item_key(item: dict[str, Any]) -> str:
-    # MT-Bench records one judgement per (question, turn); other benchmarks one per item.
+    # Multi-turn benchmarks record one judgement per (question, turn); the others one per item.
     return f"{item.get('id')}#{item['turn']}" if "turn" in item else str(item.get("id"))
 
 
@@ -386,13 +395,17 @@ def _add_benchmark(add: Any, bucket: dict[str, Any], b: BenchmarkResult) -> None
 
 
 def _train_curves(groups: list[tuple[str, list[RowResult]]]) -> dict[str, list[dict[str, Any]]]:
+    """Per row whose method declares a `train_curve`: that metric of each seed's training log."""
     curves: dict[str, list[dict[str, Any]]] = {}
     for name, runs in groups:
+        curve = train_curve(runs[0].method)
+        if curve is None:
+            continue
         for r in runs:
             points = [
-                (float(e.get("step", i)), float(e["pad_agreement"]))
+                (float(e.get("step", i)), float(e[curve.metric]))
                 for i, e in enumerate(r.train_log)
-                if _is_number(e.get("pad_agreement"))
+                if _is_number(e.get(curve.metric))
             ]
             if points:
                 curves.setdefault(name, []).append(
@@ -402,10 +415,14 @@ def _train_curves(groups: list[tuple[str, list[RowResult]]]) -> dict[str, list[d
 
 
 def build_leaderboard(
-    results: RunResults, proposed: Sequence[str] = DEFAULT_PROPOSED, n_boot: int = 10_000, seed: int = 0
+    results: RunResults, proposed: Sequence[str] | None = None, n_boot: int = 10_000, seed: int = 0
 ) -> Leaderboard:
+    """`proposed`: the methods compared with the best baseline rather than counted among the baselines;
+    None: those of the run's methods whose class says it is `proposed`."""
     columns = _columns_for(results)
     groups = _group_rows(results)
+    if proposed is None:
+        proposed = proposed_methods(runs[0].method for _, runs in groups if runs[0].kind == "method")
     rows: list[LeaderRow] = []
     for name, runs in groups:
         lrow = LeaderRow(

@@ -18,7 +18,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.report.html import write_html
-from harness.report.leaderboard import DEFAULT_PROPOSED, build_leaderboard
+from harness.report.leaderboard import build_leaderboard
 from harness.report.paper import find_reference
 from harness.report.writers import write_csv, write_json, write_markdown
 from harness.results import MAY_DIFFER_BETWEEN_MERGED_RUNS, RowResult, RunResults
@@ -181,11 +181,12 @@ def write_reports(
     out_dir: Path,
     *,
     paper_dirs: Sequence[Path] | None = None,
-    proposed: Sequence[str] = DEFAULT_PROPOSED,
+    proposed: Sequence[str] | None = None,
     n_boot: int = 10_000,
     seed: int = 0,
 ) -> dict[str, Path]:
-    """Write leaderboard.json, leaderboard.csv, LEADERBOARD.md and report.html into `out_dir`."""
+    """Write leaderboard.json, leaderboard.csv, LEADERBOARD.md and report.html into `out_dir`. `proposed`:
+    see `build_leaderboard` (None: the methods whose class is `proposed`)."""
     merged = merge_results(results) if isinstance(results, list) else results
     lb = build_leaderboard(merged, proposed=proposed, n_boot=n_boot, seed=seed)
     reference = find_reference(merged.experiment_name, paper_dirs)
@@ -212,8 +213,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument(
         "--proposed",
         nargs="*",
-        default=list(DEFAULT_PROPOSED),
-        help="methods compared against the best baseline rather than counted as baselines",
+        default=None,
+        help="methods compared against the best baseline rather than counted as baselines (default: the "
+        "methods that declare themselves proposed; `--proposed` alone: none)",
     )
     parser.add_argument(
         "--paper-dir",

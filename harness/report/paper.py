@@ -1,12 +1,12 @@
 """Paper-reported reference numbers (`leaderboards/paper/*.yaml`), shown beside the reproduced ones.
 
-A reference file lists, per leaderboard row, values keyed by leaderboard column key (see
-`columns.COLUMNS`), each with the id of the source it was read from:
+A reference file lists, per leaderboard row, values keyed by leaderboard column key ("<benchmark>.<metric>",
+see `Benchmark.columns`), each with the id of the source it was read from:
 
-    experiments: [gemma2-9b-to-2b]          # experiment names this reference applies to
+    experiments: [my-experiment]            # experiment names this reference applies to
     sources: {readme: {citation: ..., url: ...}}
     rows:
-      pad: {alpaca_eval2.length_controlled_winrate: {value: 45.73, source: readme}}
+      my-method: {my_benchmark.win_rate: {value: 45.73, source: readme}}
 
 A number no source gives is simply absent: the report leaves that cell empty rather than guess.
 """

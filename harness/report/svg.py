@@ -1,7 +1,7 @@
 """Dependency-free inline SVG charts for the HTML report (no matplotlib, no JavaScript, no fonts to fetch).
 
 Three chart shapes are enough for the report: horizontal bars with interval whiskers, a scatter with
-vertical error bars (score against training budget), and lines (PAD agreement over training steps).
+vertical error bars (score against training budget), and lines (a method's training curve over steps).
 Every piece of text is escaped; the output is a string that goes straight into the HTML.
 """
 

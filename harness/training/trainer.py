@@ -10,6 +10,10 @@ through the `Method` interface (build_examples -> collate -> loss).
         log a row; checkpoint every `checkpoint_every` steps
     write out_dir/model.safetensors + config.json, metrics.jsonl, accounting.json
 
+`train()` builds a `Trainer` and runs it: `setup` (accelerator, plan and LR schedule, data, accounting),
+`resume` (checkpoint weights, then optimizer + accelerate.prepare, then optimizer state, RNG, rows,
+accounting), `step` per optimizer step, `checkpoint`, `finish` (outputs). The run's state lives on it.
+
 `accelerate` handles device placement, mixed precision (bf16 autocast on GPU, fp32 on CPU) and, under
 `accelerate launch`, DDP / FSDP / DeepSpeed (see docs/multi-gpu.md).
 
@@ -27,6 +31,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+import harness.training.checkpoint as ckpt
 from harness.config import Budget, LoggingConfig
 from harness.console import bars_enabled
 from harness.diskspace import require_free
@@ -35,7 +40,6 @@ from harness.methods.base import Method, PromptGroup, TrainContext
 from harness.methods.shared_prompt import shares_prompts
 from harness.models.base import LoadedModel
 from harness.store import hash_inputs, write_json_atomic, write_jsonl
-from harness.training import checkpoint as ckpt
 from harness.training.accounting import Accounting, count_params, detect_device
 from harness.training.budget import (
     cap_stop_reason,
@@ -134,14 +138,15 @@ def _set_activation_checkpointing(model: Any, on: bool) -> None:
         model.gradient_checkpointing_disable()
 
 
-def _counting_loader(loader: Any, holder: dict[str, Any]) -> Any:
-    """Wrap the lazy teacher loader so that an on-policy run learns the teacher's size for its FLOPs."""
+def _counting_loader(loader: Any, ctx: TrainContext) -> Any:
+    """Wrap the lazy teacher loader so that an on-policy run learns the teacher's size for its FLOPs.
+    It closes over the context, not the Trainer, so a finished run's optimizer is freed at once."""
     if loader is None:
         return None
 
     def load() -> Any:
         teacher = loader()
-        holder["ctx"].accounting.teacher_params = count_params(teacher.model)
+        ctx.accounting.teacher_params = count_params(teacher.model)
         return teacher
 
     return load
@@ -165,6 +170,330 @@ def _reduce_sums(accelerator: Any, values: dict[str, float]) -> dict[str, float]
     return dict(zip(keys, tensor.tolist(), strict=True))
 
 
+class Trainer:
+    """One training run: `run()` = `setup()`, `resume()`, `step()` per optimizer step (with `checkpoint()`
+    every `checkpoint_every` steps), `finish()`. The arguments are those of `train()`; the run's state
+    (accelerator, plan, model, optimizer, accounting, log rows, ...) lives on the instance."""
+
+    def __init__(self, method: Method, groups: list[PromptGroup], student: LoadedModel, budget: Budget,
+                 seed: int, work_dir: Path, out_dir: Path, *, logging: LoggingConfig | None = None,
+                 precompute_accounting: dict[str, Any] | None = None, teacher_loader: Any = None,
+                 generator: Any = None, stop_after_steps: int | None = None, progress: bool = True) -> None:
+        self.started = time.perf_counter()  # this call's wall time (not across resumes)
+        self.method, self.groups, self.student, self.budget, self.seed = method, groups, student, budget, seed
+        self.work_dir, self.out_dir = Path(work_dir), Path(out_dir)
+        self.logging_config = logging
+        self.precompute_accounting = precompute_accounting
+        self.teacher_loader = teacher_loader
+        self.generator = generator
+        self.stop_after_steps = stop_after_steps
+        self.progress = progress
+        self.start_step = 0  # a resumed run starts at its checkpoint's step
+        self.rows: list[dict[str, Any]] = []  # one per optimizer step done, restored on resume
+        self.resume_notes: list[str] = []
+        self.stop_reason = ""
+
+    def run(self) -> TrainResult:
+        self.setup()
+        self.resume()
+        self._open_logger()
+        self._train_steps()
+        return self.finish()
+
+    # --- setup -------------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Accelerator, plan (steps and LR schedule), data, accounting and the methods' context."""
+        from accelerate.state import PartialState
+        from accelerate.utils import parse_flag_from_env, set_seed
+
+        method, budget = self.method, self.budget
+        # Data-parallel on CPUs (torchrun with ACCELERATE_USE_CPU=1, gloo): the first state made decides, and
+        # without cpu=True accelerate ignores torchrun's environment and runs every process alone.
+        self.processes = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU")).num_processes
+        self.plan = plan_training(budget, len(self.groups), self.seed, self.processes)
+        self.max_norm = budget.max_grad_norm if budget.max_grad_norm is not None else float("inf")
+        self.model = self.student.model  # accelerate's wrapper once prepared (resume)
+        load_dtype = fp32_master_weights(self.model)  # before the optimizer exists: it must hold fp32 copies
+        disable_dropout(self.model)
+        self.accelerator = make_accelerator(budget, self.plan.accumulation_steps, load_dtype)
+        if method.on_policy and self.generator is None:
+            raise BudgetError(f"method {method.name!r} samples from the student during training (on-policy) but "
+                              f"no generator was given to the trainer")
+
+        set_seed(self.seed)  # python, numpy, torch: initialisation noise of anything a method creates
+        fit_info = self._setup_data()
+        self.model.train()
+        if budget.gradient_checkpointing:
+            _set_activation_checkpointing(self.model, True)
+            if getattr(self.model.config, "use_cache", None):
+                self.model.config.use_cache = False  # no KV cache in training: it clashes with recompute
+        self._setup_accounting(fit_info)
+
+    def _setup_data(self) -> dict[str, int]:
+        """The method's examples (one per prompt) and the checks that need them; returns manifest counters."""
+        formatter, groups = self.student.formatter, self.groups
+        self.examples = self.method.build_examples(groups, random.Random(self.seed))
+        prompt_lengths = [len(formatter.prompt_ids(g.messages)) for g in groups]
+        scaffold = len(formatter.prompt_ids([{"role": "user", "content": ""}]))
+        return check_method_fits(self.method.name, len(groups), self.examples, prompt_lengths, self.budget,
+                                 scaffold)
+
+    def _setup_accounting(self, fit_info: dict[str, int]) -> None:
+        budget, accelerator = self.budget, self.accelerator
+        self.accounting = Accounting(student_params=count_params(self.model),
+                                     **detect_device(accelerator.device, accelerator.num_processes))
+        self.accounting.add_precompute(self.precompute_accounting)
+        self.accounting.extra.update(fit_info)
+        self.method_rng = random.Random(self.seed + 1)
+        self.ctx = TrainContext(formatter=self.student.formatter, max_length=budget.max_length,
+                                max_prompt_length=budget.max_prompt_length,
+                                share_prompts=shares_prompts(self.model), accounting=self.accounting,
+                                generator=self.generator, rng=self.method_rng)
+        # Set once ctx exists: the loader counts into ctx.accounting, which a resume replaces.
+        self.ctx.teacher_loader = _counting_loader(self.teacher_loader, self.ctx)
+        self.fingerprint = _fingerprint(self.method, self.groups, budget, self.seed, self.processes)
+
+    # --- resume ------------------------------------------------------------------------------
+    def resume(self) -> None:
+        """Continue from the latest checkpoint in work_dir, if any. Its weights go in before accelerate wraps
+        the model (so sharding wrappers see them), hence the optimizer is built and prepared here, between
+        the weights and the rest: optimizer state, RNG, log rows and accounting."""
+        saved = self._read_checkpoint()
+        self._setup_optimizer(saved["step"] if saved is not None else 0)
+        if saved is not None:
+            self._restore(saved)
+
+    def _read_checkpoint(self) -> dict[str, Any] | None:
+        ckpt.clean_partial(self.work_dir)
+        latest = ckpt.latest_checkpoint(self.work_dir)
+        if latest is None:
+            return None
+        saved = ckpt.load_checkpoint(latest)
+        if saved["trainer"]["fingerprint"] != self.fingerprint:
+            raise HarnessError(f"checkpoint {latest} belongs to a different run (method, budget, seed or "
+                               f"prompts changed); delete {ckpt.checkpoint_root(self.work_dir)} to start over")
+        self.model.load_state_dict(saved["model"])  # before prepare: sharding wrappers see the restored weights
+        return saved
+
+    def _setup_optimizer(self, steps_done: int) -> None:
+        from accelerate.utils import DistributedType
+
+        accelerator, budget = self.accelerator, self.budget
+        if accelerator.is_main_process:  # fail before training, not after it, if its outputs cannot be written
+            needed, at_once = ckpt.bytes_needed(self.model, budget.checkpoint_every,
+                                                self.plan.total_steps - steps_done)
+            require_free(self.work_dir, needed, f"training {self.method.name!r} (the trained model and "
+                                                f"{at_once} checkpoint(s) of weights + optimizer state)")
+        optimizer = _optimizer(self.model, budget)
+        self.model, self.optimizer = accelerator.prepare(self.model, optimizer)
+        if accelerator.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(accelerator.device)
+        # FSDP / DeepSpeed shard the optimizer state across processes; one process's state_dict() is not the
+        # whole of it. Checkpoints then keep the gathered weights but no optimizer moments (said on resume).
+        self.sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+
+    def _restore(self, saved: dict[str, Any]) -> None:
+        if saved["optimizer"]["state"] or not self.sharded:
+            self.optimizer.load_state_dict(saved["optimizer"])
+        else:
+            self.resume_notes.append(f"resumed from step {saved['step']} without optimizer moments (sharded "
+                                     f"training keeps them per process): the run is not bitwise exact")
+        ckpt.rng_from_files(saved["rng_tensors"], saved["rng"], self.method_rng)
+        self.start_step = saved["step"]
+        self.rows = saved["trainer"]["log_rows"]
+        previous = Accounting.from_dict(saved["trainer"]["accounting"])
+        # Counters continue from the checkpoint; this process's device facts win.
+        for name in ("device_name", "num_processes", "peak_flops_per_device", "peak_memory_kind", "extra"):
+            setattr(previous, name, getattr(self.accounting, name))
+        self.accounting = previous
+        self.ctx.accounting = previous
+
+    def _open_logger(self) -> None:
+        method, seed = self.method, self.seed
+        self.is_main = self.accelerator.is_main_process
+        self.logger = MetricsLogger(self.work_dir / "metrics.jsonl", self.logging_config,
+                                    run_name=f"{method.name}-seed{seed}",
+                                    run_config={"method": method.name, "seed": seed,
+                                                "plan": self.plan.to_dict()},
+                                    enabled=self.is_main)
+        self.logger.restart(self.rows)
+        for note in self.resume_notes:
+            self.logger.note(note)
+
+    # --- the loop ----------------------------------------------------------------------------
+    def _train_steps(self) -> None:
+        """Every planned step from `start_step` on, until the plan ends, a cap or `stop_after_steps`."""
+        plan, budget = self.plan, self.budget
+        self.bar = tqdm(total=plan.total_steps, initial=self.start_step, desc=f"train {self.method.name}",
+                        disable=not (self.progress and self.is_main and bars_enabled()), dynamic_ncols=True)
+        self.stop_reason = plan.steps_from
+        for step in range(self.start_step, plan.total_steps):
+            if self.stop_after_steps is not None and step >= self.stop_after_steps:
+                self.stop_reason = "stop_after_steps"
+                break
+            capped = self.step(step)
+            if capped:
+                self.stop_reason = capped
+                break
+            done = step + 1
+            if budget.checkpoint_every and done % budget.checkpoint_every == 0 and done < plan.total_steps:
+                self.checkpoint(done)
+        self.bar.close()
+
+    def step(self, step: int) -> str | None:
+        """Optimizer step `step` (0-based): collate its micro-batches, stop (returning why) if a token/FLOP cap
+        would be exceeded, else set the LR, forward/backward/clip/AdamW, account and log a row."""
+        method, budget, plan, accelerator, accounting = (self.method, self.budget, self.plan, self.accelerator,
+                                                         self.accounting)
+        self.ctx.step = step
+        step_start = time.perf_counter()  # collation is part of the step's cost
+        micro_indices = plan.micro_batches(step, accelerator.process_index)
+        batches = [method.collate([self.examples[i] for i in idx], self.ctx) for idx in micro_indices]
+        planned = sum(_student_tokens(method, b) for b in batches)
+        planned_tokens = int(_reduce_sums(accelerator, {"t": planned})["t"])
+        if step == 0:
+            check_step_fits(method.name, planned_tokens, accounting.student_params, budget)
+        capped = cap_stop_reason(budget, accounting.student_backward_tokens, accounting.training_flops,
+                                 planned_tokens, accounting.student_params)
+        if capped:
+            return capped
+
+        lr = budget.learning_rate * lr_multiplier(step, plan.total_steps, plan.warmup_steps, budget.schedule)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        sums, grad_norm = self._accumulate(micro_indices, batches)
+        step_time = time.perf_counter() - step_start
+        self._account_and_log(step, lr, grad_norm, sums, step_time, len(micro_indices))
+        return None
+
+    def _accumulate(self, micro_indices: list[list[int]], batches: list[Any]) -> tuple[dict[str, float], float]:
+        """Forward/backward each micro-batch (gradient accumulation), clip and step the optimizer at the sync;
+        returns this process's sums (loss and metrics weighted by examples, examples, tokens) and the norm."""
+        method, accelerator, model, optimizer = self.method, self.accelerator, self.model, self.optimizer
+        sums: dict[str, float] = {"loss": 0.0, "examples": 0.0, "tokens": 0.0}
+        grad_norm = float("nan")
+        loss_sum = torch.zeros((), device=accelerator.device)  # on device: one sync per step, not per micro
+        for idx, batch in zip(micro_indices, batches, strict=True):
+            batch = _to_device(batch, accelerator.device)
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    out = method.loss(model, batch, self.ctx)
+                # The method returns the mean over its micro-batch; accelerate divides by the number of
+                # micro-batches, so the summed gradient is the mean over the effective batch.
+                accelerator.backward(out.loss)
+                if accelerator.sync_gradients:
+                    norm = accelerator.clip_grad_norm_(model.parameters(), self.max_norm)
+                    grad_norm = float(norm) if norm is not None else float("nan")  # DeepSpeed clips itself
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            n = len(idx)
+            loss_sum += out.loss.detach().float() * n
+            sums["examples"] += n
+            sums["tokens"] += _student_tokens(method, batch)  # re-read: on-policy methods may update it
+            for key, value in out.metrics.items():
+                sums[f"m:{key}"] = sums.get(f"m:{key}", 0.0) + float(value) * n
+        if not accelerator.sync_gradients:
+            raise RuntimeError("gradient accumulation out of step: optimizer step did not synchronise")
+        if accelerator.device.type == "cuda":
+            torch.cuda.synchronize(accelerator.device)  # honest step time
+        sums["loss"] = float(loss_sum)
+        return sums, grad_norm
+
+    def _account_and_log(self, step: int, lr: float, grad_norm: float, sums: dict[str, float], step_time: float,
+                         micro_batches: int) -> None:
+        accelerator, accounting = self.accelerator, self.accounting
+        totals = _reduce_sums(accelerator, sums)
+        step_tokens = int(totals["tokens"])
+        accounting.add_student_train(step_tokens)
+        accounting.optimizer_steps += 1
+        accounting.micro_batches += micro_batches * accelerator.num_processes
+        accounting.prompts_seen += int(totals["examples"])
+        accounting.train_time_s += step_time
+        accounting.update_peak_memory(accelerator.device)
+        row = self._row(step, lr, grad_norm, totals, step_time)
+        self.rows.append(row)
+        self.logger.log(row)
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_s'] or 0:.0f}")
+
+    def _row(self, step: int, lr: float, grad_norm: float, totals: dict[str, float],
+             step_time: float) -> dict[str, Any]:
+        accounting, step_tokens = self.accounting, int(totals["tokens"])
+        row: dict[str, Any] = {
+            "step": step + 1,
+            "epoch": round((step + 1) / self.plan.steps_per_epoch, 6),
+            "loss": totals["loss"] / totals["examples"],
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "tokens": step_tokens,
+            "tokens_total": accounting.student_backward_tokens,
+            "prompts_seen": accounting.prompts_seen,
+            "time_s": round(accounting.train_time_s, 6),
+            "wall_s": round(time.perf_counter() - self.started, 6),  # since this call began, not across resumes
+            "tokens_per_s": step_tokens / step_time if step_time > 0 else None,
+        }
+        for key, value in totals.items():
+            if key.startswith("m:"):
+                name = key[2:]
+                row[name if name not in RESERVED_KEYS else f"method_{name}"] = value / totals["examples"]
+        return row
+
+    # --- checkpoints and outputs -------------------------------------------------------------
+    def checkpoint(self, step_done: int) -> None:
+        """A resumable checkpoint after `step_done` optimizer steps (every process must call it)."""
+        state = self.accelerator.get_state_dict(self.model)  # collective under FSDP / ZeRO-3
+        if self.is_main:
+            snapshot = self.accounting.to_dict()
+            snapshot["wall_time_s"] += time.perf_counter() - self.started  # this call's time so far counts too
+            trainer_state = {"fingerprint": self.fingerprint, "log_rows": self.rows, "accounting": snapshot,
+                             "plan": self.plan.to_dict()}
+            opt_state = {"state": {}, "param_groups": []} if self.sharded else self.optimizer.state_dict()
+            ckpt.save_checkpoint(self.work_dir, step_done, state, opt_state, self.method_rng, trainer_state)
+        self.accelerator.wait_for_everyone()
+
+    def finish(self) -> TrainResult:
+        """The end state as a checkpoint, then (unless `stop_after_steps` cut the call short) out_dir's
+        model.safetensors + config.json, metrics.jsonl and accounting.json."""
+        accounting, stop_reason = self.accounting, self.stop_reason
+        accounting.stop_reason = stop_reason
+        if (self.budget.checkpoint_every and stop_reason != "stop_after_steps"
+                and accounting.optimizer_steps > self.start_step):
+            self.checkpoint(accounting.optimizer_steps)  # the end state: a crash below reruns from here
+        accounting.wall_time_s += time.perf_counter() - self.started
+
+        result = TrainResult(accounting=accounting.to_dict(), log_rows=self.rows, plan=self.plan.to_dict(),
+                             stop_reason=stop_reason, completed=stop_reason != "stop_after_steps",
+                             resumed_from_step=self.start_step or None, out_dir=self.out_dir,
+                             messages=self.logger.messages)
+        if not result.completed:
+            self.logger.close()
+            return result
+        self._write_outputs(result)
+        return result
+
+    def _write_outputs(self, result: TrainResult) -> None:
+        accelerator, out_dir = self.accelerator, self.out_dir
+        unwrapped = accelerator.unwrap_model(self.model)
+        state = accelerator.get_state_dict(self.model)
+        if self.budget.gradient_checkpointing:
+            _set_activation_checkpointing(unwrapped, False)
+        unwrapped.eval()
+        result.accounting = self.accounting.to_dict()
+        if self.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            # fp32 on disk: the master weights (a DeepSpeed bf16 engine gathers bf16 module weights; they are
+            # stored upcast, see docs/multi-gpu.md).
+            state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+            unwrapped.save_pretrained(out_dir, state_dict=state, max_shard_size="1000GB")
+            write_jsonl(out_dir / "metrics.jsonl", self.rows)
+            write_json_atomic(out_dir / "accounting.json", {**result.accounting, "plan": self.plan.to_dict()})
+        accelerator.wait_for_everyone()
+        self.logger.close()
+        result.model_path = out_dir / "model.safetensors"
+        result.metrics_path = out_dir / "metrics.jsonl"
+        result.accounting_path = out_dir / "accounting.json"
+
+
 def train(
     method: Method,
     groups: list[PromptGroup],
@@ -186,229 +515,6 @@ def train(
     `stop_after_steps=k` simulates a kill once global optimizer step k is done: the call returns
     (completed=False) leaving only the regular checkpoints, as a real kill would.
     """
-    started = time.perf_counter()
-    work_dir, out_dir = Path(work_dir), Path(out_dir)
-    from accelerate.state import PartialState
-    from accelerate.utils import DistributedType, parse_flag_from_env, set_seed
-
-    # Data-parallel on CPUs (torchrun with ACCELERATE_USE_CPU=1, gloo): the first state made decides, and
-    # without cpu=True accelerate ignores torchrun's environment and runs every process alone.
-    processes = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU")).num_processes
-    plan = plan_training(budget, len(groups), seed, processes)
-    model = student.model
-    load_dtype = fp32_master_weights(model)  # before the optimizer exists: it must hold the fp32 copies
-    disable_dropout(model)
-    accelerator = make_accelerator(budget, plan.accumulation_steps, load_dtype)
-    if method.on_policy and generator is None:
-        raise BudgetError(f"method {method.name!r} samples from the student during training (on-policy) but "
-                          f"no generator was given to the trainer")
-
-    set_seed(seed)  # python, numpy, torch: initialisation noise of anything a method creates
-    examples = method.build_examples(groups, random.Random(seed))
-    prompt_lengths = [len(student.formatter.prompt_ids(g.messages)) for g in groups]
-    scaffold = len(student.formatter.prompt_ids([{"role": "user", "content": ""}]))
-    fit_info = check_method_fits(method.name, len(groups), examples, prompt_lengths, budget, scaffold)
-
-    model.train()
-    if budget.gradient_checkpointing:
-        _set_activation_checkpointing(model, True)
-        if getattr(model.config, "use_cache", None):
-            model.config.use_cache = False  # the KV cache is useless in training and clashes with recompute
-
-    accounting = Accounting(student_params=count_params(model),
-                            **detect_device(accelerator.device, accelerator.num_processes))
-    accounting.add_precompute(precompute_accounting)
-    accounting.extra.update(fit_info)
-    method_rng = random.Random(seed + 1)
-    holder: dict[str, Any] = {}  # the loader must reach ctx.accounting, which a resume replaces
-    ctx = TrainContext(formatter=student.formatter, max_length=budget.max_length,
-                       max_prompt_length=budget.max_prompt_length, share_prompts=shares_prompts(model),
-                       accounting=accounting,
-                       teacher_loader=_counting_loader(teacher_loader, holder), generator=generator, rng=method_rng)
-    holder["ctx"] = ctx
-    fingerprint = _fingerprint(method, groups, budget, seed, processes)
-
-    # --- resume ------------------------------------------------------------------------------
-    ckpt.clean_partial(work_dir)
-    latest = ckpt.latest_checkpoint(work_dir)
-    saved: dict[str, Any] | None = None
-    if latest is not None:
-        saved = ckpt.load_checkpoint(latest)
-        if saved["trainer"]["fingerprint"] != fingerprint:
-            raise HarnessError(f"checkpoint {latest} belongs to a different run (method, budget, seed or "
-                               f"prompts changed); delete {ckpt.checkpoint_root(work_dir)} to start over")
-        model.load_state_dict(saved["model"])  # before prepare, so sharding wrappers see the restored weights
-
-    if accelerator.is_main_process:  # fail before training, not after it, when its outputs cannot be written
-        needed, at_once = ckpt.bytes_needed(model, budget.checkpoint_every,
-                                            plan.total_steps - (saved["step"] if saved else 0))
-        require_free(work_dir, needed, f"training {method.name!r} (the trained model and {at_once} "
-                                       f"checkpoint(s) of weights + optimizer state)")
-    optimizer = _optimizer(model, budget)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    if accelerator.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(accelerator.device)
-
-    # FSDP / DeepSpeed shard the optimizer state across processes; one process's state_dict() is not the
-    # whole of it. Checkpoints then keep the gathered weights but no optimizer moments (said on resume).
-    sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
-    resume_notes: list[str] = []
-    start_step = 0
-    rows: list[dict[str, Any]] = []
-    if saved is not None:
-        if saved["optimizer"]["state"] or not sharded:
-            optimizer.load_state_dict(saved["optimizer"])
-        else:
-            resume_notes.append(f"resumed from step {saved['step']} without optimizer moments (sharded "
-                                f"training keeps them per process): the run is not bitwise exact")
-        ckpt.rng_from_files(saved["rng_tensors"], saved["rng"], method_rng)
-        start_step = saved["step"]
-        rows = saved["trainer"]["log_rows"]
-        previous = Accounting.from_dict(saved["trainer"]["accounting"])
-        # Counters continue from the checkpoint; this process's device facts win.
-        for name in ("device_name", "num_processes", "peak_flops_per_device", "peak_memory_kind", "extra"):
-            setattr(previous, name, getattr(accounting, name))
-        accounting = previous
-        ctx.accounting = accounting
-        del saved
-
-    is_main = accelerator.is_main_process
-    logger = MetricsLogger(work_dir / "metrics.jsonl", logging, run_name=f"{method.name}-seed{seed}",
-                           run_config={"method": method.name, "seed": seed, "plan": plan.to_dict()},
-                           enabled=is_main)
-    logger.restart(rows)
-    for note in resume_notes:
-        logger.note(note)
-
-    def save(step_done: int) -> None:
-        state = accelerator.get_state_dict(model)  # collective under FSDP / ZeRO-3: every process calls it
-        if is_main:
-            snapshot = accounting.to_dict()
-            snapshot["wall_time_s"] += time.perf_counter() - started  # this call's time so far counts too
-            trainer_state = {"fingerprint": fingerprint, "log_rows": rows, "accounting": snapshot,
-                             "plan": plan.to_dict()}
-            opt_state = {"state": {}, "param_groups": []} if sharded else optimizer.state_dict()
-            ckpt.save_checkpoint(work_dir, step_done, state, opt_state, method_rng, trainer_state)
-        accelerator.wait_for_everyone()
-
-    # --- the loop ----------------------------------------------------------------------------
-    bar = tqdm(total=plan.total_steps, initial=start_step, desc=f"train {method.name}",
-               disable=not (progress and is_main and bars_enabled()), dynamic_ncols=True)
-    max_norm = budget.max_grad_norm if budget.max_grad_norm is not None else float("inf")
-    stop_reason = plan.steps_from
-    for step in range(start_step, plan.total_steps):
-        if stop_after_steps is not None and step >= stop_after_steps:
-            stop_reason = "stop_after_steps"
-            break
-        ctx.step = step
-        step_start = time.perf_counter()  # collation is part of the step's cost
-        micro_indices = plan.micro_batches(step, accelerator.process_index)
-        batches = [method.collate([examples[i] for i in idx], ctx) for idx in micro_indices]
-        planned_tokens = int(_reduce_sums(accelerator, {"t": sum(_student_tokens(method, b) for b in batches)})["t"])
-        if step == 0:
-            check_step_fits(method.name, planned_tokens, accounting.student_params, budget)
-        capped = cap_stop_reason(budget, accounting.student_backward_tokens, accounting.training_flops,
-                                 planned_tokens, accounting.student_params)
-        if capped:
-            stop_reason = capped
-            break
-
-        lr = budget.learning_rate * lr_multiplier(step, plan.total_steps, plan.warmup_steps, budget.schedule)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        sums: dict[str, float] = {"loss": 0.0, "examples": 0.0, "tokens": 0.0}
-        grad_norm = float("nan")
-        loss_sum = torch.zeros((), device=accelerator.device)  # summed on device: one sync per step, not per micro
-        for idx, batch in zip(micro_indices, batches, strict=True):
-            batch = _to_device(batch, accelerator.device)
-            with accelerator.accumulate(model):
-                with accelerator.autocast():
-                    out = method.loss(model, batch, ctx)
-                # The method returns the mean over its micro-batch; accelerate divides by the number of
-                # micro-batches, so the summed gradient is the mean over the effective batch.
-                accelerator.backward(out.loss)
-                if accelerator.sync_gradients:
-                    norm = accelerator.clip_grad_norm_(model.parameters(), max_norm)
-                    grad_norm = float(norm) if norm is not None else float("nan")  # DeepSpeed clips itself
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            n = len(idx)
-            loss_sum += out.loss.detach().float() * n
-            sums["examples"] += n
-            sums["tokens"] += _student_tokens(method, batch)  # re-read: on-policy methods may update it
-            for key, value in out.metrics.items():
-                sums[f"m:{key}"] = sums.get(f"m:{key}", 0.0) + float(value) * n
-        if not accelerator.sync_gradients:
-            raise RuntimeError("gradient accumulation out of step: optimizer step did not synchronise")
-        if accelerator.device.type == "cuda":
-            torch.cuda.synchronize(accelerator.device)  # honest step time
-        sums["loss"] = float(loss_sum)
-        step_time = time.perf_counter() - step_start
-
-        totals = _reduce_sums(accelerator, sums)
-        step_tokens = int(totals["tokens"])
-        accounting.add_student_train(step_tokens)
-        accounting.optimizer_steps += 1
-        accounting.micro_batches += len(micro_indices) * accelerator.num_processes
-        accounting.prompts_seen += int(totals["examples"])
-        accounting.train_time_s += step_time
-        accounting.update_peak_memory(accelerator.device)
-        row: dict[str, Any] = {
-            "step": step + 1,
-            "epoch": round((step + 1) / plan.steps_per_epoch, 6),
-            "loss": totals["loss"] / totals["examples"],
-            "lr": lr,
-            "grad_norm": grad_norm,
-            "tokens": step_tokens,
-            "tokens_total": accounting.student_backward_tokens,
-            "prompts_seen": accounting.prompts_seen,
-            "time_s": round(accounting.train_time_s, 6),
-            "wall_s": round(time.perf_counter() - started, 6),  # since this call began (not across resumes)
-            "tokens_per_s": step_tokens / step_time if step_time > 0 else None,
-        }
-        for key, value in totals.items():
-            if key.startswith("m:"):
-                name = key[2:]
-                row[name if name not in RESERVED_KEYS else f"method_{name}"] = value / totals["examples"]
-        rows.append(row)
-        logger.log(row)
-        bar.update(1)
-        bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_s'] or 0:.0f}")
-
-        done = step + 1
-        if budget.checkpoint_every and done % budget.checkpoint_every == 0 and done < plan.total_steps:
-            save(done)
-    bar.close()
-    accounting.stop_reason = stop_reason
-    if budget.checkpoint_every and stop_reason != "stop_after_steps" and accounting.optimizer_steps > start_step:
-        save(accounting.optimizer_steps)  # the end state: a rerun after a crash below starts here
-    accounting.wall_time_s += time.perf_counter() - started
-
-    result = TrainResult(accounting=accounting.to_dict(), log_rows=rows, plan=plan.to_dict(),
-                         stop_reason=stop_reason, completed=stop_reason != "stop_after_steps",
-                         resumed_from_step=start_step or None, out_dir=out_dir, messages=logger.messages)
-    if not result.completed:
-        logger.close()
-        return result
-
-    # --- outputs -----------------------------------------------------------------------------
-    unwrapped = accelerator.unwrap_model(model)
-    state = accelerator.get_state_dict(model)
-    if budget.gradient_checkpointing:
-        _set_activation_checkpointing(unwrapped, False)
-    unwrapped.eval()
-    result.accounting = accounting.to_dict()
-    if is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        # fp32 on disk: the master weights (a DeepSpeed bf16 engine gathers bf16 module weights; they are
-        # stored upcast, see docs/multi-gpu.md).
-        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-        unwrapped.save_pretrained(out_dir, state_dict=state, max_shard_size="1000GB")
-        write_jsonl(out_dir / "metrics.jsonl", rows)
-        write_json_atomic(out_dir / "accounting.json", {**result.accounting, "plan": plan.to_dict()})
-    accelerator.wait_for_everyone()
-    logger.close()
-    result.model_path = out_dir / "model.safetensors"
-    result.metrics_path = out_dir / "metrics.jsonl"
-    result.accounting_path = out_dir / "accounting.json"
-    return result
+    return Trainer(method, groups, student, budget, seed, work_dir, out_dir, logging=logging,
+                   precompute_accounting=precompute_accounting, teacher_loader=teacher_loader,
+                   generator=generator, stop_after_steps=stop_after_steps, progress=progress).run()

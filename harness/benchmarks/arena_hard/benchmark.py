@@ -37,7 +37,14 @@ from harness.benchmarks.arena_hard.scoring import (
     is_official_counter,
     score_rows,
 )
-from harness.benchmarks.base import AnswerModel, Benchmark, BenchmarkData, ScoreResult, verdict_prefill
+from harness.benchmarks.base import (
+    AnswerModel,
+    Benchmark,
+    BenchmarkData,
+    ReportColumn,
+    ScoreResult,
+    verdict_prefill,
+)
 from harness.errors import JudgeError
 from harness.judges.base import Judge, JudgeRequest
 
@@ -74,6 +81,7 @@ class ArenaHardParams(BaseModel):
 
 class ArenaHard(Benchmark):
     name: ClassVar[str] = "arena_hard"
+    title: ClassVar[str] = "Arena-Hard"
     Params: ClassVar[type[BaseModel]] = ArenaHardParams
     needs_judge: ClassVar[bool] = True
     headline: ClassVar[str] = "score"
@@ -84,6 +92,15 @@ class ArenaHard(Benchmark):
 
     def official_judge(self) -> str | None:
         return OFFICIAL_JUDGE[self.params.version]  # v0.1: gpt-4-1106-preview, v2.0: gpt-4.1
+
+    @classmethod
+    def columns(cls) -> tuple[ReportColumn, ...]:
+        return (
+            ReportColumn("score", "Score (%)", ci_metrics=("ci_low", "ci_high"), headline=True),
+            ReportColumn("avg_tokens", "Tokens", digits=0, kind="count"),
+            # Counted without the official tiktoken BPE (offline): never shown as arena-hard-auto's count.
+            ReportColumn("avg_tokens_approx", "Tokens (approx.)", digits=0, kind="count"),
+        )
 
     # ------------------------------------------------------------------------------------ settings
     @property
