@@ -6,7 +6,8 @@ A method
   2. turns the shared samples + signals into training examples, exactly ONE per prompt, so that the
      matched budget (prompts per optimizer step) means the same thing for every method;
   3. collates examples into tensors and computes `loss(model, batch, ctx)`.
-It never touches the optimizer, device placement or checkpointing: that is the `Trainer`'s job.
+It never touches the optimizer, the model's placement or checkpointing: that is the `Trainer`'s job (its
+`loss` moves its own batch to the model's device, the only device work a method does).
 Losses live in pure tensor functions next to the method, tested on hand-made tensors.
 
 Loss weighting: `loss` returns the mean over its micro-batch, and the trainer gives every micro-batch of
