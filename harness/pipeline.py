@@ -26,6 +26,7 @@ from harness.engines import EnginePool
 from harness.methods.base import Method, Signal
 from harness.models.base import Generator, LoadedModel
 from harness.models.residency import park, unpark
+from harness.models.scoring import Scorer
 from harness.processes import ProcessInfo, wait_for
 from harness.registry import BACKENDS, BENCHMARKS, METHODS
 from harness.results import MAY_DIFFER_BETWEEN_MERGED_RUNS, RunResults
@@ -110,6 +111,8 @@ class Pipeline:
             for held in self._models.values():
                 if isinstance(held, LoadedModel):
                     park(held)
+                elif isinstance(held, Scorer):
+                    held.forget_prompts()  # remembered KV caches would hold device memory beside the engine
         return self.engines.track(build_generator(self.exp, backend, loaded))
 
     def sampling_generator(self, who: str | None = None) -> Generator:

@@ -8,10 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from conftest import make_tiny
 
 from harness.config import parse_experiment
 from harness.models.base import LoadedModel
 from harness.models.residency import park, unpark
+from harness.models.scoring import Scorer
 from harness.pipeline import Pipeline
 
 
@@ -52,7 +54,14 @@ def test_a_vllm_engine_parks_the_runs_models_and_the_hf_backend_does_not(tmp_pat
     pipe._models.update(teacher=teacher, student=student)
     pipe.generator("hf", student)
     assert not teacher.parked and not student.parked
+    tiny = make_tiny("llama")  # a scorer that remembers prompt passes (the teacher reading every row's answers)
+    remembering = Scorer(tiny, batch_size=4, remember_prompts=2)
+    pipe._models["scorer:teacher"] = remembering
+    prompt = tiny.formatter.prompt_ids([{"role": "user", "content": "hi"}])
+    remembering.score_groups([(prompt, [tiny.formatter.response_ids("hello")])])
+    assert len(remembering._prompt_passes) == 1
     generator = pipe.generator("vllm", student)  # the engine itself starts lazily (no vLLM needed here)
     assert generator.loaded is student and teacher.parked and student.parked
+    assert not remembering._prompt_passes  # its KV caches would have stayed on the device beside the engine
     assert pipe.teacher(weights=False) is teacher and teacher.parked  # tokenizer/identity only: stays parked
     assert pipe.teacher() is teacher and not teacher.parked and teacher.model.moves == ["cpu", "cuda:0"]

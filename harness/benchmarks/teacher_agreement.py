@@ -111,10 +111,11 @@ class TeacherAgreement(Benchmark):
         if mine.identity == teacher.identity:  # the teacher row: its rewards are the candidates' own
             row_rewards = [c["teacher_rewards"] for c in candidates]
         else:
-            row_rewards = [[s.mean_logprob for s in group] for group in Scorer(mine, batch_size=run.batch_size).score_groups([
-                (mine.formatter.prompt_ids(it["messages"]),
-                 [mine.formatter.response_ids(t, finished=f) for t, f in zip(c["texts"], c["finished"], strict=True)])
-                for it, c in zip(data.items, candidates, strict=True)], progress=f"{self.name}: {model.name} scores")]
+            groups = [(mine.formatter.prompt_ids(it["messages"]),
+                       [mine.formatter.response_ids(t, finished=f) for t, f in zip(c["texts"], c["finished"], strict=True)])
+                      for it, c in zip(data.items, candidates, strict=True)]
+            scores = Scorer(mine, batch_size=run.batch_size).score_groups(groups, progress=f"{self.name}: {model.name} scores")
+            row_rewards = [[s.mean_logprob for s in group] for group in scores]
         answer_scores = run.teacher_scorer().score_groups([
             (teacher.formatter.prompt_ids(it["messages"]), [teacher.formatter.response_ids(a.text, finished=a.finished)])
             for it, a in zip(data.items, answers, strict=True)], progress=f"{self.name}: teacher reads answers")

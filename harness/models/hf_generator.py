@@ -26,6 +26,16 @@ def row_seed(request_seed: int, sample_index: int) -> int:
     return int(digest[:15], 16)
 
 
+def row_generators(reqs: list[GenerationRequest], sample_idx: list[int]) -> list[torch.Generator]:
+    """One CPU generator per sample row, seeded from (request seed, sample index)."""
+    generators = []
+    for req, j in zip(reqs, sample_idx, strict=True):
+        g = torch.Generator(device="cpu")
+        g.manual_seed(row_seed(req.seed, j))
+        generators.append(g)
+    return generators
+
+
 def choose_tokens(
     logits: torch.Tensor, params: SamplingParams, generators: list[torch.Generator] | None
 ) -> torch.Tensor:
@@ -119,14 +129,7 @@ class HFGenerator(Generator):
         attn = attn.index_select(0, expand)
         last_pos = positions[:, -1].index_select(0, expand)
 
-        generators = None
-        if params.temperature > 0:
-            generators = []
-            for req, j in zip(reqs, sample_idx, strict=True):
-                g = torch.Generator(device="cpu")
-                g.manual_seed(row_seed(req.seed, j))
-                generators.append(g)
-
+        generators = row_generators(reqs, sample_idx) if params.temperature > 0 else None
         limits = [req.limit(params) for req in reqs]
         tokens: list[list[int]] = [[] for _ in reqs]
         rows = list(range(len(reqs)))  # the request row at each batch position

@@ -135,6 +135,10 @@ class Scorer:
             self._prompt_passes[key] = self._prompt_pass(prompts)
         return self._prompt_passes[key]
 
+    def forget_prompts(self) -> None:
+        """Drop the remembered prompt passes (their KV caches live on the model's device)."""
+        self._prompt_passes.clear()
+
     def _prompt_pass(self, prompts: list[list[int]]) -> tuple[torch.Tensor, Any, torch.Tensor]:
         # A shared prefix (e.g. the teacher's system prompt and demonstrations) is encoded once per chunk.
         logits, cache, attn, _, run = encode_shared_prefix(self.loaded.model, prompts, self.pad_id, self.loaded.device)

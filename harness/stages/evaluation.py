@@ -90,12 +90,10 @@ class PipelineRun:
     def teacher_scorer(self) -> Scorer:
         from harness.models.scoring import Scorer
 
-        key = f"scorer:teacher:{self.batch_size}"
-        if key not in self.pipe._models:  # rows are evaluated one after another: kept for the run
-            self.pipe._models[key] = Scorer(self.teacher(), batch_size=self.batch_size, remember_prompts=8)
-        scorer = self.pipe._models[key]
-        self.teacher()  # its weights back in place if an engine had them parked
-        return scorer
+        teacher = self.teacher()  # its weights back in place if an engine had them parked
+        if "scorer:teacher" not in self.pipe._models:  # rows are evaluated one after another: kept for the run
+            self.pipe._models["scorer:teacher"] = Scorer(teacher, batch_size=self.batch_size, remember_prompts=8)
+        return self.pipe._models["scorer:teacher"]
 
     def student(self) -> LoadedModel:
         return self.pipe.student()

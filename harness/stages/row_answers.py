@@ -21,6 +21,7 @@ from typing import Any
 from harness.models.base import GenerationOutput, GenerationRequest, Generator, SamplingParams
 
 Key = tuple[tuple[int, ...], int]  # (prompt ids, max_new_tokens)
+GREEDY = SamplingParams(temperature=0.0, top_p=1.0, max_new_tokens=1)  # every prefetched request sets its own
 
 
 class PrefetchedGenerator:
@@ -46,8 +47,11 @@ class PrefetchedGenerator:
 
     def prefetch(self, requests: list[GenerationRequest], progress: str | None = None) -> None:
         """Answer these greedy requests (`max_new_tokens` set on each) now, in shared batches."""
-        todo = {(tuple(r.prompt_ids), r.limit(GREEDY)): r for r in requests}
-        todo = {key: r for key, r in todo.items() if key not in self._answers}
+        todo: dict[Key, GenerationRequest] = {}
+        for r in requests:
+            key = (tuple(r.prompt_ids), r.limit(GREEDY))
+            if key not in self._answers:
+                todo.setdefault(key, r)
         if not todo:
             return
         before = int(self.inner.generated_tokens)
@@ -77,5 +81,3 @@ class PrefetchedGenerator:
         self._answers.clear()
         self.inner.close()
 
-
-GREEDY = SamplingParams(temperature=0.0, top_p=1.0, max_new_tokens=1)  # every prefetched request sets its own
