@@ -55,7 +55,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         uses_engines = exp.generation_backend != "hf" or exp.sampling.backend != "hf"
         engines = f"; {pipe.engines.starts} generation engine start(s)" if uses_engines else ""
         print(f"finished in {pipe.timings.get('total', 0):.0f}s{engines}; reports:")
-    for name, report_path in sorted(getattr(pipe, "report_paths", {}).items()):
+    for name, report_path in sorted(pipe.report_paths.items()):
         print(f"  {name:18s} {report_path}")
     return 0
 
@@ -100,16 +100,16 @@ def cmd_list(registry_name: str) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    from harness.benchmarks.base import Benchmark
     from harness.registry import BENCHMARKS
 
-    cls = BENCHMARKS.get(args.benchmark)
-    scorer = getattr(cls, "score_official", None)
-    if scorer is None:
+    cls: type[Benchmark] = BENCHMARKS.get(args.benchmark)
+    if not cls.scores_official_files():
         raise HarnessError(f"benchmark {args.benchmark!r} cannot score external judgement files")
     path = Path(args.judgments)
     if not path.exists():
         raise HarnessError(f"judgement file {str(path)!r} not found")
-    result = scorer(path)
+    result = cls.score_official(path)
     if args.json:
         print(json.dumps({"metrics": result.metrics, "notes": result.notes}, indent=2, sort_keys=True))
     else:

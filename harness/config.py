@@ -170,6 +170,8 @@ class JudgeSpec(Frozen):
     price_per_1k_output: float = 0.0
     # `vllm_server` judges: extra flags for vLLM's OpenAI server (e.g. ["--tensor-parallel-size", "4"]).
     server_args: tuple[str, ...] = ()
+    # The backend's own settings, validated by its `Params` (local: {batch_size, seed}; openai: backoff).
+    params: dict[str, Any] = Field(default_factory=dict)
 
 
 class BenchmarkSpec(Frozen):
@@ -334,10 +336,14 @@ def _validate_plugins(experiment: Experiment, source: str) -> None:
         except Exception as exc:
             raise ConfigError(f"{source}: benchmarks.{i}.name: {exc}") from None
         _validate_params(bench_cls, bench.params, f"{source}: benchmarks.{i} ({bench.name}).params")
-    try:
-        JUDGES.get(experiment.judge.backend)
-    except Exception as exc:
-        raise ConfigError(f"{source}: judge.backend: {exc}") from None
+    judges = [("judge", experiment.judge)] + [
+        (f"benchmarks.{i} ({b.name}).judge", b.judge) for i, b in enumerate(experiment.benchmarks) if b.judge]
+    for where, judge in judges:
+        try:
+            judge_cls = JUDGES.get(judge.backend)
+        except Exception as exc:
+            raise ConfigError(f"{source}: {where}.backend: {exc}") from None
+        _validate_params(judge_cls, judge.params, f"{source}: {where}.params")
     from harness.registry import BACKENDS
 
     for name, params in experiment.backends.items():

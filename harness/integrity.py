@@ -24,7 +24,7 @@ from harness.errors import HarnessError
 from harness.store import CHECKSUM, ArtifactStore
 
 if TYPE_CHECKING:
-    from harness.pipeline import Step
+    from harness.stages.base import Stage as Step
 
 log = logging.getLogger(__name__)
 

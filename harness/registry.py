@@ -1,8 +1,8 @@
 """One generic registry of plugins, loaded lazily from Python entry points.
 
 Built-ins and third-party plugins register the same way, through the entry-point groups
-`harness.methods`, `harness.benchmarks`, `harness.judges` and `harness.backends`. Nothing is imported
-until a name is asked for, so a broken or heavy plugin costs nothing unless used.
+`harness.methods`, `harness.benchmarks`, `harness.judges`, `harness.backends` and `harness.signals`.
+Nothing is imported until a name is asked for, so a broken or heavy plugin costs nothing unless used.
 """
 
 from __future__ import annotations
@@ -84,3 +84,4 @@ METHODS: Registry = Registry("harness.methods", "method")
 BENCHMARKS: Registry = Registry("harness.benchmarks", "benchmark")
 JUDGES: Registry = Registry("harness.judges", "judge")
 BACKENDS: Registry = Registry("harness.backends", "generation backend")
+SIGNALS: Registry = Registry("harness.signals", "signal source")

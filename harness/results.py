@@ -58,6 +58,9 @@ class RunResults:
     experiment_hash: str  # hash of what must match for two runs to share a leaderboard
     rows: list[RowResult] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)  # versions, git commit, hardware, templates...
+    # What `experiment_hash` hashes (harness.stages.comparable): what must match between merged runs, the
+    # judges resolved per benchmark. Empty in results written before it was recorded.
+    comparable: dict[str, Any] = field(default_factory=dict)
 
     def save(self, path: Path) -> None:
         write_json_atomic(path, asdict(self))

@@ -110,3 +110,24 @@ def test_served_judge_starts_nothing_until_needed_and_is_keyed_by_its_model(monk
     assert ident["server_args"] == ["--max-model-len", "512"] and "port" not in json.dumps(ident)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "vllm" else object())
     assert "needs vLLM installed" in (VLLMServerJudge.preflight(spec) or "")
+
+
+def test_official_file_scoring_is_declared_on_the_base(tmp_path: Path, capsys: Any) -> None:
+    from harness.benchmarks.alpaca_eval2 import AlpacaEval2
+    from harness.benchmarks.arena_hard.benchmark import ArenaHard
+    from harness.benchmarks.base import Benchmark
+    from harness.benchmarks.gsm8k import GSM8K
+    from harness.benchmarks.mt_bench import MTBench
+    from harness.cli import main
+    from harness.errors import HarnessError
+
+    assert AlpacaEval2.scores_official_files() and ArenaHard.scores_official_files()
+    assert MTBench.scores_official_files()
+    assert not GSM8K.scores_official_files() and not Benchmark.scores_official_files()
+    with pytest.raises(HarnessError, match="benchmark 'gsm8k' cannot score external judgement files"):
+        GSM8K.score_official(tmp_path / "judgements.json")
+    # The command says so before looking for the file; for a benchmark that can, a missing file is named.
+    assert main(["score", "gsm8k", "--judgments", str(tmp_path / "missing.json")]) == 2
+    assert "cannot score external judgement files" in capsys.readouterr().err
+    assert main(["score", "mt_bench", "--judgments", str(tmp_path / "missing.jsonl")]) == 2
+    assert "missing.jsonl' not found" in capsys.readouterr().err

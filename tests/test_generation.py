@@ -98,6 +98,40 @@ def test_progress_bar_and_text_decoding(tiny, capsys):
     assert "sampling" in capsys.readouterr().err
 
 
+def test_top_logprobs_option_leaves_generate_unchanged(tiny):
+    """`generate_with_top_logprobs` (the local judge's) draws exactly `generate`'s tokens; `generate` returns
+    plain outputs computed as before; each kept token's step has the model's own top-k log-probs."""
+    from harness.models.base import GenerationOutput
+    from harness.models.hf_generator import TopLogprobsOutput
+
+    reqs = _requests(tiny)
+    free = HFGenerator(tiny).generate(reqs[:1], SamplingParams(temperature=0.0, max_new_tokens=6))[0].token_ids[0]
+    stopping = dataclasses.replace(tiny, formatter=dataclasses.replace(tiny.formatter, generation_eos_ids=(free[2],)))
+    for loaded, params in ((tiny, HOT), (stopping, SamplingParams(temperature=0.0, max_new_tokens=6))):
+        plain_gen, scored_gen = HFGenerator(loaded, batch_size=3), HFGenerator(loaded, batch_size=3)
+        plain = plain_gen.generate(reqs, params)
+        scored = scored_gen.generate_with_top_logprobs(reqs, params, k=3)
+        assert all(type(o) is GenerationOutput for o in plain)
+        assert all(isinstance(o, TopLogprobsOutput) for o in scored)
+        assert [(o.token_ids, o.texts, o.finished) for o in plain] == \
+            [(o.token_ids, o.texts, o.finished) for o in scored]
+        assert (plain_gen.generated_tokens, plain_gen.prompt_tokens) == \
+            (scored_gen.generated_tokens, scored_gen.prompt_tokens)
+        for out in scored:
+            assert [len(t) for t in out.top_logprobs] == [len(ids) for ids in out.token_ids]  # eot not listed
+            assert all(len(step) == 3 for t in out.top_logprobs for step in t)
+    assert scored[0].finished == [True, True]  # (the last pair) a row that ended its turn: its stop step is dropped
+    # the first step's alternatives are the model's next-token distribution over the prompt
+    req = reqs[1]
+    first = HFGenerator(tiny).generate_with_top_logprobs([req], SamplingParams(temperature=0.0, max_new_tokens=2),
+                                                         k=4)[0].top_logprobs[0][0]
+    with torch.no_grad():
+        logits = tiny.model(torch.tensor([req.prompt_ids])).logits[0, -1]
+    values, ids = torch.topk(torch.log_softmax(logits.float(), -1), 4)
+    assert [i for i, _ in first] == ids.tolist()
+    assert [v for _, v in first] == pytest.approx(values.tolist(), abs=1e-5)
+
+
 # ---------------------------------------------------------------- vLLM backend against a fake `vllm` module
 
 

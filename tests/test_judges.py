@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import make_tiny  # tests/ is on sys.path (pytest's rootdir conftest)
-from helpers.judges import CountingJudge
+from helpers.judges import CountingJudge, EchoJudge
 from judge_server import FakeOpenAIServer, expected_text
 
 from harness.config import JudgeSpec, ModelSpec
-from harness.errors import JudgeError, RegistryError
+from harness.errors import ConfigError, JudgeError, RegistryError
 from harness.judges.base import JudgeRequest, JudgeResponse
 from harness.judges.cache import CachedJudge
 from harness.judges.factory import build_judge
@@ -86,7 +86,7 @@ def test_recovers_from_each_fault(server: FakeOpenAIServer, tmp_path: Path, faul
     assert [r.text for r in out] == [expected(r) for r in reqs]
     assert all(r.top_logprobs for r in out)
     assert server.requests == 5 and server.answers == 3
-    assert judge.inner.usage.retries == 2  # type: ignore[attr-defined]
+    assert judge.inner.usage.retries == 2
     assert len(judge) == 3
     judge.close()
 
@@ -330,9 +330,9 @@ def test_local_judge_through_factory_and_cache(tiny_model: LoadedModel, tmp_path
         raise AssertionError("the model was called on a cached rerun")
 
     rerun = build_judge(spec, tmp_path / "local.sqlite", local_model_loader=loader)
-    monkeypatch.setattr(loaded.model, "generate", no_model_calls)
+    monkeypatch.setattr(loaded.model, "forward", no_model_calls)
     second = rerun.complete(reqs)
-    assert rerun.calls == 0 and rerun.cache_hits == 3 and rerun.inner.usage.attempts == 0  # type: ignore[attr-defined]
+    assert rerun.calls == 0 and rerun.cache_hits == 3 and rerun.inner.usage.attempts == 0
     assert [(r.text, r.top_logprobs) for r in second] == [(r.text, r.top_logprobs) for r in first]
     rerun.close()
 
@@ -380,3 +380,249 @@ def test_local_judge_continues_a_prefilled_reply(tiny_model: LoadedModel, tmp_pa
     assert cache_key({"m": 1}, plain) != cache_key({"m": 1}, prefilled)
     assert request_payload(plain) == {"messages": [["user", "Rate this: hello"]], "max_tokens": 3,
                                       "temperature": 0.0, "top_logprobs": 3}
+
+
+# -- the declared judge contract ------------------------------------------------------------------------
+@pytest.fixture
+def echo_backend() -> Iterator[str]:
+    from harness.registry import JUDGES
+
+    JUDGES.register("echo-test", EchoJudge)
+    try:
+        yield "echo-test"
+    finally:
+        JUDGES.unregister("echo-test")
+
+
+def test_a_backend_without_from_spec_is_built_by_the_base_default(echo_backend: str, tmp_path: Path) -> None:
+    assert "from_spec" not in vars(EchoJudge)
+    judge = build_judge(JudgeSpec(backend=echo_backend, model="m"), tmp_path / "j.sqlite",
+                        params={"prefix": "#", "repeat": 3})
+    assert isinstance(judge.inner, EchoJudge) and judge.inner.spec.model == "m"
+    assert (judge.inner.prefix, judge.inner.repeat) == ("#", 3)
+    assert judge.complete(requests_for(1))[0].text == "#" + requests_for(1)[0].messages[-1][1]
+    assert judge.inner.usage.attempts == 3 and judge.counters()["retries"] == 2  # the backend's own usage
+    assert judge.inner.counters() == {}  # the base default; CachedJudge adds the run's accounting
+    judge.close()
+    # keyword overrides are the same settings, laid over `params`
+    again = build_judge(JudgeSpec(backend=echo_backend), tmp_path / "k.sqlite", params={"prefix": "#"}, prefix="!")
+    assert isinstance(again.inner, EchoJudge) and again.inner.prefix == "!"
+    again.close()
+
+
+@pytest.mark.parametrize(("backend", "params", "message"), [
+    ("echo-test", {"repeat": 0}, r"judge \(echo-test\)\.params: repeat: Input should be greater than or equal to 1"),
+    ("echo-test", {"colour": "red"}, r"unknown key 'colour'; allowed keys: prefix, repeat"),
+    ("local", {"batch_size": "many"}, r"judge \(local\)\.params: batch_size: Input should be a valid integer"),
+    ("local", {"temperature": 1}, r"unknown key 'temperature'; allowed keys: batch_size, seed"),
+    ("openai", {"backoff_base_s": -1}, r"backoff_base_s: Input should be greater than or equal to 0"),
+    ("vllm_server", {"startup_timeout_s": 0}, r"startup_timeout_s: Input should be greater than 0"),
+])
+def test_bad_judge_params_name_the_field(echo_backend: str, tmp_path: Path, backend: str,
+                                         params: dict[str, object], message: str) -> None:
+    def loader(model_spec: ModelSpec) -> LoadedModel:
+        raise AssertionError("params are checked before the model is loaded")
+
+    spec = JudgeSpec(backend=backend, model="m", base_url="http://127.0.0.1:9/v1")
+    with pytest.raises(ConfigError, match=message):
+        build_judge(spec, tmp_path / "j.sqlite", local_model_loader=loader, params=params)
+
+
+def test_judge_params_reach_the_backends(tiny_model: LoadedModel, tmp_path: Path) -> None:
+    local = build_judge(JudgeSpec(backend="local", model="tiny:llama"), tmp_path / "l.sqlite",
+                        local_model_loader=lambda _: tiny_model, params={"batch_size": 2, "seed": 5})
+    assert isinstance(local.inner, LocalJudge) and (local.inner.batch_size, local.inner.seed) == (2, 5)
+    assert local.identity["sampling_seed"] == 5
+    local.close()
+    spec = JudgeSpec(backend="openai", model="m", base_url="http://127.0.0.1:9/v1")
+    remote = build_judge(spec, tmp_path / "o.sqlite", params={"backoff_base_s": 0.5, "jitter": 0.0})
+    assert isinstance(remote.inner, OpenAIJudge)
+    assert (remote.inner.backoff_base_s, remote.inner.jitter, remote.inner.backoff_max_s) == (0.5, 0.0, 30.0)
+    remote.close()
+
+
+def test_only_result_params_enter_the_judgements_key() -> None:
+    from harness.judges.choice import judge_key, result_params
+
+    assert result_params("local", {"seed": 3, "batch_size": 2}) == {"seed": 3}
+    assert result_params("local", {"seed": 0, "batch_size": 2}) == {}  # a default: the key stays as it was
+    assert result_params("openai", {"backoff_base_s": 0.1}) == {}  # retry timing changes no judgement
+    spec = JudgeSpec(backend="openai", model="m", concurrency=3)
+    old = spec.model_dump(mode="json")
+    for volatile in ("api_key_env", "concurrency", "max_retries", "timeout_s", "price_per_1k_input",
+                     "price_per_1k_output"):
+        old.pop(volatile)
+    old.pop("params")  # the field is newer than the keys: empty, it is not in them
+    assert judge_key(spec) == old  # specs without params keep their key
+
+
+def test_a_registered_non_judge_is_a_registry_error(tmp_path: Path) -> None:
+    from harness.registry import JUDGES
+
+    JUDGES.register("not-a-judge-test", dict)  # type: ignore[arg-type]
+    try:
+        with pytest.raises(RegistryError, match="not a subclass of harness.judges.base.Judge"):
+            build_judge(JudgeSpec(backend="not-a-judge-test"), tmp_path / "j.sqlite")
+    finally:
+        JUDGES.unregister("not-a-judge-test")
+
+
+def test_usage_is_declared_per_instance_and_counted() -> None:
+    from harness.judges.base import Judge, JudgeUsage
+
+    a, b = CountingJudge(), CountingJudge()  # sets no usage itself
+    assert isinstance(a.usage, JudgeUsage) and a.usage is not b.usage and a.usage is a.usage
+    a.usage.retries += 1
+    assert b.usage.retries == 0
+    assert not Judge.reports_incrementally and not CountingJudge.reports_incrementally
+    assert LocalJudge.reports_incrementally and OpenAIJudge.reports_incrementally
+    assert CountingJudge().counters() == {}
+
+
+def test_cached_judge_reports_each_answer_once_as_it_is_known(tmp_path: Path) -> None:
+    reqs = [JudgeRequest.chat([{"role": "user", "content": f"q{i}"}]) for i in range(5)]
+    warm = CachedJudge(CountingJudge(), tmp_path / "c.sqlite", chunk_size=2)
+    warm.complete(reqs[:2])
+    inner = CountingJudge()
+    judge = CachedJudge(inner, tmp_path / "c.sqlite", chunk_size=2)
+    reported: list[tuple[int, str, bool]] = []
+    asked = [reqs[3], reqs[0], reqs[3], reqs[4], reqs[1]]  # two cached, one asked twice
+    out = judge.complete(asked, on_result=lambda i, r: reported.append((i, r.text, r.cached)))
+    assert sorted(i for i, *_ in reported) == [0, 1, 2, 3, 4]  # every index exactly once
+    assert reported[:2] == [(1, "Q0", True), (4, "Q1", True)]  # cached answers first, at once
+    assert {i: text for i, text, _ in reported} == {i: r.text for i, r in enumerate(out)}
+    assert inner.seen == ["q3", "q4"] and judge.counters()["calls"] == 2 and judge.cache_hits == 2
+
+
+def test_served_judge_shares_its_usage_with_the_inner_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.judges import vllm_server
+
+    class FakeServer:
+        base_url = "http://127.0.0.1:9/v1"
+
+        def __init__(self, *args: object) -> None:
+            pass
+
+        def stop(self) -> None:
+            pass
+
+    monkeypatch.setattr(vllm_server, "VLLMServer", FakeServer)
+    monkeypatch.setattr(vllm_server.VLLMServerJudge, "preflight", classmethod(lambda cls, spec: None))
+    monkeypatch.setattr("harness.models.sources._resolve_directory", lambda spec: (Path("/m"), None))
+    judge = vllm_server.VLLMServerJudge.from_spec(JudgeSpec(backend="vllm_server", model="tiny:llama"),
+                                                  {"backoff_base_s": 0.01, "startup_timeout_s": 5})
+    usage = judge.usage
+    client = judge._start()
+    assert client.usage is usage and judge.usage is usage and client.backoff_base_s == 0.01
+    assert judge.startup_timeout_s == 5
+
+
+# -- the local judge decodes with the hf generation backend ----------------------------------------------
+@pytest.fixture(scope="module")
+def varied_model() -> LoadedModel:
+    """A tiny model whose greedy answers vary (tiny random models repeat one token) and sometimes stop: its
+    weights re-drawn wider, and '-' made a generation-config eos id."""
+    import dataclasses
+
+    loaded = make_tiny("llama", seed=3)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for param in loaded.model.parameters():
+            if param.dim() == 2:
+                param.normal_(0, 0.5)
+    stop = tuple(loaded.tokenizer.encode("-", add_special_tokens=False))
+    return dataclasses.replace(loaded, formatter=dataclasses.replace(loaded.formatter, generation_eos_ids=stop))
+
+
+def old_local_answers(loaded: LoadedModel, prompts: list[list[int]], settings: JudgeRequest) -> list[JudgeResponse]:
+    """The local judge's answers as it computed them before it used the hf backend: `model.generate` (greedy),
+    raw per-step logits -> log-softmax -> top-k, text up to the first stop id."""
+    from transformers import GenerationConfig
+
+    from harness.models.sources import generation_eos_ids
+
+    model, tok = loaded.model, loaded.tokenizer
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else loaded.formatter.end_of_turn_id
+    width = max(len(p) for p in prompts)
+    input_ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], dtype=torch.long)
+    attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], dtype=torch.long)
+    stop_ids = sorted(set(loaded.formatter.stop_ids) | set(generation_eos_ids(model)))
+    config = GenerationConfig(max_new_tokens=settings.max_tokens, do_sample=False, temperature=None, top_p=None,
+                              top_k=None, eos_token_id=stop_ids, pad_token_id=pad_id,
+                              output_logits=settings.top_logprobs is not None, return_dict_in_generate=True)
+    with torch.no_grad():
+        out = model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config)
+
+    def text_of(token_id: int) -> str:
+        text = tok.decode([token_id])
+        return str(tok.convert_ids_to_tokens(token_id)) if "\ufffd" in text else text
+
+    responses = []
+    for row, ids in enumerate(out.sequences[:, width:].tolist()):
+        length = next((n for n, t in enumerate(ids) if t in stop_ids), None)
+        content = ids if length is None else ids[:length]
+        top = None
+        if settings.top_logprobs is not None:
+            top = []
+            for step in range(len(content)):
+                logprobs = torch.log_softmax(out.logits[step][row].float(), dim=-1)
+                values, best = torch.topk(logprobs, settings.top_logprobs)
+                alternatives: dict[str, float] = {}
+                for value, token_id in zip(values.tolist(), best.tolist(), strict=True):
+                    alternatives.setdefault(text_of(int(token_id)), float(value))
+                top.append(alternatives)
+        responses.append(JudgeResponse(text=tok.decode(content, skip_special_tokens=True), top_logprobs=top,
+                                       prompt_tokens=len(prompts[row]),
+                                       completion_tokens=len(content) + (0 if length is None else 1),
+                                       extra={"finish_reason": "length" if length is None else "stop"}))
+    return responses
+
+
+def varied_requests() -> list[JudgeRequest]:
+    prompts = ["Is answer A better than B?", "Rate this: hello", "Which output is more helpful, m or M?", "x",
+               "a much longer prompt " * 8]
+    return ([JudgeRequest.chat([{"role": "user", "content": p}], max_tokens=6, top_logprobs=4) for p in prompts]
+            + [JudgeRequest.chat([{"role": "user", "content": p}], max_tokens=10) for p in prompts]
+            + [JudgeRequest.chat([{"role": "user", "content": p}], max_tokens=4, top_logprobs=3, prefill="[[")
+               for p in prompts[:2]])
+
+
+def test_local_judge_answers_as_before_through_the_hf_backend(varied_model: LoadedModel,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded = varied_model
+    reqs = varied_requests()
+    judge = LocalJudge(loaded, batch_size=1, system_prompt="Be fair.")
+    expected = [old_local_answers(loaded, [judge._prompt_ids(r)], r)[0] for r in reqs]  # before: model.generate
+    assert {r.extra["finish_reason"] for r in expected} == {"stop", "length"}  # both endings are exercised
+    assert len({r.text for r in expected}) > 5
+
+    def old_loop(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the local judge called model.generate")
+
+    monkeypatch.setattr(loaded.model, "generate", old_loop)
+    alone = judge.complete(reqs)
+    # One request per batch (no padding): byte-identical, log-probs included.
+    assert [(r.text, r.top_logprobs, r.prompt_tokens, r.completion_tokens, r.extra) for r in alone] == \
+        [(r.text, r.top_logprobs, r.prompt_tokens, r.completion_tokens, r.extra) for r in expected]
+    assert judge.generator().generated_tokens == sum(r.completion_tokens for r in alone)  # the backend's accounting
+    assert judge.usage.attempts == len(reqs) and judge.usage.calls == len(reqs)
+    # Batched: the same tokens; log-probs to float rounding (padding), as the old path between batch sizes.
+    batched = LocalJudge(loaded, batch_size=8, system_prompt="Be fair.").complete(reqs)
+    for got, want in zip(batched, expected, strict=True):
+        assert (got.text, got.completion_tokens, got.extra) == (want.text, want.completion_tokens, want.extra)
+        if want.top_logprobs is None:
+            assert got.top_logprobs is None
+            continue
+        assert got.top_logprobs is not None
+        assert [list(d) for d in got.top_logprobs] == [list(d) for d in want.top_logprobs]
+        for g, w in zip(got.top_logprobs, want.top_logprobs, strict=True):
+            assert list(g.values()) == pytest.approx(list(w.values()), abs=1e-4)
+
+
+def test_local_judge_samples_do_not_depend_on_the_batch(varied_model: LoadedModel) -> None:
+    reqs = [JudgeRequest.chat([{"role": "user", "content": f"Say something about {t}."}], max_tokens=6,
+                              temperature=1.0, top_logprobs=2) for t in ("cats", "dogs", "a much longer topic")]
+    together = LocalJudge(varied_model, batch_size=8, seed=4).complete(reqs)
+    alone = [LocalJudge(varied_model, batch_size=1, seed=4).complete([r])[0] for r in reqs]
+    assert [r.text for r in together] == [r.text for r in alone]
+    assert len({r.text for r in together}) > 1

@@ -99,8 +99,8 @@ def test_pipeline_under_two_processes_stores_what_one_process_stores(tmp_path):
     for stage_dir in sorted((tmp_path / "single" / "artifacts").iterdir()):
         assert sorted(p.name for p in stage_dir.iterdir()) == \
             sorted(p.name for p in (tmp_path / "ddp" / "artifacts" / stage_dir.name).iterdir()), stage_dir.name
-    assert (single.samples_artifact().file("samples.jsonl").read_text()
-            == ddp.samples_artifact().file("samples.jsonl").read_text())
+    assert (single.build_plan().samples.artifact.file("samples.jsonl").read_text()
+            == ddp.build_plan().samples.artifact.file("samples.jsonl").read_text())
     for row in ddp.rows():
         if row.train is None:
             continue

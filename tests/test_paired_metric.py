@@ -20,11 +20,11 @@ def test_alpaca_eval_pairs_on_win_rate_not_lc() -> None:
     comp = {(c["row"], c["benchmark"]): c for c in lb.comparisons}
     pad = comp[("pad", "alpaca_eval2")]
     assert pad["metric"] == "alpaca_eval2.win_rate"
-    assert pad["metric_label"] == "AlpacaEval 2 WR (%)"
+    assert pad["metric_label"] == "AlpacaEval 2 WR (fraction)"  # each item a 0/1 win, not a percent
     assert pad["baseline"] == "dpo"  # the best baseline by WR, the metric being compared
     # Benchmarks that declare nothing keep their first headline column.
     assert comp[("pad", "arena_hard")]["metric"] == "arena_hard.score"
-    assert comp[("pad", "arena_hard")]["metric_label"] == "Arena-Hard Score (%)"
+    assert comp[("pad", "arena_hard")]["metric_label"] == "Arena-Hard Score (fraction)"
 
 
 def test_no_alpaca_comparison_is_labelled_lc_when_wr_is_missing() -> None:

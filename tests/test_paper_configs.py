@@ -70,8 +70,9 @@ def test_paper_config_dry_run_lists_every_row(name: str, monkeypatch, tmp_path, 
     """`--dry-run` plans one train step per row (hub models stubbed: no download, no weights)."""
     from harness import pipeline
     from harness.cli import main
+    from harness.stages import context
 
-    monkeypatch.setattr(pipeline, "model_key", lambda spec: {"model": spec.model, "stub": True})
+    monkeypatch.setattr(context, "model_key", lambda spec: {"model": spec.model, "stub": True})
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     monkeypatch.chdir(tmp_path)
     assert main(["run", str(LEADERBOARDS / name), "--dry-run"]) == 0

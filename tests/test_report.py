@@ -160,6 +160,30 @@ def test_writers_produce_the_four_files(tmp_path: Path) -> None:
     )
 
 
+def test_per_item_tables_label_fractions_as_fractions(tmp_path: Path) -> None:
+    """A percent column's per-item scores are fractions (a win counts 1, not 100): the per-item tables (what
+    the run resolves, vs the untrained student, vs the best baseline) label them as such, never with a %.
+    A benchmark that records each item in percent (Arena-Hard's scoring does) keeps the column's label."""
+    results = sample_results(methods=("pad", "dpo"), seeds=(0,))
+    for r in results.rows:
+        for it in r.benchmarks["arena_hard"].per_item:
+            it["score"] *= 100
+    paths = write_reports(results, tmp_path, paper_dirs=[], n_boot=100)
+    board = json.loads(paths["json"].read_text())
+    per_item = board["resolution"] + board["vs_untrained"] + board["comparisons"]
+    alpaca = [c for c in per_item if c["metric"] == "alpaca_eval2.win_rate"]
+    assert len(alpaca) == 1 + 3 + 1  # its resolution line; teacher, pad, dpo vs untrained; pad vs dpo
+    assert {c["metric_label"] for c in alpaca} == {"AlpacaEval 2 WR (fraction)"}
+    assert all(abs(c["diff"]) <= 1 for c in alpaca if c.get("diff") is not None)  # fractions indeed
+    arena = {c["metric_label"] for c in per_item if c["metric"] == "arena_hard.score"}
+    assert arena == {"Arena-Hard Score (%)"}
+    md = paths["markdown"].read_text()
+    per_item_md = md.split("## What this run can resolve")[1].split("## Seed noise")[0]
+    assert "| AlpacaEval 2 WR (fraction) |" in per_item_md and "WR (%)" not in per_item_md
+    html = paths["html"].read_text()
+    assert ">AlpacaEval 2 WR (fraction)<" in html and "AlpacaEval 2 WR (%)" not in html
+
+
 def test_html_is_self_contained_and_escaped(tmp_path: Path) -> None:
     results = sample_results(methods=("pad",), seeds=(0,))
     evil = '<script>alert("x")</script>'

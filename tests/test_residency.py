@@ -13,7 +13,6 @@ from conftest import make_tiny
 from harness.config import parse_experiment
 from harness.models.base import LoadedModel
 from harness.models.residency import park, unpark
-from harness.models.scoring import Scorer
 from harness.pipeline import Pipeline
 
 
@@ -49,19 +48,21 @@ def test_a_vllm_engine_parks_the_runs_models_and_the_hf_backend_does_not(tmp_pat
         "name": "park", "teacher": {"model": "tiny:llama", "seed": 1}, "student": {"model": "tiny:llama"},
         "prompts": {"source": "sharegpt", "count": 2}, "methods": [{"name": "sft"}], "benchmarks": [],
     }, "test")
-    pipe = Pipeline(exp, tmp_path, progress=False)
+    ctx = Pipeline(exp, tmp_path, progress=False).ctx
+    pool = ctx.models
     teacher, student = on_gpu(), on_gpu()
-    pipe._models.update(teacher=teacher, student=student)
-    pipe.generator("hf", student)
+    pool._base.update(teacher=teacher, student=student)
+    pool.generator(ctx.student, "hf")
     assert not teacher.parked and not student.parked
     tiny = make_tiny("llama")  # a scorer that remembers prompt passes (the teacher reading every row's answers)
-    remembering = Scorer(tiny, batch_size=4, remember_prompts=2)
-    pipe._models["scorer:teacher"] = remembering
+    pool._base["teacher"] = tiny
+    remembering = pool.scorer(ctx.teacher, batch_size=4, remember_prompts=2)
+    pool._base["teacher"] = teacher
     prompt = tiny.formatter.prompt_ids([{"role": "user", "content": "hi"}])
     remembering.score_groups([(prompt, [tiny.formatter.response_ids("hello")])])
     assert len(remembering._prompt_passes) == 1
-    generator = pipe.generator("vllm", student)  # the engine itself starts lazily (no vLLM needed here)
+    generator = pool.generator(ctx.student, "vllm")  # the engine itself starts lazily (no vLLM needed here)
     assert generator.loaded is student and teacher.parked and student.parked
     assert not remembering._prompt_passes  # its KV caches would have stayed on the device beside the engine
-    assert pipe.teacher(weights=False) is teacher and teacher.parked  # tokenizer/identity only: stays parked
-    assert pipe.teacher() is teacher and not teacher.parked and teacher.model.moves == ["cpu", "cuda:0"]
+    assert pool.loaded(ctx.teacher, weights=False) is teacher and teacher.parked  # tokenizer/identity only
+    assert pool.loaded(ctx.teacher) is teacher and not teacher.parked and teacher.model.moves == ["cpu", "cuda:0"]

@@ -218,7 +218,7 @@ def test_a_signal_is_computed_once_and_charged_to_every_method_that_reads_it(tmp
     assert len(calls) == 1 and calls[0] > 0
     accounting = {row.method.name: row.train.manifest()["accounting"]
                   for row in pipe.rows() if row.train is not None}
-    mcq_tokens = pipe.signal_artifact(Signal.MCQ_PREFERENCE).manifest()["accounting"]["teacher_forward_tokens"]
+    mcq_tokens = pipe.build_plan().signals[Signal.MCQ_PREFERENCE].artifact.manifest()["accounting"]["teacher_forward_tokens"]
     assert mcq_tokens == calls[0]
     readers = [name for name, method in ((m.name, pipe.methods[m.row_name]) for m in exp.methods)
                if Signal.MCQ_PREFERENCE in method.signals_needed()]

@@ -15,7 +15,6 @@ from harness.benchmarks.teacher_agreement import agreement, kendall_tau
 from harness.config import parse_experiment
 from harness.pipeline import Pipeline
 from harness.prompts import load_held_out, load_prompts
-from harness.stages import data as data_stages
 
 EXP = {
     "name": "agree",
@@ -70,12 +69,12 @@ def test_held_out_prompts_are_the_sources_next_ones_and_never_training_prompts()
 def test_the_pipeline_measures_agreement_on_prompts_no_trainset_contains(tmp_path) -> None:
     pipe = Pipeline(parse_experiment(EXP, "t"), tmp_path, progress=False)
     results = pipe.run()
-    trainset = set(data_stages.read_trainset_ids(pipe.trainset_artifact().path))
-    trained_texts = {p["messages"][0]["content"] for p in data_stages.read_prompts(pipe.prompts_artifact().path)
-                     if p["prompt_id"] in trainset}
-    for row in pipe.rows():
+    plan = pipe.build_plan()
+    trainset = plan.trainset.prompt_ids()
+    trained_texts = {p["messages"][0]["content"] for p in plan.prompts.read() if p["prompt_id"] in trainset}
+    for row in plan.rows:
         answers = [json.loads(line) for line in
-                   (pipe.answers_artifact(row, 0).path / "answers.jsonl").read_text().splitlines()]
+                   (plan.answers(row, 0).artifact.path / "answers.jsonl").read_text().splitlines()]
         assert len(answers) == 5
     held = load_held_out(pipe.exp.prompts, 5).prompts
     assert not trained_texts & {p["messages"][0]["content"] for p in held}
@@ -108,10 +107,11 @@ def test_agreement_rewards_are_each_models_own_mean_log_likelihoods(tmp_path) ->
     """A row's recorded rewards equal its model's mean log-prob of the candidates, scored one by one."""
     pipe = Pipeline(parse_experiment({**EXP, "methods": [{"name": "sft"}]}, "t"), tmp_path, progress=False)
     pipe.run()
-    student_row = next(r for r in pipe.rows() if r.kind == "student")
-    record = json.loads((pipe.answers_artifact(student_row, 0).path / "answers.jsonl").read_text().splitlines()[0])
+    plan = pipe.build_plan()
+    student_row = next(r for r in plan.rows if r.kind == "student")
+    record = json.loads((plan.answers(student_row, 0).artifact.path / "answers.jsonl").read_text().splitlines()[0])
     cands = json.loads(next((tmp_path / "artifacts" / "shared").iterdir()).joinpath("values.json").read_text())[0]
-    student = pipe.student()
+    student = pipe.models.loaded(pipe.ctx.student)
     prompt = student.formatter.prompt_ids(load_held_out(pipe.exp.prompts, 5).prompts[0]["messages"])
     for text, done, got in zip(cands["texts"], cands["finished"], record["row_rewards"], strict=True):
         resp = student.formatter.response_ids(text, finished=done)

@@ -20,9 +20,9 @@ from conftest import make_tiny
 from harness.config import parse_experiment
 from harness.models.base import GenerationRequest, LoadedModel, SamplingParams
 from harness.models.chat import ChatFormatter
+from harness.models.handles import trained_identity
 from harness.models.hf_generator import HFGenerator
 from harness.pipeline import Pipeline
-from harness.stages.evaluation import trained_identity
 from harness.store import read_jsonl
 
 
@@ -90,8 +90,9 @@ def test_trained_rows_answer_with_their_trained_weights_under_vllm(tmp_path: Pat
         if backend == "vllm":
             # One engine per row for all its benchmarks (3 rows x 2 benchmarks), each shut down after use.
             assert len(calls) == pipe.engines.starts == 3 and pipe.engines.generator is None
-        rows = {row.row: row for row in pipe.rows()}
-        answers[backend] = {name: [a["output"] for a in read_jsonl(pipe.answers_artifact(row, 0).path / "answers.jsonl")]
+        plan = pipe.build_plan()
+        rows = {row.row: row for row in plan.rows}
+        answers[backend] = {name: [a["output"] for a in read_jsonl(plan.answers(row, 0).artifact.path / "answers.jsonl")]
                             for name, row in rows.items() if name != "teacher"}
         trained = rows["sft"].train
         assert trained is not None
@@ -131,13 +132,14 @@ def test_student_and_teacher_samples_go_through_the_configured_backend(tmp_path:
         "methods": [{"name": "seqkd"}], "judge": {"backend": "local", "model": "tiny:llama"},
     }, "test")
     pipe = Pipeline(exp, tmp_path, progress=False)
-    for step in pipe.plan():
+    plan = pipe.build_plan()
+    for step in plan.steps:
         if step.stage in ("prompts", "samples", "signal"):
             pipe._run_step(step)
     assert len(calls) == 2  # the student's samples, then the teacher's own (SeqKD), each on its engine
     import json
 
-    teacher = json.loads((pipe.signal_artifact("teacher_samples").path / "values.json").read_text())["samples"]
+    teacher = json.loads((plan.signals["teacher_samples"].artifact.path / "values.json").read_text())["samples"]
     assert len(teacher) == 3 and all(rec["responses"] and "finished" in rec for rec in teacher)
 
 
@@ -151,9 +153,9 @@ def test_backend_params_come_from_the_experiment_and_are_validated(tmp_path: Pat
     exp = parse_experiment({**base, "backends": {"vllm": {"tensor_parallel_size": 2, "kv_cache_gib": 1.5,
                                                            "max_model_len": 1024, "enforce_eager": True}}}, "t")
     tiny = make_tiny("llama", seed=0)
-    from harness.stages.data import build_generator
-
-    kwargs = build_generator(exp, "vllm", tiny).engine_kwargs()
+    ctx = Pipeline(exp, tmp_path, progress=False).ctx
+    ctx.models._base["student"] = tiny  # the pool builds the backend from the student's handle
+    kwargs = ctx.models.generator(ctx.student, "vllm").engine_kwargs()
     assert (kwargs["tensor_parallel_size"], kwargs["kv_cache_memory_bytes"], kwargs["max_model_len"]) == (
         2, int(1.5 * 2**30), 1024) and kwargs["enforce_eager"] is True
     assert isinstance(VLLMGenerator(tiny), VLLMGenerator)
@@ -168,5 +170,6 @@ def test_backend_params_come_from_the_experiment_and_are_validated(tmp_path: Pat
     for name, params in {"plain": {}, "memory": {"gpu_memory_utilization": 0.5},
                          "dtype": {"dtype": "float16"}}.items():
         pipe = Pipeline(parse_experiment({**base, "backends": {"vllm": params}}, "t"), tmp_path, progress=False)
-        keys[name] = pipe.answers_artifact(pipe.rows()[1], 0).key
+        plan = pipe.build_plan()
+        keys[name] = plan.answers(plan.rows[1], 0).artifact.key
     assert keys["plain"] == keys["memory"] != keys["dtype"]

@@ -307,7 +307,7 @@ def _trainset_key(methods: list[dict[str, Any]], tmp_path: Path) -> str:
 
     data = yaml.safe_load((Path(__file__).resolve().parents[1] / "leaderboards" / "tiny.yaml").read_text())
     data["methods"] = methods
-    return Pipeline(parse_experiment(data), tmp_path, progress=False).trainset_artifact().key
+    return Pipeline(parse_experiment(data), tmp_path, progress=False).build_plan().trainset.artifact.key
 
 
 def test_toggling_a_filter_replans_the_trainset_and_other_params_do_not(tmp_path: Path) -> None:

@@ -120,15 +120,16 @@ def test_a_trained_row_answers_with_its_trained_weights(tmp_path: Path, smollm: 
     answers: dict[str, dict[str, list[str]]] = {}
     for backend in ("hf", "vllm"):
         pipe = Pipeline(parse_experiment({**data, "generation_backend": backend}), tmp_path, progress=False)
-        pipe._models["student"] = smollm  # loaded once for the module
-        for step in pipe.plan():
+        pipe.models._base["student"] = smollm  # loaded once for the module
+        plan = pipe.build_plan()
+        for step in plan.steps:
             if step.stage in ("prompts", "samples", "signal", "trainset", "train", "answers") and not step.done:
                 if step.stage == "answers" and step.label.startswith("teacher"):
                     continue
                 pipe._run_step(step)
-        answers[backend] = {row.row: [a["output"] for a in read_jsonl(pipe.answers_artifact(row, 0).path
+        answers[backend] = {row.row: [a["output"] for a in read_jsonl(plan.answers(row, 0).artifact.path
                                                                        / "answers.jsonl")]
-                            for row in pipe.rows() if row.kind != "teacher"}
+                            for row in plan.rows if row.kind != "teacher"}
     assert answers["vllm"]["sft"] == answers["hf"]["sft"]
     assert answers["vllm"]["student (untrained)"] == answers["hf"]["student (untrained)"]
     assert answers["vllm"]["sft"] != answers["vllm"]["student (untrained)"]

@@ -12,10 +12,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel
 
+from harness.errors import HarnessError
 from harness.judges.base import Judge
 
 if TYPE_CHECKING:
@@ -189,6 +191,18 @@ class Benchmark(ABC):
     @abstractmethod
     def score(self, judgements: list[dict[str, Any]]) -> ScoreResult:
         """Metrics from judgement records."""
+
+    @classmethod
+    def score_official(cls, path: Path) -> ScoreResult:
+        """Metrics from a judgement file of the benchmark's official tooling (AlpacaEval's annotations.json,
+        arena-hard-auto's model_judgment, FastChat's *_single.jsonl): `pad-harness score`. Benchmarks that
+        can override it (`scores_official_files()` then says so); the default refuses."""
+        raise HarnessError(f"benchmark {cls.name!r} cannot score external judgement files")
+
+    @classmethod
+    def scores_official_files(cls) -> bool:
+        """Whether this benchmark implements `score_official` (overrides the base's refusal)."""
+        return any("score_official" in vars(k) for k in cls.__mro__[:cls.__mro__.index(Benchmark)])
 
 
 def benchmark_from_spec(spec: Any, subset: int | None | Literal["spec"] = "spec") -> Benchmark:

@@ -2,9 +2,10 @@
 
 Lookups come first; only misses reach the backend. Each answer is committed the moment it arrives, so a run
 interrupted mid-judging (crash, Ctrl-C, a judge server that dies) keeps every finished judgement and a resumed
-run asks only for the rest. Backends that set `reports_incrementally = True` accept an `on_result(index,
-response)` callback in `complete` (both built-in backends do, including the concurrent HTTP one); any other
-backend is fed the misses in small chunks, so at most one chunk of work can be lost.
+run asks only for the rest. Backends that set `reports_incrementally = True` call `complete`'s `on_result(index,
+response)` as each answer arrives (every built-in backend does, including the concurrent HTTP one); any
+other backend is fed the misses in small chunks, so at most one chunk of work can be lost. `CachedJudge`
+reports incrementally itself: cached answers at once, the others as the backend delivers them.
 
 The database holds no secret: the identity never contains an API key and the request is only the messages and
 decoding settings. WAL mode; one connection per `CachedJudge`, guarded by a lock, because an async backend may
@@ -22,17 +23,16 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.judges.base import Judge, JudgeRequest, JudgeResponse
+from harness.judges.base import Judge, JudgeRequest, JudgeResponse, JudgeUsage, OnResult
 from harness.judges.cache_db import CacheFile, is_corruption
 from harness.judges.progress import JudgeProgress
 
 log = logging.getLogger(__name__)
 
-OnResult = Callable[[int, JudgeResponse], None]
+__all__ = ["CachedJudge", "JudgeUsage", "cache_key", "canonical_json", "request_payload"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS judgements (
@@ -43,30 +43,6 @@ CREATE TABLE IF NOT EXISTS judgements (
     created_at REAL NOT NULL
 )
 """
-
-
-@dataclass
-class JudgeUsage:
-    """What a judge spent: answers obtained, backend attempts (HTTP requests incl. retries, or generate
-    calls), retries, tokens and cost in USD at the experiment's prices."""
-
-    calls: int = 0
-    attempts: int = 0
-    retries: int = 0
-    failures: int = 0  # attempts that failed (error, timeout, malformed reply); each is retried or fatal
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
-
-    def record(self, response: JudgeResponse, price_per_1k_input: float, price_per_1k_output: float) -> None:
-        self.calls += 1
-        self.prompt_tokens += response.prompt_tokens
-        self.completion_tokens += response.completion_tokens
-        self.cost_usd += (response.prompt_tokens * price_per_1k_input
-                          + response.completion_tokens * price_per_1k_output) / 1000.0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def canonical_json(obj: Any) -> str:
@@ -104,8 +80,11 @@ class CachedJudge(Judge):
     """Wraps any judge; answers from SQLite when it can, asks the backend only for the misses.
 
     Counters (this object's lifetime): `calls` (answers the backend produced), `cache_hits`, `prompt_tokens`,
-    `completion_tokens` and `cost_usd` (spent on those calls only; cached answers cost nothing again).
+    `completion_tokens` and `cost_usd` (spent on those calls only; cached answers cost nothing again), in
+    `usage` and `counters()`; the backend's retries come from its own `usage`.
     """
+
+    reports_incrementally = True
 
     def __init__(self, inner: Judge, db_path: Path | str, *, price_per_1k_input: float = 0.0,
                  price_per_1k_output: float = 0.0, chunk_size: int = 8) -> None:
@@ -156,15 +135,14 @@ class CachedJudge(Judge):
     def cost_usd(self) -> float:
         return self.usage.cost_usd
 
-    def stats(self) -> dict[str, Any]:
-        """Counters for the run's accounting (the backend's own retry counts included when it has them)."""
-        inner_usage = getattr(self.inner, "usage", None)
+    def stats(self) -> dict[str, float]:
+        """Counters for the run's accounting (the backend's own retry count included)."""
         return {"calls": self.calls, "cache_hits": self.cache_hits, "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens, "cost_usd": self.cost_usd,
-                "retries": inner_usage.retries if isinstance(inner_usage, JudgeUsage) else 0}
+                "retries": self.inner.usage.retries}
 
-    def counters(self) -> dict[str, Any]:
-        """Same as `stats()`; the name the evaluation stage reads (it diffs two snapshots per benchmark)."""
+    def counters(self) -> dict[str, float]:
+        """Same as `stats()`; what the evaluation stage reads (it diffs two snapshots per benchmark)."""
         return self.stats()
 
     @property
@@ -176,40 +154,42 @@ class CachedJudge(Judge):
             return int(self._conn.execute("SELECT COUNT(*) FROM judgements").fetchone()[0])
 
     # -- the work -------------------------------------------------------------------------------------
-    def complete(self, requests: list[JudgeRequest], progress: str | None = None) -> list[JudgeResponse]:
+    def complete(self, requests: list[JudgeRequest], progress: str | None = None,
+                 on_result: OnResult | None = None) -> list[JudgeResponse]:
         identity = self.inner.identity
         keys = [cache_key(identity, r) for r in requests]
         found = self._lookup(set(keys))
         results: list[JudgeResponse | None] = [None] * len(requests)
-        misses: dict[str, int] = {}  # key -> first index asking for it (duplicates are asked once)
+        misses: dict[str, list[int]] = {}  # key -> the indices asking for it (duplicates are asked once)
         for i, key in enumerate(keys):
             if key in found:
                 results[i] = found[key]
-            elif key not in misses:
-                misses[key] = i
+                if on_result is not None:
+                    on_result(i, found[key])
+            else:
+                misses.setdefault(key, []).append(i)
         with self._lock:
             self.cache_hits += sum(1 for key in keys if key in found)
         if progress:
             log.info("%s: %d judgements cached, %d to ask %s", progress, len(requests) - len(misses),
                      len(misses), identity.get("backend", "the judge"))
         miss_keys = list(misses)
-        miss_requests = [requests[misses[k]] for k in miss_keys]
+        miss_requests = [requests[misses[k][0]] for k in miss_keys]
         bar = JudgeProgress(progress, len(miss_requests), self.inner)  # done/total, retries, failed attempts
 
         def store(j: int, response: JudgeResponse) -> None:
             self._store(miss_keys[j], miss_requests[j], response)
             with self._lock:
                 self.usage.record(response, self.price_per_1k_input, self.price_per_1k_output)
-            results[misses[miss_keys[j]]] = response
+            for i in misses[miss_keys[j]]:  # duplicates of a request asked in this call share its answer
+                results[i] = response
+                if on_result is not None:
+                    on_result(i, response)
             bar.advance()
 
         if miss_requests:
             with bar:
                 self._ask(miss_requests, store, progress)
-        # Duplicates of a request asked in this call share its answer.
-        for i, key in enumerate(keys):
-            if results[i] is None:
-                results[i] = results[misses[key]]
         missing = [i for i, r in enumerate(results) if r is None]
         if missing:
             raise RuntimeError(f"judge backend returned no answer for requests {missing[:5]}")
@@ -220,14 +200,14 @@ class CachedJudge(Judge):
         return await asyncio.to_thread(self.complete, requests, progress)
 
     def _ask(self, requests: list[JudgeRequest], store: OnResult, progress: str | None) -> None:
-        if getattr(self.inner, "reports_incrementally", False):
+        if self.inner.reports_incrementally:
             reported: set[int] = set()
 
             def store_once(j: int, response: JudgeResponse) -> None:
                 store(j, response)
                 reported.add(j)
 
-            answers = self.inner.complete(requests, progress, on_result=store_once)  # type: ignore[call-arg]
+            answers = self.inner.complete(requests, progress, on_result=store_once)
             self._check_count(answers, requests)
             for j, response in enumerate(answers):  # a backend that skipped the callback loses nothing
                 if j not in reported:

@@ -42,8 +42,25 @@ def is_official(spec: JudgeSpec, benchmark: Any) -> bool:
 
 
 def judge_key(spec: JudgeSpec) -> dict[str, Any]:
-    """What of a judge spec changes judgements (never the API key): the judgements' cache key part."""
+    """What of a judge spec changes judgements (never the API key): the judgements' cache key part. Of the
+    backend's own `params`, only its `result_params` set to other than their default count (a spec without
+    such params has the key it had before judges took params)."""
     data = spec.model_dump(mode="json")
     for volatile in _VOLATILE:
         data.pop(volatile, None)
+    params = data.pop("params", None)
+    if params:
+        kept = result_params(spec.backend, params)
+        if kept:
+            data["params"] = kept
     return data
+
+
+def result_params(backend: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The judge `params` that change its judgements (its `result_params`), validated, defaults left out."""
+    from harness.judges.factory import judge_class
+
+    cls = judge_class(backend)
+    values = cls.parse_params(params, f"judge ({backend}).params").model_dump(mode="json")
+    defaults = cls.Params().model_dump(mode="json")
+    return {k: values[k] for k in cls.result_params if values[k] != defaults[k]}

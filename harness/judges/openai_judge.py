@@ -4,7 +4,8 @@ Requests run concurrently on an asyncio loop, at most `JudgeSpec.concurrency` in
 retried with exponential backoff and jitter (honouring `Retry-After`) on 429, 408/409, 5xx, timeouts,
 connection errors and malformed replies (not JSON, no choices, no text, log-probs missing when asked); other
 4xx answers are the user's to fix and fail at once. The `openai` client's own retries are off so that every
-attempt is counted here.
+attempt is counted here. The backoff's timing is the judge's `Params` (`judge.params` in the experiment file:
+`backoff_base_s`, `backoff_max_s`, `jitter`, `retry_after_max_s`); it changes no judgement.
 
 The API key is read from the environment variable named by `JudgeSpec.api_key_env`. Without it, a loopback
 server (127.0.0.1, localhost, ::1: typically a local vLLM) gets the placeholder key `EMPTY`, which vLLM
@@ -20,15 +21,16 @@ import json
 import logging
 import os
 import random
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
+from pydantic import Field
+
 from harness.config import JudgeSpec
 from harness.errors import JudgeError
-from harness.judges.base import Judge, JudgeRequest, JudgeResponse
-from harness.judges.cache import JudgeUsage
+from harness.judges.base import Judge, JudgeParams, JudgeRequest, JudgeResponse, JudgeUsage, OnResult
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +144,15 @@ def _parse_logprobs(logprobs: Any) -> list[dict[str, float]]:
 class OpenAIJudge(Judge):
     """Any OpenAI-compatible chat-completions server (OpenAI, vLLM serve, ...), with retries and top log-probs."""
 
+    class Params(JudgeParams):
+        """Retry timing: attempt n waits min(backoff_max_s, backoff_base_s * 2**n) * (1 + jitter * U[0,1)),
+        at least the server's `Retry-After` up to retry_after_max_s."""
+
+        backoff_base_s: float = Field(1.0, ge=0)
+        backoff_max_s: float = Field(30.0, ge=0)
+        jitter: float = Field(0.25, ge=0)
+        retry_after_max_s: float = Field(60.0, ge=0)
+
     reports_incrementally = True
 
     def __init__(self, spec: JudgeSpec, *, backoff_base_s: float = 1.0, backoff_max_s: float = 30.0,
@@ -156,10 +167,6 @@ class OpenAIJudge(Judge):
         self.retry_after_max_s = retry_after_max_s
         self.usage = JudgeUsage()
         self._rng = random.Random()
-
-    @classmethod
-    def from_spec(cls, spec: JudgeSpec, *, local_model_loader: Any = None, **options: Any) -> OpenAIJudge:
-        return cls(spec, **options)
 
     @classmethod
     def preflight(cls, spec: JudgeSpec) -> str | None:
@@ -179,11 +186,11 @@ class OpenAIJudge(Judge):
 
     # -- public API -----------------------------------------------------------------------------------
     def complete(self, requests: list[JudgeRequest], progress: str | None = None,
-                 on_result: Callable[[int, JudgeResponse], None] | None = None) -> list[JudgeResponse]:
+                 on_result: OnResult | None = None) -> list[JudgeResponse]:
         return run_sync(self.acomplete(requests, progress, on_result))
 
     async def acomplete(self, requests: list[JudgeRequest], progress: str | None = None,
-                        on_result: Callable[[int, JudgeResponse], None] | None = None) -> list[JudgeResponse]:
+                        on_result: OnResult | None = None) -> list[JudgeResponse]:
         """Answer every request concurrently; `on_result(i, response)` fires as each one finishes. The first
         request that fails for good cancels the rest and raises (answers already reported are kept)."""
         from openai import AsyncOpenAI

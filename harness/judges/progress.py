@@ -2,8 +2,8 @@
 
 A judge server that keeps failing is retried with backoff for up to a minute before the run stops; the
 counts are refreshed every second (not only when an answer arrives), so those retries are seen as they
-happen instead of as silence. The counts come from the backend's `usage` (`JudgeUsage`: `retries`,
-`failures`), read afresh each time because a backend may replace it (the vLLM-server judge, once started).
+happen instead of as silence. The counts come from the backend's `usage` (`Judge.usage`, a `JudgeUsage`:
+`retries`, `failures`), read afresh each time.
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ import threading
 from typing import Any
 
 from harness.console import bar as progress_bar
+from harness.judges.base import Judge
 
 
 class JudgeProgress:
     """`with JudgeProgress(desc, total, backend) as p: ... p.advance()`; no bar when `desc` is None."""
 
-    def __init__(self, desc: str | None, total: int, backend: Any, refresh_s: float = 1.0) -> None:
+    def __init__(self, desc: str | None, total: int, backend: Judge, refresh_s: float = 1.0) -> None:
         self.desc = desc
         self.total = total
         self.backend = backend
@@ -30,8 +31,8 @@ class JudgeProgress:
         self._shown: tuple[int, int] | None = None
 
     def _counts(self) -> tuple[int, int]:
-        usage = getattr(self.backend, "usage", None)
-        return (int(getattr(usage, "retries", 0)), int(getattr(usage, "failures", 0)))
+        usage = self.backend.usage
+        return (usage.retries, usage.failures)
 
     def counts(self) -> dict[str, int]:
         """Retries and failed attempts since this bar started."""

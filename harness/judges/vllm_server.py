@@ -7,7 +7,8 @@ run starts nothing), waits for `/health`, and judges through the `openai` judge 
 retries, top log-probs and SQLite cache. `close()` (the pipeline calls it at the end of a run, and at exit
 as a safety net) stops the server's whole process group: vLLM's engine processes outlive a parent that
 dies without shutting them down. Extra server flags go in `judge.server_args` (e.g. `["--max-model-len",
-"4096", "--tensor-parallel-size", "4"]` for a 70B judge on 4 GPUs).
+"4096", "--tensor-parallel-size", "4"]` for a 70B judge on 4 GPUs). Its `Params` (`judge.params`) are the
+`openai` judge's retry timing plus `startup_timeout_s`.
 
 The judge's identity (cache key) is the model's own fingerprint and the server flags, not the port, so
 cached judgements survive a restart.
@@ -28,10 +29,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from harness.config import JudgeSpec, ModelSpec
 from harness.errors import JudgeError
-from harness.judges.base import Judge, JudgeRequest, JudgeResponse
-from harness.judges.cache import JudgeUsage
+from harness.judges.base import Judge, JudgeRequest, JudgeResponse, JudgeUsage, OnResult
+from harness.judges.openai_judge import OpenAIJudge
 
 
 def free_port() -> int:
@@ -96,6 +99,9 @@ class VLLMServer:
 class VLLMServerJudge(Judge):
     """A judge served by a vLLM server this harness starts and stops (see the module docstring)."""
 
+    class Params(OpenAIJudge.Params):
+        startup_timeout_s: float = Field(900.0, gt=0)  # how long the server may take to become healthy
+
     reports_incrementally = True
 
     def __init__(self, spec: JudgeSpec, *, startup_timeout_s: float = 900.0, **options: Any) -> None:
@@ -104,12 +110,8 @@ class VLLMServerJudge(Judge):
         self.options = options  # for the inner `openai` judge (backoff settings, ...)
         self._model = ModelSpec(model=spec.model)
         self._server: VLLMServer | None = None
-        self._client: Any = None
-        self._idle_usage = JudgeUsage()
-
-    @classmethod
-    def from_spec(cls, spec: JudgeSpec, *, local_model_loader: Any = None, **options: Any) -> VLLMServerJudge:
-        return cls(spec, **options)
+        self._client: OpenAIJudge | None = None
+        self.usage = JudgeUsage()  # shared with the inner `openai` judge once the server is started
 
     @classmethod
     def preflight(cls, spec: JudgeSpec) -> str | None:
@@ -125,13 +127,8 @@ class VLLMServerJudge(Judge):
         return {"backend": "vllm_server", "model": model_fingerprint(self._model, device="cpu"),
                 "server_args": list(self.spec.server_args), "system_prompt": self.spec.system_prompt}
 
-    @property
-    def usage(self) -> JudgeUsage:
-        return self._client.usage if self._client is not None else self._idle_usage
-
-    def _start(self) -> Any:
+    def _start(self) -> OpenAIJudge:
         if self._client is None:
-            from harness.judges.openai_judge import OpenAIJudge
             from harness.models.sources import _resolve_directory
 
             problem = self.preflight(self.spec)
@@ -142,13 +139,14 @@ class VLLMServerJudge(Judge):
                                       self.startup_timeout_s)
             served = self.spec.model_copy(update={"backend": "openai", "base_url": self._server.base_url})
             self._client = OpenAIJudge(served, **self.options)
+            self._client.usage = self.usage  # its attempts, retries and failures counted where the bar reads
         return self._client
 
     def complete(self, requests: list[JudgeRequest], progress: str | None = None,
-                 on_result: Any = None) -> list[JudgeResponse]:
+                 on_result: OnResult | None = None) -> list[JudgeResponse]:
         if not requests:
             return []
-        return self._start().complete(requests, progress, on_result=on_result)  # type: ignore[no-any-return]
+        return self._start().complete(requests, progress, on_result=on_result)
 
     def close(self) -> None:
         if self._client is not None:

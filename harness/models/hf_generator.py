@@ -7,11 +7,16 @@ batch size or on the order of requests. Rows of a batch are left-padded with exp
 the prompt of a request with n samples is encoded once and its KV cache repeated over the n rows.
 (Padding changes float rounding by ~1e-7, so in principle a draw that lands exactly on a probability
 boundary could flip; the tests check batch independence on real batches.)
+
+`generate_with_top_logprobs` is the same loop that also keeps, for every generated token, the top-k
+log-probs of the model's own next-token distribution at that step (the `local` judge's OpenAI-style
+`top_logprobs`); `generate` computes none of it.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -56,6 +61,35 @@ def choose_tokens(
     return sorted_idx.gather(-1, pos).squeeze(-1)
 
 
+TopK = list[tuple[int, float]]  # (token id, log-prob), best first
+
+
+@dataclass
+class TopLogprobsOutput(GenerationOutput):
+    """A `GenerationOutput` with, per sample and per token of its `token_ids` (so the end-of-turn token is not
+    listed), the top-k alternatives of the model's next-token distribution at that step: log-softmax of
+    the raw logits (temperature 1, whatever the sampling temperature), as (token id, log-prob) best first."""
+
+    top_logprobs: list[list[TopK]] = field(default_factory=list)
+
+
+@dataclass
+class _Row:
+    """One sample row's result: its tokens (end-of-turn stripped), whether it ended its turn, and its
+    per-token top-k (None unless asked)."""
+
+    token_ids: list[int]
+    finished: bool
+    top: list[TopK] | None = None
+
+
+def top_k_logprobs(logits: torch.Tensor, k: int) -> TopK:
+    """The k most likely next tokens of ONE row's logits [V], with their log-probs, best first."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    values, ids = torch.topk(logprobs, min(k, logprobs.shape[-1]))
+    return list(zip(ids.tolist(), values.tolist(), strict=True))
+
+
 class HFGenerator(Generator):
     name = "hf"
 
@@ -72,10 +106,25 @@ class HFGenerator(Generator):
     def generate(
         self, requests: list[GenerationRequest], params: SamplingParams, progress: str | None = None
     ) -> list[GenerationOutput]:
+        return [GenerationOutput(token_ids=ids, texts=texts, finished=done)
+                for ids, texts, done, _ in self._run(requests, params, progress, None)]
+
+    def generate_with_top_logprobs(
+        self, requests: list[GenerationRequest], params: SamplingParams, k: int, progress: str | None = None
+    ) -> list[TopLogprobsOutput]:
+        """`generate`, each output also holding the top-`k` log-probs of every generated token's step
+        (`TopLogprobsOutput`); the tokens drawn are the same as `generate`'s."""
+        return [TopLogprobsOutput(token_ids=ids, texts=texts, finished=done, top_logprobs=top)
+                for ids, texts, done, top in self._run(requests, params, progress, max(1, k))]
+
+    def _run(
+        self, requests: list[GenerationRequest], params: SamplingParams, progress: str | None, top_k: int | None
+    ) -> list[tuple[list[list[int]], list[str], list[bool], list[list[TopK]]]]:
+        """Per request: its samples' token ids, texts, finished flags and (when `top_k`) top-k per token."""
         rows = [(r, j) for r, req in enumerate(requests) for j in range(req.n)]
         # Longest prompts first so a batch holds similar lengths (less padding); output does not depend on it.
         rows.sort(key=lambda rj: -len(requests[rj[0]].prompt_ids))
-        results: dict[tuple[int, int], tuple[list[int], bool]] = {}
+        results: dict[tuple[int, int], _Row] = {}
         bar = None
         if progress:
             from harness.console import bar as progress_bar  # off under `run --quiet`
@@ -85,7 +134,7 @@ class HFGenerator(Generator):
         self.loaded.model.eval()  # on-policy methods sample from the live student: no dropout while sampling
         for start in range(0, len(rows), self.batch_size):
             chunk = rows[start : start + self.batch_size]
-            outs = self._generate_batch([requests[r] for r, _ in chunk], [j for _, j in chunk], params)
+            outs = self._generate_batch([requests[r] for r, _ in chunk], [j for _, j in chunk], params, top_k)
             for key, out in zip(chunk, outs, strict=True):
                 results[key] = out
             if bar is not None:
@@ -97,19 +146,18 @@ class HFGenerator(Generator):
         outputs = []
         for r, req in enumerate(requests):
             samples = [results[(r, j)] for j in range(req.n)]
-            outputs.append(
-                GenerationOutput(
-                    token_ids=[ids for ids, _ in samples],
-                    texts=[self.loaded.formatter.decode(ids) for ids, _ in samples],
-                    finished=[done for _, done in samples],
-                )
-            )
+            outputs.append((
+                [s.token_ids for s in samples],
+                [self.loaded.formatter.decode(s.token_ids) for s in samples],
+                [s.finished for s in samples],
+                [s.top for s in samples if s.top is not None],
+            ))
         return outputs
 
     @torch.no_grad()
     def _generate_batch(
-        self, reqs: list[GenerationRequest], sample_idx: list[int], params: SamplingParams
-    ) -> list[tuple[list[int], bool]]:
+        self, reqs: list[GenerationRequest], sample_idx: list[int], params: SamplingParams, top_k: int | None = None
+    ) -> list[_Row]:
         model, device = self.loaded.model, self.loaded.device
         stop_ids = self.loaded.formatter.stop_ids  # end-of-turn + every generation-config eos id
         pad_id = self.loaded.tokenizer.pad_token_id
@@ -132,6 +180,7 @@ class HFGenerator(Generator):
         generators = row_generators(reqs, sample_idx) if params.temperature > 0 else None
         limits = [req.limit(params) for req in reqs]
         tokens: list[list[int]] = [[] for _ in reqs]
+        tops: list[list[TopK]] = [[] for _ in reqs]  # per row, the top-k of each token's step (when asked)
         rows = list(range(len(reqs)))  # the request row at each batch position
         ended: set[int] = set()  # rows that ended their turn or reached their limit
         for _ in range(max(limits)):
@@ -139,6 +188,8 @@ class HFGenerator(Generator):
             for k, i in enumerate(rows):
                 if i not in ended:
                     tokens[i].append(int(nxt[k]))
+                    if top_k is not None:
+                        tops[i].append(top_k_logprobs(logits[k], top_k))
                     if tokens[i][-1] in stop_ids or len(tokens[i]) >= limits[i]:
                         ended.add(i)
             if len(ended) == len(reqs):
@@ -162,8 +213,9 @@ class HFGenerator(Generator):
             )
             logits = logits[:, -1]
         results = []
-        for seq in tokens:
+        for seq, top in zip(tokens, tops, strict=True):
             self.generated_tokens += len(seq)
             done = bool(seq) and seq[-1] in stop_ids
-            results.append((seq[:-1] if done else seq, done))
+            results.append(_Row(seq[:-1] if done else seq, done,
+                                None if top_k is None else (top[:-1] if done else top)))
         return results

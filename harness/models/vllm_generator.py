@@ -114,7 +114,7 @@ class VLLMGenerator(Generator):
 
     def engine_kwargs(self) -> dict[str, Any]:
         """Arguments for `vllm.LLM`: where the weights are (a trained row's own train artifact, see
-        `harness.stages.evaluation.trained_identity`), the tokenizer, their revisions and the dtype."""
+        `harness.models.handles.trained_identity`), the tokenizer, their revisions and the dtype."""
         ident = self.loaded.identity
         path = ident.get("path")
         # A trained row's weights are its train artifact; its tokenizer stays the base model's.

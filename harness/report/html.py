@@ -316,13 +316,8 @@ def _footer(lb: Leaderboard) -> str:
     )
 
 
-def html_text(lb: Leaderboard) -> str:
-    colours = colour_map(lb)
-    used = [c for c in lb.columns if any(c.key in r.cells for r in lb.rows)]
-    scores, acct = [c for c in used if not c.is_accounting], [c for c in used if c.is_accounting]
-    plots = _bars(lb, colours)
-    extra = [p for p in (_budget_plot(lb, colours), *_curve_plots(lb, colours)) if p]
-    parts = [
+def _heading(lb: Leaderboard) -> list[str]:
+    return [
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
         f"<title>Leaderboard: {escape(lb.experiment_name)}</title><style>{CSS}</style></head><body>",
         f"<h1>Leaderboard: {escape(lb.experiment_name)}</h1>",
@@ -330,6 +325,27 @@ def html_text(lb: Leaderboard) -> str:
         f'<p class="meta">Experiment hash <code>{escape(lb.experiment_hash)}</code>; compared against the '
         f"best baseline: {escape(', '.join(lb.proposed) or 'none')} (proposed); all other methods are "
         "baselines.</p>",
+    ]
+
+
+def _plots(lb: Leaderboard) -> list[str]:
+    colours = colour_map(lb)
+    extra = [p for p in (_budget_plot(lb, colours), *_curve_plots(lb, colours)) if p]
+    parts = [
+        "<h2>Plots</h2>",
+        '<p class="legend">Whiskers: 95% interval over seeds; with one seed, ±1.96 × the benchmark\'s own '
+        "standard error or its own interval.</p>",
+        '<div class="plots">' + "\n".join(_bars(lb, colours) + extra) + "</div>",
+    ]
+    if not extra:
+        parts.append('<p class="empty">No budget accounting or training curve recorded.</p>')
+    return parts
+
+
+def html_text(lb: Leaderboard) -> str:
+    used = [c for c in lb.columns if any(c.key in r.cells for r in lb.rows)]
+    scores, acct = [c for c in used if not c.is_accounting], [c for c in used if c.is_accounting]
+    parts = _heading(lb) + [
         "<h2>Scores</h2>",
         _table(lb, scores, "scores"),
         f'<p class="legend">{escape(LEGEND)} Bold: best method.</p>',
@@ -345,14 +361,7 @@ def html_text(lb: Leaderboard) -> str:
             '<p class="legend">Matched budgets are checked, not trusted: every method ran under the same '
             "declared budget; these are the measured costs.</p>",
         ]
-    parts += [
-        "<h2>Plots</h2>",
-        '<p class="legend">Whiskers: 95% interval over seeds; with one seed, ±1.96 × the benchmark\'s own '
-        "standard error or its own interval.</p>",
-        '<div class="plots">' + "\n".join(plots + extra) + "</div>",
-    ]
-    if not extra:
-        parts.append('<p class="empty">No budget accounting or training curve recorded.</p>')
+    parts += _plots(lb)
     if lb.vs_untrained:
         parts += ["<h2>Versus the untrained student</h2>", f'<p class="legend">{escape(VS_UNTRAINED_LEGEND)}</p>',
                   _simple_table(VS_UNTRAINED_HEADER, vs_untrained_lines(lb), "vs-untrained")]

@@ -2,7 +2,8 @@
 
 Rows: the teacher, the untrained student, then every method (in the experiment's order), each aggregated
 over its training seeds. Columns: each benchmark's own (`Benchmark.columns`, in the experiment's order),
-then the training accounting. Methods whose class is `proposed` are compared with the best baseline.
+then the training accounting. Methods whose class is `proposed` are compared with the best baseline, and
+every row with the untrained student, over per-item scores (`harness.report.paired`).
 The result is a plain data structure (`Leaderboard.to_json()`) that every writer renders; no writer
 computes a statistic of its own, so the JSON, CSV, Markdown and HTML always agree.
 """
@@ -10,17 +11,15 @@ computes a statistic of its own, so the JSON, CSV, Markdown and HTML always agre
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
-
 from harness.report.columns import ACCOUNTING_COLUMNS, Column, benchmark_columns
 from harness.report.flags import answer_flags
+from harness.report.paired import comparisons, resolution, vs_untrained
 from harness.report.plugins import benchmark_class, proposed_methods, train_curve
-from harness.report.stats import item_bootstrap_se, mean_ci, paired_bootstrap, pooled_run_se
+from harness.report.stats import is_number, item_bootstrap_se, mean_ci, pooled_run_se
 from harness.results import BenchmarkResult, RowResult, RunResults
 
 _KIND_ORDER = {"teacher": 0, "student": 1, "method": 2}
@@ -83,10 +82,6 @@ class Leaderboard:
         return data
 
 
-def _is_number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
-
-
 def _value(row: RowResult, col: Column, names: Sequence[str] | None = None) -> float | None:
     """The first of `names` (default: the column's metric and its aliases) the run recorded as a number."""
     source: dict[str, Any]
@@ -97,7 +92,7 @@ def _value(row: RowResult, col: Column, names: Sequence[str] | None = None) -> f
         source = dict(bench.metrics) if bench else {}
     for name in names or col.metric_names:
         v = source.get(name)
-        if isinstance(v, (int, float)) and _is_number(v):
+        if isinstance(v, (int, float)) and is_number(v):
             return float(v)
     return None
 
@@ -110,7 +105,7 @@ def _columns_for(results: RunResults) -> list[Column]:
         for name, b in r.benchmarks.items():
             seen = bench_metrics.setdefault(name, {})
             for metric, v in b.metrics.items():
-                if metric not in seen or _is_number(v):  # a number from any row counts as recorded
+                if metric not in seen or is_number(v):  # a number from any row counts as recorded
                     seen[metric] = v
     listed = [b.get("name") for b in results.experiment.get("benchmarks") or [] if isinstance(b, dict)]
     order = [b for b in dict.fromkeys(listed) if isinstance(b, str) and b in bench_metrics]
@@ -158,174 +153,6 @@ def _cell(runs: list[RowResult], col: Column) -> Cell | None:
     return cell
 
 
-def _item_key(item: dict[str, Any]) -> str:
-    # Multi-turn benchmarks record one judgement per (question, turn); the others one per item.
-    return f"{item.get('id')}#{item['turn']}" if "turn" in item else str(item.get("id"))
-
-
-def item_scores(runs: Sequence[RowResult], benchmark: str, key: str = "score") -> dict[str, float]:
-    """Per-item scores (`key` of each per-item record) of a row, averaged over its seeds (items every seed
-    has), for paired tests."""
-    per_seed: list[dict[str, float]] = []
-    for r in runs:
-        b = r.benchmarks.get(benchmark)
-        if b is None or not b.per_item:
-            continue
-        per_seed.append(
-            {_item_key(it): float(it[key]) for it in b.per_item if _is_number(it.get(key))}
-        )
-    if not per_seed:
-        return {}
-    shared = set.intersection(*(set(s) for s in per_seed))
-    return {k: sum(s[k] for s in per_seed) / len(per_seed) for k in sorted(shared)}
-
-
-def _primary_column(columns: list[Column], benchmark: str, rows: list[LeaderRow]) -> Column | None:
-    """The column the benchmark's per-item scores measure (`Column.paired`), else its first headline."""
-    own = [c for c in columns if c.benchmark == benchmark]
-    declared = [c for c in own if c.paired]
-    for c in declared or [c for c in own if c.headline]:
-        if any(c.key in r.cells for r in rows):
-            return c
-    return None
-
-
-def _comparisons(
-    groups: list[tuple[str, list[RowResult]]],
-    rows: list[LeaderRow],
-    columns: list[Column],
-    proposed: Sequence[str],
-    n_boot: int,
-    seed: int,
-) -> list[dict[str, Any]]:
-    """Each method vs the best baseline (by the benchmark's headline mean), paired over items.
-
-    Baselines are the method rows whose method is not in `proposed`; a baseline is compared with the
-    best *other* baseline, so the best baseline is tested against the runner-up.
-    """
-    by_name = dict(groups)
-    method_rows = [r for r in rows if r.kind == "method"]
-    benchmarks = sorted({b for _, runs in groups for r in runs for b in r.benchmarks})
-    out: list[dict[str, Any]] = []
-    for bench in benchmarks:
-        col = _primary_column(columns, bench, rows)
-        if col is None:
-            continue
-        sign = 1.0 if col.higher_is_better else -1.0
-        for row in method_rows:
-            baselines = [
-                b for b in method_rows if b.method not in proposed and b.row != row.row and col.key in b.cells
-            ]
-            if not baselines or col.key not in row.cells:
-                continue
-            best = max(baselines, key=lambda b: sign * b.cells[col.key].mean)
-            mine, theirs = item_scores(by_name[row.row], bench), item_scores(by_name[best.row], bench)
-            shared = sorted(set(mine) & set(theirs))
-            entry: dict[str, Any] = {
-                "row": row.row,
-                "benchmark": bench,
-                "metric": col.key,
-                "metric_label": f"{col.group} {col.label}",  # what the per-item scores measure, e.g. WR
-                "baseline": best.row,
-                "n_items": len(shared),
-            }
-            if shared:
-                res = paired_bootstrap([mine[k] for k in shared], [theirs[k] for k in shared], n_boot, seed)
-                entry.update(
-                    diff=res.diff,
-                    ci_low=res.ci_low,
-                    ci_high=res.ci_high,
-                    p_value=res.p_value,
-                    n_boot=res.n_boot,
-                    seed=res.seed,
-                )
-            else:
-                entry.update(diff=None, p_value=None, note="no per-item scores shared by both rows")
-            out.append(entry)
-    return out
-
-
-# Two-sided 5% test with 80% power: a true paired difference of (1.96 + 0.84) standard errors is detected
-# four times in five. The minimum detectable difference of a (row, metric) is that many SEs of its diffs.
-MDD_Z = 1.959964 + 0.841621
-# A percentile bootstrap over a handful of items understates the spread (3 items have 10 distinct
-# resamples): below this many items no difference is called resolved, whatever its interval.
-MIN_ITEMS_TO_RESOLVE = 10
-
-
-def _paired_keys(columns: list[Column], bench: str, rows: list[LeaderRow],
-                 runs: Sequence[RowResult]) -> list[tuple[Column, str]]:
-    """The columns of `bench` whose metric every per-item record carries (teacher agreement records all of
-    its metrics), else its primary column with the per-item `score`."""
-    per_item = next((r.benchmarks[bench].per_item for r in runs if bench in r.benchmarks
-                     and r.benchmarks[bench].per_item), [])
-    own = [c for c in columns if c.benchmark == bench and any(c.key in r.cells for r in rows)]
-    keyed = [(c, c.metric) for c in own if per_item and all(_is_number(it.get(c.metric)) for it in per_item)]
-    primary = _primary_column(columns, bench, rows)
-    return keyed or ([(primary, "score")] if primary is not None else [])
-
-
-def _vs_untrained(
-    groups: list[tuple[str, list[RowResult]]], rows: list[LeaderRow], columns: list[Column], n_boot: int, seed: int
-) -> list[dict[str, Any]]:
-    """Every row minus the untrained student, paired over items, per benchmark metric with per-item
-    scores: the interval, and the minimum detectable difference (MDD_Z standard errors of the diffs)."""
-    by_name = dict(groups)
-    base = next((r for r in rows if r.kind == "student"), None)
-    if base is None:
-        return []
-    present = {b for _, runs in groups for r in runs for b in r.benchmarks}
-    # in column order (the report's leading benchmarks first), then any without a column
-    benchmarks = list(dict.fromkeys([c.benchmark for c in columns if c.benchmark in present] + sorted(present)))
-    out: list[dict[str, Any]] = []
-    for bench in benchmarks:
-        for col, key in _paired_keys(columns, bench, rows, by_name[base.row]):
-            theirs = item_scores(by_name[base.row], bench, key)
-            for row in rows:
-                if row.row == base.row:
-                    continue
-                mine = item_scores(by_name[row.row], bench, key)
-                shared = sorted(set(mine) & set(theirs))
-                if len(shared) < 2:
-                    continue
-                a, b = [mine[k] for k in shared], [theirs[k] for k in shared]
-                res = paired_bootstrap(a, b, n_boot, seed)
-                spread = float((np.array(a) - np.array(b)).std(ddof=1))
-                # identical per-item scores everywhere (e.g. all 0): no variance to size anything from
-                mdd = MDD_Z * spread / math.sqrt(len(shared)) if spread > 0 else None
-                out.append({"row": row.row, "kind": row.kind, "benchmark": bench, "metric": col.key,
-                            "metric_label": f"{col.group} {col.label}", "per_item": key,
-                            "higher_is_better": col.higher_is_better, "n_items": len(shared), "diff": res.diff,
-                            "ci_low": res.ci_low, "ci_high": res.ci_high, "p_value": res.p_value, "mdd": mdd,
-                            "resolved": len(shared) >= MIN_ITEMS_TO_RESOLVE and bool(res.ci_low > 0 or res.ci_high < 0)})
-    return out
-
-
-def _resolution(vs: list[dict[str, Any]], groups: list[tuple[str, list[RowResult]]]) -> list[dict[str, Any]]:
-    """Per benchmark metric: what this run can tell apart from the untrained student (the median MDD over
-    the method rows, the teacher's difference); a benchmark with under 2 paired items can resolve nothing."""
-    out: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for metric in dict.fromkeys(c["metric"] for c in vs):
-        entries = [c for c in vs if c["metric"] == metric]
-        methods = sorted(c["mdd"] for c in entries if c["kind"] == "method" and c["mdd"] is not None)
-        teacher = next((c for c in entries if c["kind"] == "teacher"), None)
-        seen.add(entries[0]["benchmark"])
-        out.append({"benchmark": entries[0]["benchmark"], "metric": metric, "metric_label": entries[0]["metric_label"],
-                    "n_items": entries[0]["n_items"], "median_method_mdd": methods[len(methods) // 2] if methods else None,
-                    "methods_resolved": sum(c["resolved"] for c in entries if c["kind"] == "method"),
-                    "methods": sum(c["kind"] == "method" for c in entries),
-                    "teacher_diff": teacher["diff"] if teacher else None,
-                    "teacher_resolved": teacher["resolved"] if teacher else None})
-    for bench in sorted({b for _, runs in groups for r in runs for b in r.benchmarks} - seen):
-        items = max((len(r.benchmarks[bench].per_item) for _, runs in groups for r in runs if bench in r.benchmarks),
-                    default=0)
-        out.append({"benchmark": bench, "metric": None, "metric_label": bench, "n_items": items,
-                    "median_method_mdd": None, "methods_resolved": 0, "methods": 0, "teacher_diff": None,
-                    "teacher_resolved": None, "note": "under 2 paired items: cannot resolve any difference"})
-    return out
-
-
 def _noise(
     groups: list[tuple[str, list[RowResult]]], rows: list[LeaderRow], columns: list[Column], seed: int
 ) -> list[dict[str, Any]]:
@@ -344,7 +171,7 @@ def _noise(
                     [
                         float(it["score"])
                         for it in r.benchmarks[col.benchmark].per_item
-                        if _is_number(it.get("score"))
+                        if is_number(it.get("score"))
                     ],
                     seed=seed,
                 )
@@ -405,7 +232,7 @@ def _train_curves(groups: list[tuple[str, list[RowResult]]]) -> dict[str, list[d
             points = [
                 (float(e.get("step", i)), float(e[curve.metric]))
                 for i, e in enumerate(r.train_log)
-                if _is_number(e.get(curve.metric))
+                if is_number(e.get(curve.metric))
             ]
             if points:
                 curves.setdefault(name, []).append(
@@ -443,9 +270,9 @@ def build_leaderboard(
         setting=results.setting or results.experiment.get("setting", ""),
         columns=columns,
         rows=rows,
-        comparisons=_comparisons(groups, rows, columns, proposed, n_boot, seed),
-        vs_untrained=(vs := _vs_untrained(groups, rows, columns, n_boot, seed)),
-        resolution=_resolution(vs, groups),
+        comparisons=comparisons(groups, rows, columns, proposed, n_boot, seed),
+        vs_untrained=(vs := vs_untrained(groups, rows, columns, n_boot, seed)),
+        resolution=resolution(vs, groups),
         noise=_noise(groups, rows, columns, seed),
         sources=_sources(results),
         train_curves=_train_curves(groups),

@@ -81,6 +81,28 @@ def _same_row(a: RowResult, b: RowResult) -> bool:
     return canonical_json(asdict(a)) == canonical_json(asdict(b))
 
 
+def _add_rows(seen: dict[tuple[str, int | None], RowResult], run: RunResults, name: str) -> list[RowResult]:
+    """The rows of `run` not in `seen` (which they join). A method row already there must be the same
+    row: two different results under one (row, seed) would make the leaderboard pick one silently."""
+    added = []
+    for r in run.rows:
+        prior = seen.get((r.row, r.seed))
+        if prior is None:
+            added.append(r)
+            seen[(r.row, r.seed)] = r
+        elif r.kind == "method" and not _same_row(prior, r):
+            raise MergeError(
+                f"cannot merge {name}: row {r.row!r} seed {r.seed} is also in an earlier run "
+                "with different results; drop one of the two runs or relabel the method"
+            )
+    return added
+
+
+def _origin(run: RunResults, name: str) -> dict[str, Any]:
+    """What the merged provenance records of one source run."""
+    return {"run": name, "experiment_name": run.experiment_name, "rows": sorted({r.row for r in run.rows})}
+
+
 def merge_results(runs: Sequence[RunResults], names: Sequence[str] | None = None) -> RunResults:
     """Merge in memory. The first run is the base: its teacher and untrained-student rows are kept (every
     run evaluates them; under matching experiments they answer the same prompts with the same models)."""
@@ -97,42 +119,16 @@ def merge_results(runs: Sequence[RunResults], names: Sequence[str] | None = None
     merged_from = []
     for run, name in zip(runs[1:], names[1:], strict=True):
         check_compatible(base, run, names[0], name)
-        for r in run.rows:
-            prior = seen.get((r.row, r.seed))
-            if prior is None:
-                rows.append(r)
-                seen[(r.row, r.seed)] = r
-            elif r.kind == "method" and not _same_row(prior, r):
-                raise MergeError(
-                    f"cannot merge {name}: row {r.row!r} seed {r.seed} is also in an earlier run "
-                    "with different results; drop one of the two runs or relabel the method"
-                )
+        rows += _add_rows(seen, run, name)
         for m in run.experiment.get("methods") or []:
             if canonical_json(m) not in {canonical_json(x) for x in methods}:
                 methods.append(m)
         seeds += [s for s in run.experiment.get("seeds") or [] if s not in seeds]
-        merged_from.append(
-            {
-                "run": name,
-                "experiment_name": run.experiment_name,
-                "rows": sorted({r.row for r in run.rows}),
-                "provenance": run.provenance,
-            }
-        )
+        merged_from.append({**_origin(run, name), "provenance": run.provenance})
     if len(runs) == 1:
         return base
     experiment = {**base.experiment, "methods": methods, "seeds": seeds}
-    provenance = {
-        **base.provenance,
-        "merged_from": [
-            {
-                "run": names[0],
-                "experiment_name": base.experiment_name,
-                "rows": sorted({r.row for r in base.rows}),
-            },
-            *merged_from,
-        ],
-    }
+    provenance = {**base.provenance, "merged_from": [_origin(base, names[0]), *merged_from]}
     return replace(base, experiment=experiment, rows=rows, provenance=provenance)
 
 

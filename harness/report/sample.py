@@ -46,12 +46,22 @@ def sample_experiment(
 
 def _benchmarks(quality: float, rng: np.random.Generator, judge_model: str) -> dict[str, BenchmarkResult]:
     judge = {"backend": "openai", "model": judge_model, "temperature": 0.0, "calls": N_ITEMS}
+    # One generator for all four, drawn in this order: a sample is reproducible from its seed alone.
+    return {
+        "alpaca_eval2": _alpaca_eval(quality, rng, judge),
+        "arena_hard": _arena_hard(quality, rng, judge),
+        "mt_bench": _mt_bench(quality, rng, judge),
+        "gsm8k": _gsm8k(quality, rng),
+    }
+
+
+def _alpaca_eval(quality: float, rng: np.random.Generator, judge: dict[str, Any]) -> BenchmarkResult:
     wins = rng.random(N_ITEMS) < quality
     draws = (~wins) & (rng.random(N_ITEMS) < 0.1)
     pref = np.where(wins, 1.0, np.where(draws, 0.5, 0.0))
     wr = 100 * float(pref.mean())
     se = 100 * float(pref.std(ddof=1) / np.sqrt(N_ITEMS))
-    alpaca = BenchmarkResult(
+    return BenchmarkResult(
         "alpaca_eval2",
         {
             "win_rate": wr,
@@ -68,9 +78,12 @@ def _benchmarks(quality: float, rng: np.random.Generator, judge_model: str) -> d
         decoding={"temperature": 0.0, "max_new_tokens": 2048},
         subset=N_ITEMS,
     )
+
+
+def _arena_hard(quality: float, rng: np.random.Generator, judge: dict[str, Any]) -> BenchmarkResult:
     arena_items = np.clip(rng.normal(quality, 0.25, N_ITEMS), 0, 1)
     score = 100 * float(arena_items.mean())
-    arena = BenchmarkResult(
+    return BenchmarkResult(
         "arena_hard",
         {"score": score, "ci_low": score - 3.1, "ci_high": score + 2.9, "avg_tokens": 500 + 300 * quality},
         per_item=[{"id": f"h{i}", "score": float(s)} for i, s in enumerate(arena_items)],
@@ -78,8 +91,11 @@ def _benchmarks(quality: float, rng: np.random.Generator, judge_model: str) -> d
         judge=judge,
         decoding={"temperature": 0.0, "max_new_tokens": 4096},
     )
+
+
+def _mt_bench(quality: float, rng: np.random.Generator, judge: dict[str, Any]) -> BenchmarkResult:
     turns = np.clip(rng.normal(3 + 6 * quality, 1.2, (N_ITEMS // 2, 2)), 1, 10)
-    mt = BenchmarkResult(
+    return BenchmarkResult(
         "mt_bench",
         {
             "turn1": float(turns[:, 0].mean()),
@@ -95,8 +111,11 @@ def _benchmarks(quality: float, rng: np.random.Generator, judge_model: str) -> d
         judge=judge,
         decoding={"temperature": 0.7, "max_new_tokens": 1024},
     )
+
+
+def _gsm8k(quality: float, rng: np.random.Generator) -> BenchmarkResult:
     correct = (rng.random(N_ITEMS) < 0.3 + 0.5 * quality).astype(float)
-    gsm = BenchmarkResult(
+    return BenchmarkResult(
         "gsm8k",
         {
             "exact_match_strict": 100 * float(correct.mean()),
@@ -107,7 +126,43 @@ def _benchmarks(quality: float, rng: np.random.Generator, judge_model: str) -> d
         judge={},
         decoding={"temperature": 0.0, "num_fewshot": 0},
     )
-    return {"alpaca_eval2": alpaca, "arena_hard": arena, "mt_bench": mt, "gsm8k": gsm}
+
+
+def _train_log(method: str, rng: np.random.Generator) -> list[dict[str, Any]]:
+    """A falling loss, and for pad the agreement curve its method plots (`Method.train_curve`)."""
+    log: list[dict[str, Any]] = [{"step": st, "loss": 1.0 / (1 + st / 100)} for st in range(0, 440, 40)]
+    if method == "pad":
+        for entry in log:
+            entry["pad_agreement"] = 0.55 + 0.3 * (1 - np.exp(-entry["step"] / 150)) + rng.normal(0, 0.01)
+    return log
+
+
+def _accounting(m_i: int) -> dict[str, Any]:
+    """Budget accounting of the experiment's `m_i`-th method: later methods cost a little more."""
+    return {
+        "student_forward_tokens": 5.6e7 * (1 + 0.05 * m_i),
+        "student_backward_tokens": 5.6e7 * (1 + 0.05 * m_i),
+        "teacher_forward_tokens": 2.2e8,
+        "teacher_generation_tokens": 0,
+        "optimizer_steps": 432,
+        "wall_time_s": 26200.0 + 900 * m_i,
+        "flops": 1.4e18 * (1 + 0.1 * m_i),
+        "gpu_hours": 7.28 + m_i,
+        "peak_memory_bytes": 61 * 2**30,
+    }
+
+
+def _provenance() -> dict[str, Any]:
+    # Marked synthetic so a sample report can never be mistaken for a measurement.
+    return {
+        "synthetic": True,
+        "git_commit": "0000000 (sample)",
+        "python": sys.version.split()[0],
+        "packages": {"torch": "2.13.0", "transformers": "5.24.0", "pad-harness": "0.1.0"},
+        "hardware": {"gpu": "none (synthetic)", "cpu_count": 2},
+        "chat_templates": {"teacher": "sha256:1111", "student": "sha256:2222"},
+        "data": {"prompts": "hf:HuggingFaceH4/ultrafeedback_binarized@sample"},
+    }
 
 
 def sample_results(
@@ -120,67 +175,25 @@ def sample_results(
     quality = {**QUALITY, **(quality or {})}
     rng = np.random.default_rng(seed)
     rows = [
-        RowResult(
-            "teacher",
-            "teacher",
-            "google/gemma-2-9b-it",
-            benchmarks=_benchmarks(quality["teacher"], rng, judge_model),
-        ),
-        RowResult(
-            "student (untrained)",
-            "student",
-            "google/gemma-2-2b-it",
-            benchmarks=_benchmarks(quality["student (untrained)"], rng, judge_model),
-        ),
+        RowResult("teacher", "teacher", "google/gemma-2-9b-it",
+                  benchmarks=_benchmarks(quality["teacher"], rng, judge_model)),
+        RowResult("student (untrained)", "student", "google/gemma-2-2b-it",
+                  benchmarks=_benchmarks(quality["student (untrained)"], rng, judge_model)),
     ]
     for m_i, method in enumerate(methods):
         for s in seeds:
             q = quality.get(method, 0.4) + rng.normal(0, 0.01)
-            steps = list(range(0, 440, 40))
-            log = [{"step": st, "loss": 1.0 / (1 + st / 100)} for st in steps]
-            if method == "pad":
-                for entry in log:
-                    entry["pad_agreement"] = (
-                        0.55 + 0.3 * (1 - np.exp(-entry["step"] / 150)) + rng.normal(0, 0.01)
-                    )
-            rows.append(
-                RowResult(
-                    method,
-                    "method",
-                    f"runs/sample/checkpoints/{method}-seed{s}",
-                    method=method,
-                    seed=s,
-                    benchmarks=_benchmarks(q, rng, judge_model),
-                    accounting={
-                        "student_forward_tokens": 5.6e7 * (1 + 0.05 * m_i),
-                        "student_backward_tokens": 5.6e7 * (1 + 0.05 * m_i),
-                        "teacher_forward_tokens": 2.2e8,
-                        "teacher_generation_tokens": 0,
-                        "optimizer_steps": 432,
-                        "wall_time_s": 26200.0 + 900 * m_i,
-                        "flops": 1.4e18 * (1 + 0.1 * m_i),
-                        "gpu_hours": 7.28 + m_i,
-                        "peak_memory_bytes": 61 * 2**30,
-                    },
-                    train_log=log,
-                )
-            )
-    provenance = {
-        "synthetic": True,
-        "git_commit": "0000000 (sample)",
-        "python": sys.version.split()[0],
-        "packages": {"torch": "2.13.0", "transformers": "5.24.0", "pad-harness": "0.1.0"},
-        "hardware": {"gpu": "none (synthetic)", "cpu_count": 2},
-        "chat_templates": {"teacher": "sha256:1111", "student": "sha256:2222"},
-        "data": {"prompts": "hf:HuggingFaceH4/ultrafeedback_binarized@sample"},
-    }
+            log = _train_log(method, rng)  # drawn before the benchmarks, as every sample so far was
+            rows.append(RowResult(method, "method", f"runs/sample/checkpoints/{method}-seed{s}", method=method,
+                                  seed=s, benchmarks=_benchmarks(q, rng, judge_model), accounting=_accounting(m_i),
+                                  train_log=log))
     return RunResults(
         "sample",
         "SYNTHETIC SAMPLE: hand-made numbers for testing the report.",
         sample_experiment(methods, seeds, judge_model),
         "sample-hash",
         rows,
-        provenance,
+        _provenance(),
     )
 
 

@@ -57,6 +57,11 @@ _T975 = (
 _Z975 = 1.959963984540054
 
 
+def is_number(v: object) -> bool:
+    """A finite real number: what a statistic can use (a bool is a flag, NaN or inf a failed measurement)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+
+
 def t_quantile_975(df: int) -> float:
     """t_{0.975, df}: the multiplier of the standard error for a two-sided 95% interval."""
     if df < 1:

@@ -12,7 +12,8 @@ from typing import Any
 
 from harness.report.columns import Column
 from harness.report.flags import FLAG_HEADER, flag_table, judge_footnote, row_label
-from harness.report.leaderboard import MIN_ITEMS_TO_RESOLVE, Cell, Leaderboard
+from harness.report.leaderboard import Cell, Leaderboard
+from harness.report.paired import MIN_ITEMS_TO_RESOLVE
 from harness.store import write_json_atomic, write_text_atomic
 
 LEGEND = (
@@ -169,20 +170,11 @@ def _md_table(header: list[str], lines: list[list[str]]) -> list[str]:
 
 def markdown_text(lb: Leaderboard) -> str:
     used = [c for c in lb.columns if any(c.key in r.cells for r in lb.rows)]
-    score_cols = [c for c in used if not c.is_accounting]
-    acct_cols = [c for c in used if c.is_accounting]
     md = [f"# Leaderboard: {lb.experiment_name}", ""]
     if lb.setting:
         md += [lb.setting, ""]
     md += [f"Experiment hash `{lb.experiment_hash}`. {LEGEND}", "", "## Scores", ""]
-    md += _md_table(
-        ["Row", "Seeds"] + [f"{c.group} {c.label}" for c in score_cols],
-        [
-            [row_label(lb.answer_flags, r.row), str(len(r.seeds))]
-            + [cell_text(c, r.cells.get(c.key)) for c in score_cols]
-            for r in lb.rows
-        ],
-    )
+    md += _md_scores(lb, [c for c in used if not c.is_accounting])
     footnote = judge_footnote(lb.answer_flags)
     if footnote:
         md += ["", footnote]
@@ -192,88 +184,66 @@ def markdown_text(lb: Leaderboard) -> str:
     if lb.vs_untrained:
         md += ["", "## Versus the untrained student", "", VS_UNTRAINED_LEGEND, ""]
         md += _md_table(VS_UNTRAINED_HEADER, vs_untrained_lines(lb))
-    if acct_cols:
-        md += ["", "## Budget accounting (mean per seed)", ""]
-        md += _md_table(
-            ["Row"] + [c.label for c in acct_cols],
-            [
-                [r.row] + [cell_text(c, r.cells.get(c.key)) for c in acct_cols]
-                for r in lb.rows
-                if any(c.key in r.cells for c in acct_cols)
-            ],
-        )
-    if lb.comparisons:
-        md += [
-            "",
-            "## Paired bootstrap vs the best baseline",
-            "",
-            "Difference of mean per-item score (method − baseline), paired over items, "
-            "averaged over seeds; "
-            "95% percentile interval; two-sided p-value.",
-            "",
-        ]
-        md += _md_table(
-            ["Row", "Metric (per-item)", "Best baseline", "Items", "Diff", "95% CI", "p"],
-            [
-                [
-                    c["row"],
-                    c.get("metric_label") or c["benchmark"],
-                    c["baseline"],
-                    str(c["n_items"]),
-                    _f(c.get("diff")),
-                    _ci(c),
-                    format_p(c.get("p_value")),
-                ]
-                for c in lb.comparisons
-            ],
-        )
-    if lb.noise:
-        md += ["", "## Seed noise vs within-run (item/judge) noise", ""]
-        md += _md_table(
-            ["Row", "Metric", "Seeds", "Seed SD", "Seed 95% ±", "Run SE (reported)", "Item-bootstrap SE"],
-            [
-                [
-                    n["row"],
-                    n["column"],
-                    str(n["n_seeds"]),
-                    _f(n["seed_sd"]),
-                    _f(n["seed_ci_half_width"]),
-                    _f(n["run_se_reported"]),
-                    _f(n["item_bootstrap_se"], 4),
-                ]
-                for n in lb.noise
-            ],
-        )
-    md += paper_markdown(lb)
+    md += _md_accounting(lb, [c for c in used if c.is_accounting])
+    md += _md_comparisons(lb) + _md_noise(lb) + paper_markdown(lb)
     if lb.answer_flags:
         md += ["", "## Answers cut at max_new_tokens, and judges", ""]
         md += _md_table(FLAG_HEADER, flag_table(lb.answer_flags))
-    md += ["", "## Where every number comes from", ""]
-    md += _md_table(
-        ["Row", "Model(s)", "Seeds"],
-        [
-            [r.row, ", ".join(r.models), ", ".join("" if s is None else str(s) for s in r.seeds)]
-            for r in lb.rows
-        ],
-    )
-    md += [""]
-    md += _md_table(
-        ["Benchmark", "Data source", "Judge", "Decoding", "Subset", "Notes"],
-        [
-            [
-                b,
-                "; ".join(s.get("data_source", [])),
-                "; ".join(s.get("judge", [])),
-                "; ".join(s.get("decoding", [])),
-                "; ".join(s.get("subset", [])),
-                "; ".join(s.get("notes", [])),
-            ]
-            for b, s in sorted(lb.sources.items())
-        ],
-    )
+    md += _md_sources(lb)
     md += ["", "## Reproducibility", ""]
     md += [f"- **{k}**: {_md_escape(v)}" for k, v in flatten(lb.provenance)]
     return "\n".join(md) + "\n"
+
+
+def _md_scores(lb: Leaderboard, cols: list[Column]) -> list[str]:
+    return _md_table(
+        ["Row", "Seeds"] + [f"{c.group} {c.label}" for c in cols],
+        [
+            [row_label(lb.answer_flags, r.row), str(len(r.seeds))] + [cell_text(c, r.cells.get(c.key)) for c in cols]
+            for r in lb.rows
+        ],
+    )
+
+
+def _md_accounting(lb: Leaderboard, cols: list[Column]) -> list[str]:
+    if not cols:
+        return []
+    lines = [[r.row] + [cell_text(c, r.cells.get(c.key)) for c in cols]
+             for r in lb.rows if any(c.key in r.cells for c in cols)]  # the teacher trains nothing
+    return ["", "## Budget accounting (mean per seed)", "", *_md_table(["Row"] + [c.label for c in cols], lines)]
+
+
+def _md_comparisons(lb: Leaderboard) -> list[str]:
+    if not lb.comparisons:
+        return []
+    md = [
+        "",
+        "## Paired bootstrap vs the best baseline",
+        "",
+        "Difference of mean per-item score (method − baseline), paired over items, averaged over seeds; "
+        "95% percentile interval; two-sided p-value.",
+        "",
+    ]
+    lines = [[c["row"], c.get("metric_label") or c["benchmark"], c["baseline"], str(c["n_items"]),
+              _f(c.get("diff")), _ci(c), format_p(c.get("p_value"))] for c in lb.comparisons]
+    return md + _md_table(["Row", "Metric (per-item)", "Best baseline", "Items", "Diff", "95% CI", "p"], lines)
+
+
+def _md_noise(lb: Leaderboard) -> list[str]:
+    if not lb.noise:
+        return []
+    header = ["Row", "Metric", "Seeds", "Seed SD", "Seed 95% ±", "Run SE (reported)", "Item-bootstrap SE"]
+    lines = [[n["row"], n["column"], str(n["n_seeds"]), _f(n["seed_sd"]), _f(n["seed_ci_half_width"]),
+              _f(n["run_se_reported"]), _f(n["item_bootstrap_se"], 4)] for n in lb.noise]
+    return ["", "## Seed noise vs within-run (item/judge) noise", "", *_md_table(header, lines)]
+
+
+def _md_sources(lb: Leaderboard) -> list[str]:
+    models = [[r.row, ", ".join(r.models), ", ".join("" if s is None else str(s) for s in r.seeds)] for r in lb.rows]
+    benches = [[b] + ["; ".join(s.get(k, [])) for k in ("data_source", "judge", "decoding", "subset", "notes")]
+               for b, s in sorted(lb.sources.items())]
+    return ["", "## Where every number comes from", "", *_md_table(["Row", "Model(s)", "Seeds"], models), "",
+            *_md_table(["Benchmark", "Data source", "Judge", "Decoding", "Subset", "Notes"], benches)]
 
 
 def paper_layout(lb: Leaderboard) -> tuple[list[str], list[str]]:

@@ -4,12 +4,59 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.config import Experiment
 from harness.methods.base import Method, PromptGroup
 from harness.prompts import load_prompts
+from harness.stages.base import Stage
 from harness.store import read_jsonl, write_json_atomic, write_jsonl
+
+if TYPE_CHECKING:
+    from harness.stages.context import RunContext
+
+
+class PromptsStage(Stage):
+    kind = "prompts"
+
+    def __init__(self, ctx: RunContext) -> None:
+        super().__init__(ctx, "prompts")
+
+    def inputs(self) -> dict[str, Any]:
+        return {"prompts": self.ctx.exp.prompts}
+
+    def run(self, out: Path) -> dict[str, Any]:
+        return run_prompts(self.ctx.exp, out)
+
+    def read(self) -> list[dict[str, Any]]:
+        return read_prompts(self.artifact.path)
+
+
+class SamplesStage(Stage):
+    """The sampler's (`sampling.sampler`: the student by default) candidates per prompt."""
+
+    kind = "samples"
+
+    def __init__(self, ctx: RunContext, prompts: PromptsStage) -> None:
+        super().__init__(ctx, "samples")
+        self.prompts = prompts
+        self.sampler = ctx.handle(ctx.exp.sampling.sampler)
+
+    def inputs(self) -> dict[str, Any]:
+        exp = self.ctx.exp
+        sampler = self.ctx.teacher_key if self.sampler.name == "teacher" else self.ctx.student_key
+        return {"prompts": self.prompts.artifact.key, "sampler": sampler, "sampling": exp.sampling,
+                "backend": self.ctx.backend_key(exp.sampling.backend)}
+
+    def run(self, out: Path) -> dict[str, Any]:
+        generator = self.ctx.models.generator(self.sampler, self.ctx.exp.sampling.backend)
+        return run_samples(self.ctx.exp, self.prompts.read(), generator, out)
+
+    def read(self) -> list[dict[str, Any]]:
+        return read_samples(self.artifact.path)
+
+    def groups(self) -> list[PromptGroup]:
+        return groups_from(self.read(), {})
 
 
 def run_prompts(exp: Experiment, out: Path) -> dict[str, Any]:
@@ -20,31 +67,6 @@ def run_prompts(exp: Experiment, out: Path) -> dict[str, Any]:
 
 def read_prompts(path: Path) -> list[dict[str, Any]]:
     return read_jsonl(path / "prompts.jsonl")
-
-
-def build_generator(exp: Experiment, backend: str, loaded: Any) -> Any:
-    """A registered generation backend around a loaded model, with the experiment's params for it."""
-    from harness.registry import BACKENDS
-
-    return BACKENDS.get(backend)(loaded, batch_size=exp.sampling.batch_size, **exp.backends.get(backend, {}))
-
-
-def live_sampler(exp: Experiment, student: Any) -> Any:
-    """On-policy sampling from the student being trained, through `sampling.backend` with its params."""
-    from harness.registry import BACKENDS
-
-    backend = exp.sampling.backend
-    return BACKENDS.get(backend).live_sampler(student, batch_size=exp.sampling.batch_size,
-                                              **exp.backends.get(backend, {}))
-
-
-def backend_key(exp: Experiment, backend: str) -> dict[str, Any]:
-    """What of a backend changes its outputs: its name and its result params (cache keys)."""
-    from harness.registry import BACKENDS
-
-    cls = BACKENDS.get(backend)
-    params = cls.Params.model_validate(exp.backends.get(backend, {})).model_dump(mode="json")
-    return {"backend": backend, **{k: params[k] for k in cls.result_params}}
 
 
 def run_samples(exp: Experiment, prompts: list[dict[str, Any]], generator: Any, out: Path) -> dict[str, Any]:

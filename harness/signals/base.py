@@ -1,0 +1,77 @@
+"""The signal plugin contract: a `SignalSource` computes one cached artifact of shared signals.
+
+Methods name the signals they read (`Method.signals_needed()`, e.g. "teacher_avg_logprob"); a source
+`provides` one or more of them from one computation (one scoring pass of the initial student gives both
+its mean log-probs and DPO's reference SUM log-probs). Sources are plugins, registered in the
+`harness.signals` entry-point group under their artifact name, so a method package can ship its own
+signal next to its method. The run computes each needed source once, caches it, and gives every method
+the values it asked for (`load`), aligned with the samples.
+
+The pipeline owns caching: a source says what its values depend on (`inputs`: never load a model there,
+`--dry-run` plans without weights), computes them into a directory (`compute`), and reads one signal
+back (`load`). The manifest it returns holds `accounting` (tokens the model processed), which the
+trainer charges to every method that reads the signal (matched budget).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+
+if TYPE_CHECKING:
+    from harness.config import Experiment
+    from harness.methods.base import PromptGroup
+    from harness.models.base import Generator, LoadedModel
+
+Who = Literal["teacher", "student"]
+
+
+class SignalContext(Protocol):
+    """What a source may use: the experiment, the samples, the run's prompts and models."""
+
+    @property
+    def exp(self) -> Experiment: ...
+
+    @property
+    def prompts_key(self) -> str:
+        """The prompts artifact's key (for a source that does not read the samples)."""
+
+    def groups(self) -> list[PromptGroup]:
+        """The sampled prompt groups (messages, responses, finished flags), in sample order."""
+
+    def prompts(self) -> list[dict[str, Any]]:
+        """The run's prompts (every prompt, also those the sampling dropped)."""
+
+    def model(self, who: Who) -> LoadedModel:
+        """The teacher (with its context) or the initial student, loaded once per run."""
+
+    def model_key(self, who: Who) -> dict[str, Any]:
+        """The model's identity for cache keys (no weights loaded)."""
+
+    def generator(self, who: Who) -> Generator:
+        """`sampling.backend` around the model, with the experiment's params; the caller closes it."""
+
+
+class SignalSource(ABC):
+    """One artifact of shared signals (see the module docstring)."""
+
+    name: ClassVar[str]  # the artifact's name, as registered (e.g. "teacher_logprobs")
+    provides: ClassVar[tuple[str, ...]]  # the signal names methods ask for
+    model: ClassVar[Who] = "teacher"  # whose model computes it (its size rides along in the accounting)
+    # False: its values depend on the prompts, not on the sampled responses (the teacher's own samples),
+    # so its key holds no samples key, it is keyed by prompt id and the training set's filters don't see it.
+    reads_samples: ClassVar[bool] = True
+
+    @abstractmethod
+    def inputs(self, ctx: SignalContext) -> dict[str, Any]:
+        """Everything its values depend on beyond the samples (model identity, settings): its cache key."""
+
+    @abstractmethod
+    def compute(self, ctx: SignalContext, out: Path) -> dict[str, Any]:
+        """Write the values under `out`; return the manifest (at least {"accounting": {...}})."""
+
+    @abstractmethod
+    def load(self, signal: str, path: Path) -> list[Any] | dict[str, Any]:
+        """Signal `signal`'s values from the artifact at `path`: a list aligned with the samples, or (a
+        source that does not read the samples) a dict keyed by prompt id."""

@@ -1,0 +1,138 @@
+"""The built-in signal sources (registered in pyproject's `harness.signals` group, as a plugin's would be).
+
+    student_logprobs  -> student_avg_logprob, reference_logprob   (one scoring pass of the initial student)
+    teacher_logprobs  -> teacher_avg_logprob
+    mcq_preference    -> mcq_preference
+    teacher_topk      -> teacher_topk
+    teacher_samples   -> teacher_samples                          (the teacher's own answers, for SeqKD)
+
+The computations themselves are the pure functions of `harness.signals`; these classes say what each
+depends on and how its values are stored.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+from harness.methods.base import Signal
+from harness.signals.base import SignalContext, SignalSource, Who
+from harness.store import write_json_atomic
+
+
+def _lengths(ctx: SignalContext) -> dict[str, Any]:
+    return {"max_length": ctx.exp.budget.max_length, "max_prompt_length": ctx.exp.budget.max_prompt_length}
+
+
+def _read_values(path: Path) -> dict[str, Any]:
+    return json.loads((path / "values.json").read_text())
+
+
+class _LogProbs(SignalSource):
+    """Mean and SUM log-probs of every sampled response under one model (one forward pass)."""
+
+    def inputs(self, ctx: SignalContext) -> dict[str, Any]:
+        return {"model": ctx.model_key(self.model), **_lengths(ctx)}
+
+    def compute(self, ctx: SignalContext, out: Path) -> dict[str, Any]:
+        from harness.signals import sequence_scores
+
+        budget = ctx.exp.budget
+        scores = sequence_scores(ctx.model(self.model), ctx.groups(), batch_size=ctx.exp.signals.batch_size,
+                                 max_length=budget.max_length, max_prompt_length=budget.max_prompt_length)
+        write_json_atomic(out / "values.json", {"mean": scores.mean, "sum": scores.sum})
+        return {"accounting": {f"{self.model}_forward_tokens": scores.forward_tokens}}
+
+    def load(self, signal: str, path: Path) -> list[Any]:
+        return _read_values(path)["sum" if signal == Signal.REFERENCE_LOGPROB else "mean"]
+
+
+class StudentLogProbs(_LogProbs):
+    """The initial student's mean log-probs, and DPO's reference (the initial student's SUM log-probs)."""
+
+    name: ClassVar[str] = "student_logprobs"
+    provides: ClassVar[tuple[str, ...]] = (Signal.STUDENT_AVG_LOGPROB, Signal.REFERENCE_LOGPROB)
+    model: ClassVar[Who] = "student"
+
+
+class TeacherLogProbs(_LogProbs):
+    """The teacher's mean log-probs (in its own context): PAD's length-normalised reward."""
+
+    name: ClassVar[str] = "teacher_logprobs"
+    provides: ClassVar[tuple[str, ...]] = (Signal.TEACHER_AVG_LOGPROB,)
+
+
+class MCQPreference(SignalSource):
+    """The teacher's pairwise preferences, asked as a multiple-choice question (`signals.mcq` rule)."""
+
+    name: ClassVar[str] = "mcq_preference"
+    provides: ClassVar[tuple[str, ...]] = (Signal.MCQ_PREFERENCE,)
+
+    def inputs(self, ctx: SignalContext) -> dict[str, Any]:
+        return {"model": ctx.model_key("teacher"), "rule": ctx.exp.signals.mcq, "template": ctx.exp.signals.mcq_template}
+
+    def compute(self, ctx: SignalContext, out: Path) -> dict[str, Any]:
+        from harness.signals import mcq_preference
+
+        cfg = ctx.exp.signals
+        result = mcq_preference(ctx.model("teacher"), ctx.groups(), batch_size=cfg.batch_size,
+                                template=cfg.mcq_template, rule=cfg.mcq)
+        write_json_atomic(out / "values.json", {"preference": result.values})
+        return {"accounting": {"teacher_forward_tokens": result.forward_tokens}}
+
+    def load(self, signal: str, path: Path) -> list[Any]:
+        return _read_values(path)["preference"]
+
+
+class TeacherTopK(SignalSource):
+    """The teacher's top-k next-token log-probs at every response token (token-level KD)."""
+
+    name: ClassVar[str] = "teacher_topk"
+    provides: ClassVar[tuple[str, ...]] = (Signal.TEACHER_TOPK,)
+
+    def inputs(self, ctx: SignalContext) -> dict[str, Any]:
+        return {"model": ctx.model_key("teacher"), "k": ctx.exp.signals.topk, **_lengths(ctx)}
+
+    def compute(self, ctx: SignalContext, out: Path) -> dict[str, Any]:
+        from harness.signals import save_topk, teacher_topk
+
+        exp = ctx.exp
+        result = teacher_topk(ctx.model("teacher"), ctx.groups(), k=exp.signals.topk, batch_size=exp.signals.batch_size,
+                              max_length=exp.budget.max_length, max_prompt_length=exp.budget.max_prompt_length)
+        save_topk(out / "topk.safetensors", result.values)
+        return {"accounting": {"teacher_forward_tokens": result.forward_tokens}}
+
+    def load(self, signal: str, path: Path) -> list[Any]:
+        from harness.signals import load_topk
+
+        return load_topk(path / "topk.safetensors")
+
+
+class TeacherSamples(SignalSource):
+    """The teacher's own answers to the run's prompts (SeqKD's data), through `sampling.backend`."""
+
+    name: ClassVar[str] = "teacher_samples"
+    provides: ClassVar[tuple[str, ...]] = (Signal.TEACHER_SAMPLES,)
+    reads_samples: ClassVar[bool] = False
+
+    def inputs(self, ctx: SignalContext) -> dict[str, Any]:
+        return {"model": ctx.model_key("teacher"), "prompts": ctx.prompts_key, "sampling": ctx.exp.sampling}
+
+    def compute(self, ctx: SignalContext, out: Path) -> dict[str, Any]:
+        from harness.signals import teacher_samples
+
+        generator = ctx.generator("teacher")  # the configured sampling backend (vLLM where asked)
+        try:
+            result = teacher_samples(generator.loaded, ctx.prompts(), ctx.exp.sampling, generator=generator)
+        finally:
+            generator.close()
+        write_json_atomic(out / "values.json", {"samples": result.values})
+        flags = [done for v in result.values for done in v["finished"]]
+        return {"accounting": {"teacher_generation_tokens": result.generated_tokens},
+                "unfinished": {"kept": flags.count(False), "of": len(flags)}}
+
+    def load(self, signal: str, path: Path) -> dict[str, Any]:
+        # Keyed by prompt id: the teacher answered every prompt, the samples kept only some.
+        return {rec["prompt_id"]: {"responses": rec["responses"], "finished": rec.get("finished")}
+                for rec in _read_values(path)["samples"]}

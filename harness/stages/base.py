@@ -1,0 +1,55 @@
+"""The `Stage`: one artifact of the plan, owning its inputs and its computation.
+
+A stage names everything its output depends on (`inputs`: settings, model identities and the keys of the
+upstream stages it reads), so its artifact key (harness.store) chains through every upstream key and the
+plan is computed from the experiment alone (`--dry-run` loads no model). `run(out)` computes the output
+into `out` (stored atomically by the executor, harness.pipeline) reading its upstream stages' artifacts.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from harness.stages import STAGE_VERSIONS
+from harness.store import Artifact
+
+if TYPE_CHECKING:
+    from harness.stages.context import RunContext
+
+
+class Stage(ABC):
+    kind: ClassVar[str]  # "prompts", "samples", ... (a STAGE_VERSIONS entry; the store's folder)
+    # Every process of a multi-process launch takes part (training); else the main process only.
+    collective: ClassVar[bool] = False
+    engine_key: str | None = None  # consecutive steps with the same key share one generation engine
+    detail: str = ""  # shown by --dry-run (e.g. which judge grades these answers)
+
+    def __init__(self, ctx: RunContext, label: str) -> None:
+        self.ctx = ctx
+        self.label = label
+
+    @abstractmethod
+    def inputs(self) -> dict[str, Any]:
+        """Everything the output depends on (upstream keys included); never loads a model."""
+
+    @abstractmethod
+    def run(self, out: Path) -> dict[str, Any] | None:
+        """Compute the output into `out`; return what the manifest records (accounting, sources, ...)."""
+
+    def after_commit(self) -> None:  # noqa: B027 - optional hook
+        """Once the artifact is stored (e.g. drop scratch files)."""
+
+    @cached_property
+    def artifact(self) -> Artifact:
+        return self.ctx.store.artifact(self.kind, self.label, {"version": STAGE_VERSIONS[self.kind], **self.inputs()})
+
+    @property
+    def stage(self) -> str:
+        return self.kind
+
+    @property
+    def done(self) -> bool:
+        return self.artifact.done

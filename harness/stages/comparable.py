@@ -1,0 +1,41 @@
+"""What must match for two runs to share one leaderboard: ONE definition, for the hash recorded in
+results.json and for the differences `pad-harness report` names when it refuses to merge two runs.
+
+Everything that changes a number in the table must match: teacher, student, prompts, sampling, the
+budget's result fields (`Budget.result_inputs`: not where checkpoints go), benchmarks with the judge that
+grades each (`judge_key`: its model, backend and prompt, with `official` resolved per benchmark; not its
+concurrency, retries, timeout or prices) and the result params of the backends the run uses. Methods,
+seeds, names and logging may differ (`MAY_DIFFER_BETWEEN_MERGED_RUNS`): comparing them is what merging
+is for. The same rule decides the artifacts' keys (harness.stages.evaluation.judge_identity_for_key).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.benchmarks.base import benchmark_from_spec
+from harness.config import Experiment
+from harness.judges.choice import judge_key, judge_spec_for
+from harness.models.pool import backend_key
+from harness.results import MAY_DIFFER_BETWEEN_MERGED_RUNS
+from harness.store import hash_inputs
+
+
+def comparable_experiment(exp: Experiment) -> dict[str, Any]:
+    fields = {k: v for k, v in exp.model_dump(mode="json").items() if k not in MAY_DIFFER_BETWEEN_MERGED_RUNS}
+    fields["budget"] = exp.budget.result_inputs()
+    fields.pop("judge", None)  # each benchmark's own judge below
+    fields["benchmarks"] = [_benchmark(exp, spec) for spec in exp.benchmarks]
+    fields["backends"] = [backend_key(exp.backends, name) for name in sorted({exp.generation_backend,
+                                                                             exp.sampling.backend})]
+    return fields
+
+
+def experiment_hash(exp: Experiment) -> str:
+    return hash_inputs(comparable_experiment(exp))
+
+
+def _benchmark(exp: Experiment, spec: Any) -> dict[str, Any]:
+    bench = benchmark_from_spec(spec)
+    judge = judge_key(judge_spec_for(exp.judge, spec, bench)) if bench.needs_judge else None
+    return {**spec.model_dump(mode="json", exclude={"judge"}), "judge": judge}

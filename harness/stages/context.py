@@ -1,0 +1,101 @@
+"""What every stage of one run shares: the experiment, the artifact store, the model pool and the judges.
+
+Stages receive this and nothing else from the run: they read their upstream artifacts through the stages
+they were built with (harness.stages.plan), get models by handle from `models` (harness.models.pool) and
+judges from `judge(spec)`. Nothing here runs a stage; the executor is harness.pipeline.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from harness.benchmarks.base import Benchmark, benchmark_from_spec
+from harness.config import Experiment, JudgeSpec
+from harness.judges.cache import CachedJudge
+from harness.methods.base import Method
+from harness.models.handles import ModelHandle
+from harness.models.pool import ModelPool
+from harness.processes import ProcessInfo
+from harness.registry import METHODS
+from harness.store import ArtifactStore, hash_inputs
+
+
+def model_key(spec: Any) -> dict[str, Any]:
+    """A model's identity for cache keys, without loading its weights."""
+    from harness.models.sources import model_fingerprint
+
+    return model_fingerprint(spec)
+
+
+class RunContext:
+    def __init__(self, exp: Experiment, run_dir: Path, *, progress: bool = True,
+                 processes: ProcessInfo | None = None) -> None:
+        self.exp = exp
+        self.run_dir = run_dir
+        self.store = ArtifactStore(run_dir)
+        self.processes = processes or ProcessInfo.from_env()
+        self.progress = progress and self.processes.is_main  # one set of progress bars per run
+        self.methods: dict[str, Method] = {spec.row_name: METHODS.get(spec.name)(spec.params) for spec in exp.methods}
+        self.models = ModelPool(dict(exp.backends), batch_size=exp.sampling.batch_size)
+        self.teacher_key = model_key(exp.teacher)
+        self.student_key = model_key(exp.student)
+        self.teacher = ModelHandle("teacher", exp.teacher, {"teacher": self.teacher_key})
+        self.student = ModelHandle("student", exp.student, {"student": self.student_key})
+        self._judges: dict[str, CachedJudge] = {}
+        self._unavailable: dict[str, str] | None = None
+
+    def handle(self, who: str) -> ModelHandle:
+        """"teacher" or "student" (the untrained one)."""
+        return self.teacher if who == "teacher" else self.student
+
+    def backend_key(self, backend: str) -> dict[str, Any]:
+        return self.models.backend_key(backend)
+
+    # ------------------------------------------------------------------ benchmarks
+    def benchmark(self, index: int) -> Benchmark:
+        """Benchmark `index` of the experiment; one that reads the run (teacher agreement) bound to it."""
+        bench = benchmark_from_spec(self.exp.benchmarks[index])
+        if bench.uses_run:
+            from harness.stages.benchmark_run import BenchmarkRun
+
+            bench.bind(BenchmarkRun(self))
+        return bench
+
+    def unavailable_benchmarks(self) -> dict[str, str]:
+        """Optional benchmarks whose data cannot be found here, with the reason (checked once)."""
+        if self._unavailable is None:
+            from harness.errors import DataSourceError
+
+            self._unavailable = {}
+            for b, spec in enumerate(self.exp.benchmarks):
+                if not spec.optional:
+                    continue
+                try:
+                    self.benchmark(b).load()
+                except DataSourceError as exc:
+                    self._unavailable[spec.name] = str(exc)
+        return self._unavailable
+
+    def benchmark_indices(self) -> list[int]:
+        skipped = self.unavailable_benchmarks()
+        return [b for b, spec in enumerate(self.exp.benchmarks) if spec.name not in skipped]
+
+    # ------------------------------------------------------------------ judges
+    def judge(self, spec: JudgeSpec) -> CachedJudge:
+        """One judge per distinct spec, shared by the benchmarks that use it; every call cached on disk."""
+        cache_key = hash_inputs(spec.model_dump(mode="json"))
+        if cache_key not in self._judges:
+            from harness.judges.factory import build_judge
+
+            self._judges[cache_key] = build_judge(spec, self.run_dir / "judge_cache.sqlite", params=spec.params)
+        return self._judges[cache_key]
+
+    def close_judges(self) -> None:
+        """A served judge (vllm_server) stops with the run."""
+        while self._judges:
+            self._judges.popitem()[1].close()
+
+    def close(self) -> None:
+        self.models.close()
+        self.close_judges()

@@ -1,0 +1,63 @@
+"""The plan: every stage of one experiment, in run order, built from the experiment alone.
+
+    prompts -> samples -> signals (each source once, shared) -> trainset -> train (method x seed)
+            -> answers (row x benchmark) -> judgements
+
+Each stage holds the upstream stages it reads, so keys chain and nothing is looked up by name at run
+time. A row's answers come back to back (one engine serves them all), then its judgements.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from harness.stages.base import Stage
+from harness.stages.context import RunContext
+from harness.stages.data import PromptsStage, SamplesStage
+from harness.stages.evaluation import AnswersStage, JudgementsStage, ModelRow, describe_judge
+from harness.stages.signals_stage import SignalStage, TrainsetStage, signal_stages
+from harness.stages.training import TrainStage
+
+
+@dataclass
+class Plan:
+    steps: list[Stage]
+    rows: list[ModelRow]
+    prompts: PromptsStage
+    samples: SamplesStage
+    signals: dict[str, SignalStage]  # signal name -> the stage computing it
+    trainset: TrainsetStage
+    judgements: dict[tuple[str, int], JudgementsStage] = field(default_factory=dict)  # (row name|seed, benchmark)
+
+    def judged(self, row: ModelRow, index: int) -> JudgementsStage:
+        return self.judgements[(f"{row.row}|{row.seed}", index)]
+
+    def answers(self, row: ModelRow, index: int) -> AnswersStage:
+        return self.judged(row, index).answers
+
+
+def build_plan(ctx: RunContext) -> Plan:
+    prompts = PromptsStage(ctx)
+    samples = SamplesStage(ctx, prompts)
+    signals = signal_stages(ctx, samples)
+    trainset = TrainsetStage(ctx, samples, signals)
+    steps: list[Stage] = [prompts, samples, *dict.fromkeys(signals.values()), trainset]
+    rows = [ModelRow("teacher", "teacher", ctx.teacher), ModelRow("student (untrained)", "student", ctx.student)]
+    for spec in ctx.exp.methods:
+        for seed in ctx.exp.seeds:
+            train = TrainStage(ctx, spec, seed, trainset, signals)
+            steps.append(train)
+            rows.append(ModelRow(spec.row_name, "method", train.handle(), spec, seed, train))
+    plan = Plan(steps, rows, prompts, samples, signals, trainset)
+    indices = ctx.benchmark_indices()
+    judges = {b: describe_judge(ctx, b) for b in indices}
+    for row in rows:
+        answers: list[AnswersStage] = []
+        for b in indices:
+            answers.append(AnswersStage(ctx, row, b, answers))
+        steps.extend(answers)
+        for stage in answers:
+            judged = JudgementsStage(ctx, stage, judges[stage.index])
+            plan.judgements[(f"{row.row}|{row.seed}", stage.index)] = judged
+            steps.append(judged)
+    return plan
