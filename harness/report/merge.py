@@ -1,8 +1,9 @@
 """`pad-harness report RUN_DIR...`: regenerate one run's reports, or merge several runs into one leaderboard.
 
 Runs may share a leaderboard only when everything that decides the comparison matches: teacher, student,
-prompts, sampling, signals, budget, benchmarks, judge, generation backend, setting (exactly what
-`harness.pipeline.experiment_hash` covers). Methods and seeds may differ: that is the point of merging
+prompts, sampling, signals, the budget's result fields, benchmarks with each one's judge (what changes its
+verdicts), the backends' result params: one definition, `harness.stages.comparable`, recorded in each
+results.json (`comparable`) and hashed into `experiment_hash`. Methods and seeds may differ: that is the point of merging
 (a new plugin's run added to an existing leaderboard, or more seeds). Anything else is refused with a
 message that names what differs.
 """
@@ -24,7 +25,7 @@ from harness.report.writers import write_csv, write_json, write_markdown
 from harness.results import MAY_DIFFER_BETWEEN_MERGED_RUNS, RowResult, RunResults
 from harness.store import canonical_json
 
-MAY_DIFFER = MAY_DIFFER_BETWEEN_MERGED_RUNS  # the keys harness.pipeline.experiment_hash leaves out
+MAY_DIFFER = MAY_DIFFER_BETWEEN_MERGED_RUNS  # the keys harness.stages.comparable leaves out
 REPORT_FILES = {
     "json": "leaderboard.json",
     "csv": "leaderboard.csv",
@@ -42,10 +43,10 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def experiment_differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
+def experiment_differences(a: dict[Any, Any], b: dict[Any, Any], prefix: str = "") -> list[str]:
     """Human-readable differences in the parts of two experiments that must match."""
     out: list[str] = []
-    for key in sorted(set(a) | set(b)):
+    for key in sorted(set(a) | set(b), key=str):
         if not prefix and key in MAY_DIFFER:
             continue
         va, vb = a.get(key), b.get(key)
@@ -54,6 +55,8 @@ def experiment_differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "
         where = f"{prefix}{key}"
         if isinstance(va, dict) and isinstance(vb, dict):
             out += experiment_differences(va, vb, f"{where}.")
+        elif isinstance(va, list) and isinstance(vb, list) and len(va) == len(vb):  # benchmarks: item by item
+            out += experiment_differences(dict(enumerate(va)), dict(enumerate(vb)), f"{where}.")
         else:
             out.append(f"{where}: {_short(va)} vs {_short(vb)}")
     return out
@@ -62,7 +65,9 @@ def experiment_differences(a: dict[str, Any], b: dict[str, Any], prefix: str = "
 def check_compatible(
     base: RunResults, other: RunResults, base_name: str = "first run", other_name: str = "other run"
 ) -> None:
-    diffs = experiment_differences(base.experiment, other.experiment)
+    # What must match, as each run recorded it; results written before it was recorded: their experiments.
+    both = bool(base.comparable and other.comparable)
+    diffs = experiment_differences(*((base.comparable, other.comparable) if both else (base.experiment, other.experiment)))
     if diffs:
         raise MergeError(
             f"cannot merge {other_name} into {base_name}: their experiments differ in "

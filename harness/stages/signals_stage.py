@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.config import Experiment
 from harness.errors import ConfigError
-from harness.methods.base import PromptGroup
+from harness.methods.base import Method, PromptGroup
 from harness.models.base import Generator, LoadedModel
 from harness.registry import SIGNALS
 from harness.signals.base import SignalSource, Who
@@ -150,7 +150,8 @@ class TrainsetStage(Stage):
         return set(data_stages.read_trainset_ids(self.artifact.path))
 
 
-def empty_trainset_reason(exp: Experiment, methods: dict[str, Any], sampled: int, keeps: dict[str, set[str]]) -> str:
+def empty_trainset_reason(exp: Experiment, methods: dict[str, Method], sampled: int,
+                          keeps: dict[str, set[str]]) -> str:
     """Why no prompt is left to train on, naming the setting or the methods' filters responsible."""
     sampling = exp.sampling
     if not sampled:
@@ -161,6 +162,6 @@ def empty_trainset_reason(exp: Experiment, methods: dict[str, Any], sampled: int
                 + (", or set sampling.drop_unfinished: false" if sampling.drop_unfinished else ""))
     kept = "; ".join(f"{row}'s filter kept {len(keep)}" for row, keep in keeps.items())
     switches = ", ".join(f"{row}'s {name}" for row in keeps
-                         for name in (getattr(methods[row], "filter_params", None) or ("params",)))
+                         for name in (methods[row].filter_params or ("params",)))
     return (f"no training prompt is kept by every method's data filter ({sampled} sampled; {kept}); use more "
             f"prompts (prompts.count) or turn off a filter ({switches})")
