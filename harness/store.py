@@ -36,6 +36,7 @@ from typing import Any
 
 import xxhash
 
+from harness import textfiles
 from harness.fsmode import honour_umask
 
 log = logging.getLogger(__name__)
@@ -85,8 +86,9 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with path.open() as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+    """An artifact's JSONL file, read by the harness's one JSONL reader (`harness.textfiles.read_jsonl`):
+    a damaged line is one error naming the file and the line."""
+    return textfiles.read_jsonl(path, "run artifact JSONL file")
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -294,9 +294,10 @@ def test_load_from_the_installed_package() -> None:
 
 
 def test_resolve_data_says_what_was_tried_and_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness import textfiles
     from harness.benchmarks import data_sources
 
-    monkeypatch.setattr(data_sources, "hub_unreachable", lambda timeout_s=3.0: "huggingface.co is unreachable (test)")
+    monkeypatch.setattr(textfiles, "hub_unreachable", lambda timeout_s=3.0: "huggingface.co is unreachable (test)")
     with pytest.raises(DataSourceError) as err:
         data_sources.resolve_data("X set", packages=[data_sources.PackageFile("no-such-dist-xyz", "a/b.json")],
                                   hub=data_sources.HubDataset("org/x", split="eval"), install_hint="pip install y")

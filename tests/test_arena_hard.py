@@ -461,11 +461,12 @@ def test_score_official_rejects_non_judgement_file(tmp_path: Path) -> None:
 def test_bad_data_path_and_missing_v01_say_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(DataSourceError, match="question.jsonl"):
         ArenaHard({"version": "v0.1", "data_path": str(tmp_path)}).load()
-    import harness.benchmarks.arena_hard.prompts as ah
+    from harness import textfiles
 
-    monkeypatch.setattr(ah, "_hub_dir", lambda version, baseline: None)
-    with pytest.raises(DataSourceError, match="data_path"):
+    monkeypatch.setattr(textfiles, "hub_unreachable", lambda timeout_s=3.0: "huggingface.co is unreachable (test)")
+    with pytest.raises(DataSourceError, match="data_path") as err:
         ArenaHard({"version": "v0.1"}).load()
+    assert "tried hf:lmarena-ai/arena-hard-auto (data/arena-hard-v0.1): ConnectionError" in str(err.value)
 
 
 def test_v2_creative_writing_uses_its_own_baseline() -> None:

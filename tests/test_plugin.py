@@ -1,7 +1,7 @@
 """The plugin path, end to end: the package in docs/plugins.md is built, installed, listed and trained.
 
-The plugin's files are taken verbatim from the guide's code blocks, so the guide cannot drift from what
-works. It is installed with pip (a real wheel build from its own pyproject, entry points and all) into a
+The plugin's files are taken verbatim from the guide's code blocks (each found by its first line, the file
+it is: `guide_block`), so the guide cannot drift from what works. It is installed with pip (a real wheel build from its own pyproject, entry points and all) into a
 temporary `--target` directory put on the path, rather than into the shared interpreter environment:
 the same discovery mechanism, but nothing leaks into other processes using this environment, and nothing
 is left behind if the test dies before its teardown.
@@ -26,15 +26,19 @@ ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "plugins.md"
 
 
-def guide_blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", GUIDE.read_text(), flags=re.S)
+def guide_block(first_line: str) -> str:
+    """The guide's one code block whose first line is `first_line` (e.g. "# my-plugin/win_nll.py")."""
+    found = [b for b in re.findall(r"```[a-z]*\n(.*?)```", GUIDE.read_text(), flags=re.S)
+             if b.split("\n", 1)[0].strip() == first_line]
+    assert len(found) == 1, f"docs/plugins.md has {len(found)} code blocks starting with {first_line!r}"
+    return found[0]
 
 
-@pytest.fixture(scope="module")
-def plugin_site(tmp_path_factory) -> Path:
-    src = tmp_path_factory.mktemp("win-nll-plugin")
-    (src / "win_nll.py").write_text(guide_blocks("python")[0])
-    (src / "pyproject.toml").write_text(guide_blocks("toml")[0])
+def install_plugin(files: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """pip-install a package made of `files` (name -> text) into a fresh --target directory; its path."""
+    src = tmp_path_factory.mktemp("plugin-src")
+    for name, text in files.items():
+        (src / name).write_text(text)
     site = tmp_path_factory.mktemp("site")
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "--quiet",
@@ -42,6 +46,13 @@ def plugin_site(tmp_path_factory) -> Path:
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    return site
+
+
+@pytest.fixture(scope="module")
+def plugin_site(tmp_path_factory) -> Path:
+    site = install_plugin({"win_nll.py": guide_block("# my-plugin/win_nll.py"),
+                           "pyproject.toml": guide_block("# my-plugin/pyproject.toml")}, tmp_path_factory)
     assert list(site.glob("pad_harness_win_nll-*.dist-info/entry_points.txt"))
     return site
 

