@@ -25,8 +25,7 @@ def encode(ctx: TrainContext, messages: list[dict[str, str]], response: str,
 
 
 def pad_id(ctx: TrainContext) -> int:
-    tok = ctx.formatter.tokenizer
-    return int(tok.pad_token_id if tok.pad_token_id is not None else ctx.formatter.end_of_turn_id)
+    return int(ctx.formatter.pad_id)
 
 
 def pack_pairs(ctx: TrainContext, items: list[tuple[list[dict[str, str]], str, bool]]) -> Packed:

@@ -195,6 +195,15 @@ class LoggingConfig(Frozen):
     every: int = Field(1, ge=1)
 
 
+class DataParallelConfig(Frozen):
+    """How the per-prompt stages (samples, signals) split across the processes of a launch (`torchrun`,
+    `accelerate launch`): in chunks of `chunk` prompts (or sampled groups), chunk j on process j mod N.
+    A single process computes the same chunks, so the merged artifact does not depend on how many processes
+    made it; finished chunks survive an interruption (a restarted process computes only its missing ones)."""
+
+    chunk: int = Field(256, ge=1)
+
+
 class Experiment(Frozen):
     name: str
     description: str = ""
@@ -214,6 +223,7 @@ class Experiment(Frozen):
     # `backends: {vllm: {tensor_parallel_size: 2, max_model_len: 8192}}`.
     backends: dict[str, dict[str, Any]] = Field(default_factory=dict)
     logging: LoggingConfig = LoggingConfig()
+    data_parallel: DataParallelConfig = DataParallelConfig()
     setting: str = ""  # one plain sentence the report prints: what is being distilled into what
 
     @model_validator(mode="after")

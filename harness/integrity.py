@@ -31,15 +31,15 @@ log = logging.getLogger(__name__)
 TENSOR_FILES: tuple[str, ...] = (".safetensors",)
 
 
-def _keys_in(obj: Any) -> Iterable[str]:
+def keys_in(obj: Any) -> Iterable[str]:
     if isinstance(obj, str):
         yield obj
     elif isinstance(obj, dict):
         for value in obj.values():
-            yield from _keys_in(value)
+            yield from keys_in(value)
     elif isinstance(obj, (list, tuple)):
         for value in obj:
-            yield from _keys_in(value)
+            yield from keys_in(value)
 
 
 class PlanRunner:
@@ -50,7 +50,7 @@ class PlanRunner:
         self.store = store
         self.rebuild = rebuild
         index = {step.artifact.key: i for i, step in enumerate(steps)}
-        self.direct = [sorted({index[k] for k in _keys_in(step.artifact.inputs) if k in index} - {i})
+        self.direct = [sorted({index[k] for k in keys_in(step.artifact.inputs) if k in index} - {i})
                        for i, step in enumerate(steps)]
         self.set_aside: dict[str, Path] = {}  # artifact key -> where its damaged copy went
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from harness.config import Experiment, load_experiment
 from harness.diskspace import disk_full_error, is_disk_full
+from harness.integrity import PlanRunner, keys_in
 from harness.methods.base import Method
 from harness.processes import wait_for
 from harness.results import RunResults
@@ -88,7 +89,6 @@ class Pipeline:
             return self._run_locked()
 
     def _run_locked(self) -> RunResults:
-        from harness.integrity import PlanRunner
         from harness.stages.reporting import collect_results, write_all_reports
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -98,13 +98,17 @@ class Pipeline:
         plan = self.build_plan()
         self._check_models_early(plan)
         started = time.time()
+        rank, world = self.ctx.processes.rank, self.ctx.processes.world_size
+        mine = [step for step in plan.steps if step.runs_on(rank, world)]
         try:
             if main:  # inputs verified before each step; a damaged one is rebuilt (harness.integrity)
-                PlanRunner(plan.steps, self.store, rebuild=self.ctx.processes.world_size == 1).run(self._run_step)
+                PlanRunner(mine, self.store, rebuild=world == 1).run(self._run_step)
             else:
-                for step in plan.steps:
+                for step in mine:
                     if not step.done:
-                        self._follow_step(step)
+                        self._follow_step(step, plan)
+            for step in plan.steps:
+                wait_for(step.artifact)  # what the other processes compute (their rows' evaluation)
         finally:
             self.ctx.close()  # engines shut down, a served judge (vllm_server) stops with the run
         results = collect_results(self.ctx, plan)
@@ -124,6 +128,8 @@ class Pipeline:
             with self.store.writing(step.artifact) as out:
                 manifest = step.run(out) or {}
                 manifest.setdefault("wall_time_s", round(time.time() - t0, 3))
+                if self.ctx.processes.world_size > 1 and not step.collective:
+                    manifest["computed_by_process"] = self.ctx.processes.rank
                 _merge_manifest(out, manifest)
         except Exception as exc:
             if is_disk_full(exc):
@@ -132,12 +138,19 @@ class Pipeline:
         step.after_commit()
         self.timings[f"{step.kind}:{step.label}"] = round(time.time() - t0, 2)
 
-    def _follow_step(self, step: Stage) -> None:
-        """A worker of a multi-process launch (harness/processes.py): take part in collective steps,
-        whose outputs only the main process stores, then wait for the main process's artifact."""
-        if step.collective:
-            with tempfile.TemporaryDirectory(prefix="pad-harness-worker-") as scratch:
-                step.run(Path(scratch))
+    def _follow_step(self, step: Stage, plan: Plan) -> None:
+        """A worker of a multi-process launch (harness/processes.py): take part in collective steps (its
+        share of training, its chunks of the per-prompt stages), whose outputs the main process stores, and
+        compute and store the steps it owns (its rows' evaluation) once their inputs are there."""
+        upstream = {s.artifact.key: s for s in plan.steps}
+        for key in keys_in(step.artifact.inputs):
+            if key in upstream:
+                wait_for(upstream[key].artifact)  # stored by the main process (or another worker)
+        if not step.collective:
+            self._run_step(step)
+            return
+        with tempfile.TemporaryDirectory(prefix="pad-harness-worker-") as scratch:
+            step.run(Path(scratch))
         wait_for(step.artifact)
 
     def _check_models_early(self, plan: Plan) -> None:

@@ -299,3 +299,24 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def concat_jsonl(parts: list[Path], name: str, out: Path) -> None:
+    """The parts' `name` files, one after another, as `out/name` (bytes unchanged)."""
+    with (out / name).open("wb") as dst:
+        for part in parts:
+            with (part / name).open("rb") as src:
+                shutil.copyfileobj(src, dst)
+
+
+def concat_json_lists(parts: list[Path], name: str, out: Path) -> None:
+    """`name` is a JSON object of lists in every part: the lists concatenated, key by key. One part is
+    copied as it is (a single-chunk stage writes exactly what it always wrote)."""
+    if len(parts) == 1:
+        shutil.copyfile(parts[0] / name, out / name)
+        return
+    merged: dict[str, list[Any]] = {}
+    for part in parts:
+        for key, values in json.loads((part / name).read_text()).items():
+            merged.setdefault(key, []).extend(values)
+    write_json_atomic(out / name, merged)

@@ -153,15 +153,13 @@ class PADMethod(Method):
         responses = [[fmt.response_ids(r, max_length=ctx.max_length, finished=done)
                       for r, done in zip(ex["responses"], ex.get("finished") or [True] * n, strict=True)]
                      for ex in examples]
-        pad_id = fmt.tokenizer.pad_token_id
-        if pad_id is None:
-            pad_id = fmt.end_of_turn_id
+        pad_id = fmt.pad_id
         packed: Packed | GroupPacked
         if ctx.share_prompts:  # the prompt runs once for its n responses (same log-probs, fewer tokens)
-            packed = pack_groups(prompts, responses, int(pad_id), ctx.max_length, ctx.max_prompt_length)
+            packed = pack_groups(prompts, responses, pad_id, ctx.max_length, ctx.max_prompt_length)
         else:
             packed = pack_sequences([p for p, rs in zip(prompts, responses, strict=True) for _ in rs],
-                                    [r for rs in responses for r in rs], int(pad_id), ctx.max_length,
+                                    [r for rs in responses for r in rs], pad_id, ctx.max_length,
                                     ctx.max_prompt_length)
         return {
             "packed": packed,

@@ -62,6 +62,12 @@ class ChatFormatter:
         return int(eos)
 
     @cached_property
+    def pad_id(self) -> int:
+        """What batches are padded with: the tokenizer's pad token, else the end-of-turn token (padding is masked)."""
+        pad = self.tokenizer.pad_token_id
+        return self.end_of_turn_id if pad is None else int(pad)
+
+    @cached_property
     def stop_ids(self) -> tuple[int, ...]:
         """Every id that ends a generated response: the end-of-turn token, the tokenizer's eos and the
         model's generation-config eos ids (the set both generation backends stop on)."""

@@ -160,8 +160,7 @@ class HFGenerator(Generator):
     ) -> list[_Row]:
         model, device = self.loaded.model, self.loaded.device
         stop_ids = self.loaded.formatter.stop_ids  # end-of-turn + every generation-config eos id
-        pad_id = self.loaded.tokenizer.pad_token_id
-        pad_id = self.loaded.formatter.end_of_turn_id if pad_id is None else pad_id
+        pad_id = self.loaded.formatter.pad_id
 
         # Encode each distinct prompt once; the n sample rows of a request share its KV cache.
         unique: dict[int, int] = {}

@@ -53,8 +53,7 @@ class Scorer:
 
     @property
     def pad_id(self) -> int:
-        pad = self.loaded.tokenizer.pad_token_id
-        return self.loaded.formatter.end_of_turn_id if pad is None else int(pad)
+        return self.loaded.formatter.pad_id
 
     # ------------------------------------------------------------------ public API
 

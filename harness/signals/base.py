@@ -11,6 +11,11 @@ The pipeline owns caching: a source says what its values depend on (`inputs`: ne
 `--dry-run` plans without weights), computes them into a directory (`compute`), and reads one signal
 back (`load`). The manifest it returns holds `accounting` (tokens the model processed), which the
 trainer charges to every method that reads the signal (matched budget).
+
+The work is split in chunks of prompts (harness.stages.chunks): `compute` sees one chunk's groups (or
+prompts), possibly on another process of a launch, and `merge` joins the chunks' directories, in order,
+into the artifact. The default merge concatenates JSON files holding an object of lists, key by key;
+a source storing anything else (tensors) overrides it.
 """
 
 from __future__ import annotations
@@ -38,10 +43,11 @@ class SignalContext(Protocol):
         """The prompts artifact's key (for a source that does not read the samples)."""
 
     def groups(self) -> list[PromptGroup]:
-        """The sampled prompt groups (messages, responses, finished flags), in sample order."""
+        """This chunk's sampled prompt groups (messages, responses, finished flags), in sample order."""
 
     def prompts(self) -> list[dict[str, Any]]:
-        """The run's prompts (every prompt, also those the sampling dropped)."""
+        """This chunk's prompts (a source that does not read the samples: every prompt of the run, also
+        those the sampling dropped, chunk by chunk)."""
 
     def model(self, who: Who) -> LoadedModel:
         """The teacher (with its context) or the initial student, loaded once per run."""
@@ -50,7 +56,8 @@ class SignalContext(Protocol):
         """The model's identity for cache keys (no weights loaded)."""
 
     def generator(self, who: Who) -> Generator:
-        """`sampling.backend` around the model, with the experiment's params; the caller closes it."""
+        """`sampling.backend` around the model, with the experiment's params; one per stage, shared by its
+        chunks (an engine starts once) and closed by the stage."""
 
 
 class SignalSource(ABC):
@@ -70,6 +77,13 @@ class SignalSource(ABC):
     @abstractmethod
     def compute(self, ctx: SignalContext, out: Path) -> dict[str, Any]:
         """Write the values under `out`; return the manifest (at least {"accounting": {...}})."""
+
+    def merge(self, parts: list[Path], out: Path) -> None:
+        """Join the chunks' directories, in order, into `out`: every file a JSON object of lists."""
+        from harness.store import concat_json_lists
+
+        for name in sorted(p.name for p in parts[0].iterdir() if p.suffix == ".json" and p.name != "part.json"):
+            concat_json_lists(parts, name, out)
 
     @abstractmethod
     def load(self, signal: str, path: Path) -> list[Any] | dict[str, Any]:

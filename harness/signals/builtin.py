@@ -13,6 +13,7 @@ depends on and how its values are stored.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -103,6 +104,14 @@ class TeacherTopK(SignalSource):
         save_topk(out / "topk.safetensors", result.values)
         return {"accounting": {"teacher_forward_tokens": result.forward_tokens}}
 
+    def merge(self, parts: list[Path], out: Path) -> None:
+        from harness.signals import load_topk, save_topk
+
+        if len(parts) == 1:
+            shutil.copyfile(parts[0] / "topk.safetensors", out / "topk.safetensors")
+            return
+        save_topk(out / "topk.safetensors", [value for part in parts for value in load_topk(part / "topk.safetensors")])
+
     def load(self, signal: str, path: Path) -> list[Any]:
         from harness.signals import load_topk
 
@@ -123,10 +132,7 @@ class TeacherSamples(SignalSource):
         from harness.signals import teacher_samples
 
         generator = ctx.generator("teacher")  # the configured sampling backend (vLLM where asked)
-        try:
-            result = teacher_samples(generator.loaded, ctx.prompts(), ctx.exp.sampling, generator=generator)
-        finally:
-            generator.close()
+        result = teacher_samples(generator.loaded, ctx.prompts(), ctx.exp.sampling, generator=generator)
         write_json_atomic(out / "values.json", {"samples": result.values})
         flags = [done for v in result.values for done in v["finished"]]
         return {"accounting": {"teacher_generation_tokens": result.generated_tokens},

@@ -25,6 +25,9 @@ class Stage(ABC):
     # Every process of a multi-process launch takes part (training); else the main process only.
     collective: ClassVar[bool] = False
     engine_key: str | None = None  # consecutive steps with the same key share one generation engine
+    # Which process of a launch computes a non-collective stage: rank `owner mod N` (a row's answers and
+    # judgements: the row's position, so rows are evaluated in parallel). None: the main process.
+    owner: int | None = None
     detail: str = ""  # shown by --dry-run (e.g. which judge grades these answers)
 
     def __init__(self, ctx: RunContext, label: str) -> None:
@@ -53,3 +56,7 @@ class Stage(ABC):
     @property
     def done(self) -> bool:
         return self.artifact.done
+
+    def runs_on(self, rank: int, world_size: int) -> bool:
+        """Whether process `rank` computes (or, collective, takes part in) this stage."""
+        return self.collective or (self.owner or 0) % world_size == rank

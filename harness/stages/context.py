@@ -28,6 +28,16 @@ def model_key(spec: Any) -> dict[str, Any]:
     return model_fingerprint(spec)
 
 
+def _use_local_device() -> None:
+    """Each process of a launch on its own GPU (models loaded on `cuda` land on the current device)."""
+    import os
+
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+
+
 class RunContext:
     def __init__(self, exp: Experiment, run_dir: Path, *, progress: bool = True,
                  processes: ProcessInfo | None = None) -> None:
@@ -35,6 +45,8 @@ class RunContext:
         self.run_dir = run_dir
         self.store = ArtifactStore(run_dir)
         self.processes = processes or ProcessInfo.from_env()
+        if self.processes.world_size > 1:
+            _use_local_device()
         self.progress = progress and self.processes.is_main  # one set of progress bars per run
         self.methods: dict[str, Method] = {spec.row_name: METHODS.get(spec.name)(spec.params) for spec in exp.methods}
         self.models = ModelPool(dict(exp.backends), batch_size=exp.sampling.batch_size)
@@ -88,7 +100,11 @@ class RunContext:
         if cache_key not in self._judges:
             from harness.judges.factory import build_judge
 
-            self._judges[cache_key] = build_judge(spec, self.run_dir / "judge_cache.sqlite", params=spec.params)
+            # One cache file per process of a launch: SQLite's locks are not to be trusted on a file system
+            # that several machines share.
+            rank = self.processes.rank
+            name = "judge_cache.sqlite" if rank == 0 else f"judge_cache-rank{rank}.sqlite"
+            self._judges[cache_key] = build_judge(spec, self.run_dir / name, params=spec.params)
         return self._judges[cache_key]
 
     def close_judges(self) -> None:

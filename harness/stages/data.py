@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.config import Experiment
+from harness.config import DataParallelConfig, Experiment
 from harness.methods.base import Method, PromptGroup
 from harness.prompts import load_prompts
 from harness.stages.base import Stage
-from harness.store import read_jsonl, write_json_atomic, write_jsonl
+from harness.stages.chunks import Chunks
+from harness.store import concat_jsonl, read_jsonl, write_json_atomic, write_jsonl
 
 if TYPE_CHECKING:
     from harness.stages.context import RunContext
@@ -32,10 +33,23 @@ class PromptsStage(Stage):
         return read_prompts(self.artifact.path)
 
 
+def chunk_inputs(exp: Experiment) -> dict[str, Any]:
+    """The chunk size in a per-prompt stage's key when it is not the default (keys made before chunking
+    existed stay valid: the default's single-chunk results are what was computed then)."""
+    default = DataParallelConfig.model_fields["chunk"].default
+    return {} if exp.data_parallel.chunk == default else {"chunk": exp.data_parallel.chunk}
+
+
+def chunks_of(ctx: RunContext, stage: Stage, n_items: int) -> Chunks:
+    return Chunks(ctx.store, stage.artifact, n_items, ctx.exp.data_parallel.chunk, ctx.processes)
+
+
 class SamplesStage(Stage):
-    """The sampler's (`sampling.sampler`: the student by default) candidates per prompt."""
+    """The sampler's (`sampling.sampler`: the student by default) candidates per prompt, split in chunks
+    of prompts across the processes of a launch (harness.stages.chunks)."""
 
     kind = "samples"
+    collective = True  # every process samples its chunks; the main process merges them
 
     def __init__(self, ctx: RunContext, prompts: PromptsStage) -> None:
         super().__init__(ctx, "samples")
@@ -46,11 +60,31 @@ class SamplesStage(Stage):
         exp = self.ctx.exp
         sampler = self.ctx.teacher_key if self.sampler.name == "teacher" else self.ctx.student_key
         return {"prompts": self.prompts.artifact.key, "sampler": sampler, "sampling": exp.sampling,
-                "backend": self.ctx.backend_key(exp.sampling.backend)}
+                "backend": self.ctx.backend_key(exp.sampling.backend), **chunk_inputs(exp)}
 
-    def run(self, out: Path) -> dict[str, Any]:
-        generator = self.ctx.models.generator(self.sampler, self.ctx.exp.sampling.backend)
-        return run_samples(self.ctx.exp, self.prompts.read(), generator, out)
+    def run(self, out: Path) -> dict[str, Any] | None:
+        ctx = self.ctx
+        prompts = self.prompts.read()
+        work = chunks_of(ctx, self, len(prompts))
+        generators: list[Any] = []  # built on the first chunk to compute: none when all are done
+
+        def compute(items: slice, part: Path) -> dict[str, Any]:
+            if not generators:
+                generators.append(ctx.models.generator(self.sampler, ctx.exp.sampling.backend))
+            return run_samples(ctx.exp, prompts[items], generators[0], part)
+
+        try:
+            work.compute_mine(compute)
+        finally:
+            for generator in generators:
+                generator.close()  # an engine (vLLM) is not kept beside the scoring and training that follow
+        if not ctx.processes.is_main:
+            return None
+        concat_jsonl(work.wait_all(), "samples.jsonl", out)
+        return work.merged_manifest()
+
+    def after_commit(self) -> None:
+        chunks_of(self.ctx, self, 0).remove()
 
     def read(self) -> list[dict[str, Any]]:
         return read_samples(self.artifact.path)
@@ -73,10 +107,7 @@ def run_samples(exp: Experiment, prompts: list[dict[str, Any]], generator: Any, 
     """Sample candidates with the sampler's generator (student by default), keep n diverse ones per prompt."""
     from harness.sampling import sample_prompts
 
-    try:
-        result = sample_prompts(generator, generator.loaded.formatter, prompts, exp.sampling, progress=True)
-    finally:
-        generator.close()  # an engine (vLLM) is not kept beside the scoring and training that follow
+    result = sample_prompts(generator, generator.loaded.formatter, prompts, exp.sampling, progress=True)
     write_jsonl(out / "samples.jsonl", result.records)
     who = "teacher" if exp.sampling.sampler == "teacher" else "student"
     return {

@@ -4,7 +4,8 @@
             -> answers (row x benchmark) -> judgements
 
 Each stage holds the upstream stages it reads, so keys chain and nothing is looked up by name at run
-time. A row's answers come back to back (one engine serves them all), then its judgements.
+time. A row's answers come back to back (one engine serves them all), then its judgements; under a launch
+of N processes, row i is evaluated by process i mod N.
 """
 
 from __future__ import annotations
@@ -51,13 +52,15 @@ def build_plan(ctx: RunContext) -> Plan:
     plan = Plan(steps, rows, prompts, samples, signals, trainset)
     indices = ctx.benchmark_indices()
     judges = {b: describe_judge(ctx, b) for b in indices}
-    for row in rows:
+    for position, row in enumerate(rows):
         answers: list[AnswersStage] = []
         for b in indices:
             answers.append(AnswersStage(ctx, row, b, answers))
         steps.extend(answers)
         for stage in answers:
+            stage.owner = position  # a launch's processes evaluate different rows
             judged = JudgementsStage(ctx, stage, judges[stage.index])
+            judged.owner = position
             plan.judgements[(f"{row.row}|{row.seed}", stage.index)] = judged
             steps.append(judged)
     return plan

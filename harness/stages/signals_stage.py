@@ -45,21 +45,30 @@ def signal_sources(needed: Iterable[str]) -> dict[str, SignalSource]:
 
 
 class _StageSignalContext:
-    """`SignalContext` for one signal stage (what a source may use of the run)."""
+    """`SignalContext` for one signal stage (what a source may use of the run); `chunk` narrows it to the
+    groups (or prompts) of one chunk, sharing the stage's generators."""
 
     def __init__(self, ctx: RunContext, samples: data_stages.SamplesStage) -> None:
         self.ctx, self.samples = ctx, samples
         self.exp = ctx.exp
+        self._groups: list[PromptGroup] | None = None
+        self._prompts: list[dict[str, Any]] | None = None
+        self._generators: dict[str, Generator] = {}
+
+    def chunk(self, groups: list[PromptGroup] | None, prompts: list[dict[str, Any]] | None) -> _StageSignalContext:
+        narrowed = _StageSignalContext(self.ctx, self.samples)
+        narrowed._groups, narrowed._prompts, narrowed._generators = groups, prompts, self._generators
+        return narrowed
 
     @property
     def prompts_key(self) -> str:
         return self.samples.prompts.artifact.key
 
     def groups(self) -> list[PromptGroup]:
-        return self.samples.groups()
+        return self._groups if self._groups is not None else self.samples.groups()
 
     def prompts(self) -> list[dict[str, Any]]:
-        return self.samples.prompts.read()
+        return self._prompts if self._prompts is not None else self.samples.prompts.read()
 
     def model(self, who: Who) -> LoadedModel:
         return self.ctx.models.loaded(self.ctx.handle(who))
@@ -68,11 +77,21 @@ class _StageSignalContext:
         return self.ctx.teacher_key if who == "teacher" else self.ctx.student_key
 
     def generator(self, who: Who) -> Generator:
-        return self.ctx.models.generator(self.ctx.handle(who), self.exp.sampling.backend)
+        if who not in self._generators:
+            self._generators[who] = self.ctx.models.generator(self.ctx.handle(who), self.exp.sampling.backend)
+        return self._generators[who]
+
+    def close(self) -> None:
+        while self._generators:
+            self._generators.popitem()[1].close()  # an engine (vLLM) is not kept beside what follows
 
 
 class SignalStage(Stage):
+    """One signal source's values, split in chunks of groups (or prompts) across the processes of a launch
+    (harness.stages.chunks) and merged by the source."""
+
     kind = "signal"
+    collective = True  # every process computes its chunks; the main process merges them
 
     def __init__(self, ctx: RunContext, source: SignalSource, samples: data_stages.SamplesStage) -> None:
         super().__init__(ctx, source.name)
@@ -82,16 +101,36 @@ class SignalStage(Stage):
 
     def inputs(self) -> dict[str, Any]:
         upstream = {"samples": self.samples.artifact.key} if self.source.reads_samples else {}
-        return {**upstream, **self.source.inputs(self.signal_ctx)}
+        return {**upstream, **self.source.inputs(self.signal_ctx), **data_stages.chunk_inputs(self.ctx.exp)}
 
-    def run(self, out: Path) -> dict[str, Any]:
+    def run(self, out: Path) -> dict[str, Any] | None:
         """Its manifest's `accounting` is what the precompute cost every method that reads it (the model
         size rides along so FLOPs can be estimated)."""
-        manifest = self.source.compute(self.signal_ctx, out)
+        source, whole = self.source, self.signal_ctx
+        # What the source reads, split by position: the sampled groups, or the run's prompts.
+        items: list[Any] = whole.groups() if source.reads_samples else whole.prompts()
+        work = data_stages.chunks_of(self.ctx, self, len(items))
+
+        def compute(part: slice, part_dir: Path) -> dict[str, Any]:
+            chunk = items[part]
+            narrowed = whole.chunk(chunk, None) if source.reads_samples else whole.chunk(None, chunk)
+            return source.compute(narrowed, part_dir)
+
+        try:
+            work.compute_mine(compute)
+        finally:
+            whole.close()
+        if not self.ctx.processes.is_main:
+            return None
+        source.merge(work.wait_all(), out)
+        manifest = work.merged_manifest()
         model = self.signal_ctx.model(self.source.model)
         manifest.setdefault("accounting", {})[f"{self.source.model}_params"] = int(
             sum(p.numel() for p in model.model.parameters()))
         return manifest
+
+    def after_commit(self) -> None:
+        data_stages.chunks_of(self.ctx, self, 0).remove()
 
     def load(self, signal: str) -> list[Any] | dict[str, Any]:
         return self.source.load(signal, self.artifact.path)
