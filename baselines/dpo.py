@@ -16,35 +16,14 @@ scored with the same length limits as training, else the policy and reference su
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, Field
 
+from baselines.dpo_loss import LossType, dpo_loss
 from baselines.pairs import PairParams, PairwiseMethod, pair_logprobs, preference_metrics
 from harness.methods.base import LossOutput, PromptGroup, Signal, TrainContext
-
-LossType = Literal["sigmoid", "ipo", "hinge"]
-
-
-def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, reference_chosen: torch.Tensor,
-             reference_rejected: torch.Tensor, beta: float, loss_type: LossType = "sigmoid",
-             chosen_tokens: torch.Tensor | None = None, rejected_tokens: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-pair loss [B] from SUM log-probs [B] of the policy and the reference; IPO also needs each
-    response's token count [B]."""
-    h = (policy_chosen - reference_chosen) - (policy_rejected - reference_rejected)
-    if loss_type == "sigmoid":
-        return -F.logsigmoid(beta * h)
-    if loss_type == "ipo":
-        if chosen_tokens is None or rejected_tokens is None:
-            raise ValueError("the IPO loss needs the token counts of the chosen and rejected responses")
-        h_avg = ((policy_chosen - reference_chosen) / chosen_tokens.clamp_min(1)
-                 - (policy_rejected - reference_rejected) / rejected_tokens.clamp_min(1))
-        return (h_avg - 1.0 / (2.0 * beta)) ** 2
-    if loss_type == "hinge":
-        return torch.relu(1.0 - beta * h)
-    raise ValueError(f"unknown DPO loss type {loss_type!r}")
 
 
 class DPOParams(PairParams):

@@ -46,6 +46,13 @@ class ModelSpec(Frozen):
     # The token that ends an assistant turn, e.g. "<end_of_turn>"; by default read off the chat template
     # (harness.models.chat.end_of_turn_from_template), which is right for Gemma-2, Llama-3.x and ChatML.
     end_of_turn: str | None = None
+    # A model larger than one GPU: `auto` spreads its layers over the visible GPUs (accelerate's dispatch;
+    # scoring and hf generation run through it). For a single-process run (under a launch each process
+    # sees the GPUs it is given). Placement only: not part of the model's identity.
+    device_map: Literal["auto", "balanced", "sequential"] | None = None
+    # Kept in host memory except while a stage uses it: a teacher that does not fit beside the student is
+    # moved to the GPU for the signal and evaluation stages and back to host memory for training.
+    offload: bool = False
 
 
 class PromptSource(Frozen):

@@ -163,3 +163,27 @@ def test_fingerprint_of_a_hub_model_fetches_no_weights(tmp_path, monkeypatch):
     ident = model_fingerprint(spec, device="cpu")
     assert ident["revision"] == snapshot.name and model_context_length(spec) == 8192
     assert asked and all("*.safetensors" not in patterns and "*.json" in patterns for patterns in asked)
+
+
+def test_device_map_dispatches_the_model_and_scores_as_the_plain_load(tmp_path) -> None:
+    """`device_map: auto` loads through transformers' placement (on a machine without a GPU everything lands
+    on the CPU, undispatched: the spreading over GPUs itself needs GPUs): it scores as the plain load does
+    and keeps the same identity; a dispatched model (hf_device_map set) is never parked."""
+    from harness.models.residency import park
+    from harness.models.scoring import Scorer
+
+    _save_tiny(tmp_path / "m")
+    plain = load_model(ModelSpec(model=str(tmp_path / "m")), device="cpu")
+    spread = load_model(ModelSpec(model=str(tmp_path / "m"), device_map="auto"))
+    assert str(spread.device) == "cpu"
+    assert spread.identity == plain.identity
+    assert model_fingerprint(ModelSpec(model=str(tmp_path / "m"), device_map="auto"), device="cpu") == \
+        model_fingerprint(ModelSpec(model=str(tmp_path / "m")), device="cpu")
+    prompt = plain.formatter.prompt_ids([{"role": "user", "content": "hello there"}])
+    group = [(prompt, [plain.formatter.response_ids("general kenobi"), plain.formatter.response_ids("hi")])]
+    ours = Scorer(spread, batch_size=2).score_groups(group)
+    reference = Scorer(plain, batch_size=2).score_groups(group)
+    assert [s.sum_logprob for s in ours[0]] == pytest.approx([s.sum_logprob for s in reference[0]], abs=1e-5)
+    spread.model.hf_device_map = {"": 0}  # as accelerate marks a model it dispatched over GPUs
+    spread.device = "cuda:0"
+    assert not park(spread) and not spread.parked  # its hooks place it: moving it would break them

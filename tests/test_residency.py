@@ -66,3 +66,22 @@ def test_a_vllm_engine_parks_the_runs_models_and_the_hf_backend_does_not(tmp_pat
     assert not remembering._prompt_passes  # its KV caches would have stayed on the device beside the engine
     assert pool.loaded(ctx.teacher, weights=False) is teacher and teacher.parked  # tokenizer/identity only
     assert pool.loaded(ctx.teacher) is teacher and not teacher.parked and teacher.model.moves == ["cpu", "cuda:0"]
+
+
+def test_an_offloaded_teacher_waits_in_host_memory_while_another_model_is_used(tmp_path) -> None:
+    exp = parse_experiment({
+        "name": "offload", "teacher": {"model": "tiny:llama", "seed": 1, "offload": True},
+        "student": {"model": "tiny:llama"}, "methods": [{"name": "sft"}], "benchmarks": [],
+    }, "test")
+    ctx = Pipeline(exp, tmp_path, progress=False).ctx
+    pool = ctx.models
+    teacher, student = on_gpu(), on_gpu()
+    pool._base.update(teacher=teacher, student=student)
+    pool._specs.update(teacher=exp.teacher, student=exp.student)
+    assert pool.loaded(ctx.teacher) is teacher and not teacher.parked
+    pool.loaded(ctx.student)  # training, scoring with the student: the teacher goes to host memory
+    assert teacher.parked and not student.parked and teacher.model.moves == ["cpu"]
+    pool.loaded(ctx.teacher)  # back for its own stage; the student (not marked) stays where it is
+    assert not teacher.parked and not student.parked and teacher.model.moves == ["cpu", "cuda:0"]
+    pool.loaded(ctx.student, weights=False)  # a tokenizer-only use moves nothing
+    assert not teacher.parked

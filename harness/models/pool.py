@@ -19,6 +19,7 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
+from harness.config import ModelSpec
 from harness.models.base import Generator, LoadedModel
 from harness.models.handles import ModelHandle, trained_identity
 from harness.models.residency import park, unpark
@@ -77,6 +78,7 @@ class ModelPool:
         self._params: dict[str, dict[str, Any]] = {}
         self.batch_size = batch_size  # generation batch (sampling.batch_size)
         self._base: dict[str, LoadedModel] = {}  # teacher, student
+        self._specs: dict[str, ModelSpec] = {}  # their specs (`offload`)
         self._trained: tuple[str, LoadedModel] | None = None
         self._scorers: dict[str, Scorer] = {}
         self.engines = EnginePool()
@@ -91,8 +93,20 @@ class ModelPool:
         if handle.name not in self._base:
             from harness.models.sources import load_model
 
+            self._offload_others(handle.name)  # room first: loading also takes device memory
             self._base[handle.name] = load_model(handle.spec)
-        return unpark(self._base[handle.name]) if weights else self._base[handle.name]
+            self._specs[handle.name] = handle.spec
+        if not weights:
+            return self._base[handle.name]
+        self._offload_others(handle.name)
+        return unpark(self._base[handle.name])
+
+    def _offload_others(self, name: str) -> None:
+        """Models marked `offload` wait in host memory while another model's weights are in use."""
+        for other, loaded in self._base.items():
+            spec = self._specs.get(other)
+            if other != name and spec is not None and spec.offload:
+                park(loaded)
 
     def fresh_copy(self, handle: ModelHandle) -> LoadedModel:
         """A copy of the handle's model whose weights the caller may change (a training run)."""
@@ -107,6 +121,7 @@ class ModelPool:
         if not weights:
             return LoadedModel(model=base.model, tokenizer=base.tokenizer, formatter=base.formatter,
                                identity=identity, device=base.device)
+        self._offload_others("student")
         if self._trained is None or self._trained[0] != handle.train_key:
             from harness.training.checkpoint import load_trained_weights
 

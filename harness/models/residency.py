@@ -2,7 +2,9 @@
 transformers copies (the base teacher and student the pipeline keeps for scoring and training) wait in
 host memory, and go back to their device the next time they are used.
 
-On a CPU-only run there is nothing to move (host memory is where they already are).
+A model marked `offload` (ModelSpec) is parked whenever the pool hands out another model's weights, so a
+teacher that does not fit beside the student waits in host memory while the student trains. On a
+CPU-only run there is nothing to move (host memory is where they already are).
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ def _is_accelerator(device: Any) -> bool:
 
 def park(loaded: LoadedModel) -> bool:
     """Move `loaded`'s weights to host memory if they sit on an accelerator; True if moved."""
-    if not _is_accelerator(loaded.device) or loaded.parked:
-        return False
+    if not _is_accelerator(loaded.device) or loaded.parked or getattr(loaded.model, "hf_device_map", None):
+        return False  # on the host already, or dispatched over devices by accelerate (its hooks place it)
     loaded.model.to("cpu")
     loaded.parked = True
     if torch.cuda.is_available():

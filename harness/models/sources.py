@@ -321,8 +321,9 @@ def load_model(spec: ModelSpec, device: str | None = None) -> LoadedModel:
 
         directory, info = _resolve_directory(spec)
         tokenizer = _load_tokenizer(spec.tokenizer or str(directory), spec.revision)
+        placement = {"device_map": spec.device_map} if spec.device_map else {}
         try:
-            model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype)
+            model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype, **placement)
         except Exception as exc:
             raise ModelSourceError(f"cannot load model weights from {spec.model!r} ({directory}): {exc}") from None
     if tokenizer.pad_token_id is None:
@@ -330,7 +331,11 @@ def load_model(spec: ModelSpec, device: str | None = None) -> LoadedModel:
         tokenizer.pad_token = tokenizer.eos_token
     # raises one clear error without a chat template
     formatter = ChatFormatter.for_spec(tokenizer, spec, generation_eos_ids(model))
-    model = model.to(device=dev, dtype=dtype).eval()
+    if getattr(model, "hf_device_map", None):  # dispatched over devices: inputs go where its embeddings are
+        dev = str(model.get_input_embeddings().weight.device)
+        model = model.eval()
+    else:
+        model = model.to(device=dev, dtype=dtype).eval()
     identity = {"model": spec.model, **info, "dtype": str(dtype).removeprefix("torch.")}
     if spec.tokenizer:
         identity["tokenizer"] = spec.tokenizer
