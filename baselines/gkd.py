@@ -26,7 +26,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from baselines.batching import model_device, pad_id, to_device
 from baselines.kd import _kl, _log_mix, bucket_logprobs, collate_topk, topk_examples
-from baselines.vocab import require_shared_vocab
 from harness.methods.base import LossOutput, Method, PromptGroup, Signal, TrainContext
 from harness.methods.common import Packed, pack_sequences
 
@@ -89,8 +88,6 @@ class GKDMethod(Method):
     def signals_needed(self) -> frozenset[str]:
         return frozenset({Signal.TEACHER_TOPK}) if self.params.lmbda < 1.0 else frozenset()
 
-    def check_models(self, teacher: Any, student: Any) -> None:
-        require_shared_vocab(self.name, teacher, student)
 
     def build_examples(self, groups: list[PromptGroup], rng: random.Random) -> list[dict[str, Any]]:
         if self.params.lmbda < 1.0:

@@ -33,7 +33,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from baselines.batching import encode, model_device, pad_id, to_device
 from baselines.sft import nll_from_token_logprobs
-from baselines.vocab import require_shared_vocab
 from harness.methods.base import LossOutput, Method, PromptGroup, Signal, TrainContext
 from harness.methods.common import pack_sequences
 
@@ -172,8 +171,6 @@ class KDMethod(Method):
     required_signals: ClassVar[frozenset[str]] = frozenset({Signal.TEACHER_TOPK})
     needs_shared_vocab: ClassVar[bool] = True
 
-    def check_models(self, teacher: Any, student: Any) -> None:
-        require_shared_vocab(self.name, teacher, student)
 
     def build_examples(self, groups: list[PromptGroup], rng: random.Random) -> list[dict[str, Any]]:
         return topk_examples(groups, self.params.responses)

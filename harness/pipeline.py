@@ -159,7 +159,7 @@ class Pipeline:
                    if row.method is not None and row.train is not None and not row.train.done}
         for row_name in sorted(pending):
             method = self.methods[row_name]
-            if type(method).check_models is not Method.check_models:
+            if method.checks_models():
                 models, ctx = self.ctx.models, self.ctx
                 method.check_models(models.loaded(ctx.teacher), models.loaded(ctx.student))
 

@@ -24,9 +24,9 @@ from baselines.plad import PLaDMethod, plad_loss
 from baselines.seqkd import SeqKDMethod
 from baselines.sft import SFTMethod, nll_from_token_logprobs
 from baselines.simpo import SimPOMethod, simpo_loss
-from baselines.vocab import VocabularyMismatchError
 from harness.errors import ConfigError, HarnessError
 from harness.methods.base import Method, PromptGroup, Signal, TrainContext
+from harness.methods.vocab import VocabularyMismatchError
 from harness.registry import METHODS
 
 BASELINES = {"sft": SFTMethod, "seqkd": SeqKDMethod, "kd": KDMethod, "dpo": DPOMethod, "simpo": SimPOMethod,

@@ -12,7 +12,8 @@ Layers, lowest first. A module may import from its own layer or a lower one:
     0 core            leaf utilities and the experiment schema: harness (package), errors, config, registry,
                       store, textfiles, fsmode, console, diskspace, processes, results, rundir_lock, prompts
     1 api             the plugin interfaces: models.base (+ models.chat: LoadedModel's ChatFormatter),
-                      methods.base, benchmarks.base, judges.base, signals.base
+                      methods.base (+ methods.vocab: its default model check), benchmarks.base,
+                      judges.base, signals.base
     2 implementations models.*, methods.*, judges.*, benchmarks.*, training.*, signals, sampling
     3 engine          pipeline, stages.*, integrity, report.*, preflight
     4 cli             cli, __main__
@@ -49,6 +50,7 @@ LAYERS: dict[str, int] = {
     "harness.models.base": API,
     "harness.models.chat": API,
     "harness.methods.base": API,
+    "harness.methods.vocab": API,
     "harness.benchmarks.base": API,
     "harness.judges.base": API,
     "harness.signals.base": API,

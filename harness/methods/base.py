@@ -168,8 +168,17 @@ class Method(ABC):
             params = {name: params[name] for name in self.filter_params}
         return {"method": f"{type(self).__module__}.{type(self).__qualname__}", "params": params}
 
-    def check_models(self, teacher: Any, student: Any) -> None:  # noqa: B027 - optional hook
-        """Fail early (before any training) when this method cannot work with these models."""
+    def check_models(self, teacher: Any, student: Any) -> None:
+        """Fail early (before any training) when this method cannot work with these models; by default the
+        shared-vocabulary check of a method that declares `needs_shared_vocab`."""
+        if self.needs_shared_vocab:
+            from harness.methods.vocab import require_shared_vocab
+
+            require_shared_vocab(self.name, teacher, student)
+
+    def checks_models(self) -> bool:
+        """Whether `check_models` checks anything (the run loads both models early only then)."""
+        return self.needs_shared_vocab or type(self).check_models is not Method.check_models
 
     @abstractmethod
     def build_examples(self, groups: list[PromptGroup], rng: random.Random) -> list[dict[str, Any]]:
