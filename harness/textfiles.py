@@ -263,56 +263,93 @@ def resolve_data(
     the file's SHA-256 (or the hub dataset's fingerprint); without it, or for a folder, the caller keys its
     own. An explicit `local_path` that cannot be used is an error (never silently replaced by another source).
     """
-    def version_of(path: Path) -> str:
-        return file_sha256(path) if fingerprint and path.is_file() else ""
-
+    use = _Use(read, locate, expect, fingerprint)
     if local_path is not None:
-        path = Path(local_path).expanduser()
-        if locate is None:
-            _check_local_file(path, what, local_name)
-            used = path
-        elif (located_here := locate(path)) is not None:
-            used = located_here
-        else:
-            raise DataSourceError(f"{what}: {local_name}={str(local_path)!r} holds no {expect}")
-        return ResolvedData(read(used), local_source.format(path=used, given=local_path), version_of(used), used)
-
+        return _from_local(what, local_path, use, local_name, local_source)
     tried: list[str] = []
+    resolved = _from_packages(packages, use, tried)
+    if resolved is None and hub is not None:
+        resolved = (_from_hub_files(hub, use, tried) if isinstance(hub, HubFiles)
+                    else _from_hub_dataset(hub, hub_rows, fingerprint, tried))
+    if resolved is not None:
+        return resolved
+
+    lines = [f"{what}: no data source worked."] + [f"  tried {t}" for t in tried]
+    if install_hint:
+        lines.append(install_hint)
+    raise DataSourceError("\n".join(lines))
+
+
+@dataclass(frozen=True)
+class _Use:
+    """How `resolve_data` makes data of a file or folder that a source gives (its arguments of that name)."""
+
+    read: Callable[[Path], Any]
+    locate: Callable[[Path], Path | None] | None
+    expect: str
+    fingerprint: bool
+
+    def find(self, path: Path) -> Path | None:
+        return path if self.locate is None else self.locate(path)
+
+    def resolved(self, path: Path, source: str) -> ResolvedData:
+        return ResolvedData(self.read(path), source, self.version_of(path), path)
+
+    def version_of(self, path: Path) -> str:
+        return file_sha256(path) if self.fingerprint and path.is_file() else ""
+
+
+def _from_local(what: str, local_path: str | Path, use: _Use, local_name: str, local_source: str) -> ResolvedData:
+    """The data the user named: used, or an error (never passed over for another source)."""
+    path = Path(local_path).expanduser()
+    if use.locate is None:
+        _check_local_file(path, what, local_name)
+        used = path
+    elif (located_here := use.locate(path)) is not None:
+        used = located_here
+    else:
+        raise DataSourceError(f"{what}: {local_name}={str(local_path)!r} holds no {use.expect}")
+    return ResolvedData(use.read(used), local_source.format(path=used, given=local_path), use.version_of(used),
+                        used)
+
+
+def _from_packages(packages: Sequence[PackageFile], use: _Use, tried: list[str]) -> ResolvedData | None:
+    """The data of the first package that is installed and holds it; each one passed over says why in `tried`."""
     for spec in packages:
         located = locate_package_file(spec)
         if located is None:
             tried.append(f"package {spec.distribution} ({spec.path}): not installed")
             continue
         path, dist_version = located
-        found: Path | None = path if locate is None else locate(path)
+        found = use.find(path)
         if found is None:
-            tried.append(f"{spec.source(dist_version)}: holds no {expect}")
+            tried.append(f"{spec.source(dist_version)}: holds no {use.expect}")
             continue
-        return ResolvedData(read(found), spec.source(dist_version), version_of(found), found)
+        return use.resolved(found, spec.source(dist_version))
+    return None
 
-    if isinstance(hub, HubFiles):
-        try:
-            folder = _hub_folder(hub)
-        except Exception as exc:  # noqa: BLE001 - offline, missing file, auth...: all mean "not reachable"
-            tried.append(f"{hub.source()}: {_first_line(exc)}")
-        else:
-            found = folder if locate is None else locate(folder)
-            if found is not None:
-                return ResolvedData(read(found), hub.source(), version_of(found), found)
-            tried.append(f"{hub.source()}: holds no {expect}")
-    elif hub is not None:
-        try:
-            rows, hub_version = _hub_rows(hub)
-        except Exception as exc:  # noqa: BLE001 - offline, missing dataset, auth...: all mean "not reachable"
-            tried.append(f"{hub.describe()}: {_first_line(exc)}")
-        else:
-            return ResolvedData(rows if hub_rows is None else hub_rows(rows), hub.source(),
-                                hub_version if fingerprint else "")
 
-    lines = [f"{what}: no data source worked."] + [f"  tried {t}" for t in tried]
-    if install_hint:
-        lines.append(install_hint)
-    raise DataSourceError("\n".join(lines))
+def _from_hub_files(hub: HubFiles, use: _Use, tried: list[str]) -> ResolvedData | None:
+    try:
+        folder = _hub_folder(hub)
+    except Exception as exc:  # noqa: BLE001 - offline, missing file, auth...: all mean "not reachable"
+        tried.append(f"{hub.source()}: {_first_line(exc)}")
+        return None
+    found = use.find(folder)
+    if found is not None:
+        return use.resolved(found, hub.source())
+    tried.append(f"{hub.source()}: holds no {use.expect}")
+    return None
+
+
+def _from_hub_dataset(hub: HubDataset, hub_rows: Callable[[list[dict[str, Any]]], Any] | None, fingerprint: bool,
+                      tried: list[str]) -> ResolvedData | None:
+    try:
+        rows, hub_version = _hub_rows(hub)
+    except Exception as exc:  # noqa: BLE001 - offline, missing dataset, auth...: all mean "not reachable"
+        tried.append(f"{hub.describe()}: {_first_line(exc)}")
+        return None
+    return ResolvedData(rows if hub_rows is None else hub_rows(rows), hub.source(), hub_version if fingerprint else "")
 
 
 def _first_line(exc: BaseException) -> str:

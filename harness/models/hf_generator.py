@@ -154,15 +154,11 @@ class HFGenerator(Generator):
             ))
         return outputs
 
-    @torch.no_grad()
-    def _generate_batch(
-        self, reqs: list[GenerationRequest], sample_idx: list[int], params: SamplingParams, top_k: int | None = None
-    ) -> list[_Row]:
-        model, device = self.loaded.model, self.loaded.device
-        stop_ids = self.loaded.formatter.stop_ids  # end-of-turn + every generation-config eos id
-        pad_id = self.loaded.formatter.pad_id
-
-        # Encode each distinct prompt once; the n sample rows of a request share its KV cache.
+    def _prefill(self, reqs: list[GenerationRequest]) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
+        """Encode the batch's prompts: per row, the logits of its first token, and the KV cache, attention mask
+        and last position it decodes from. Each distinct prompt is encoded once; the n sample rows of a
+        request share its KV cache."""
+        model, device, pad_id = self.loaded.model, self.loaded.device, self.loaded.formatter.pad_id
         unique: dict[int, int] = {}
         for req in reqs:
             unique.setdefault(id(req), len(unique))
@@ -172,9 +168,17 @@ class HFGenerator(Generator):
         self.prompt_tokens += sum(len(p) for p in prompts)
         expand = torch.tensor([unique[id(req)] for req in reqs], device=device)
         cache.reorder_cache(expand)
-        logits = logits.index_select(0, expand)
-        attn = attn.index_select(0, expand)
-        last_pos = positions[:, -1].index_select(0, expand)
+        return (logits.index_select(0, expand), cache, attn.index_select(0, expand),
+                positions[:, -1].index_select(0, expand))
+
+    @torch.no_grad()
+    def _generate_batch(
+        self, reqs: list[GenerationRequest], sample_idx: list[int], params: SamplingParams, top_k: int | None = None
+    ) -> list[_Row]:
+        model, device = self.loaded.model, self.loaded.device
+        stop_ids = self.loaded.formatter.stop_ids  # end-of-turn + every generation-config eos id
+        pad_id = self.loaded.formatter.pad_id
+        logits, cache, attn, last_pos = self._prefill(reqs)
 
         generators = row_generators(reqs, sample_idx) if params.temperature > 0 else None
         limits = [req.limit(params) for req in reqs]

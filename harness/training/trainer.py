@@ -14,8 +14,8 @@ through the `Method` interface (build_examples -> collate -> loss).
 `resume` (checkpoint weights, then optimizer + accelerate.prepare, then optimizer state, RNG, rows,
 accounting), `step` per optimizer step, `checkpoint`, `finish` (outputs). The run's state lives on it.
 
-`accelerate` handles device placement, mixed precision (bf16 autocast on GPU, fp32 on CPU) and, under
-`accelerate launch`, DDP / FSDP / DeepSpeed (see docs/multi-gpu.md).
+Around it: harness.training.distributed (accelerate: devices, mixed precision, DDP / FSDP / DeepSpeed),
+harness.training.resume (checkpoints read and written), harness.training.records (accounting, log rows).
 
 Master weights are fp32 and dropout is off whatever the student was loaded as (harness.training.precision).
 """
@@ -34,31 +34,35 @@ from tqdm.auto import tqdm
 import harness.training.checkpoint as ckpt
 from harness.config import Budget, LoggingConfig
 from harness.console import bars_enabled
-from harness.diskspace import require_free
-from harness.errors import BudgetError, HarnessError
+from harness.errors import BudgetError
 from harness.methods.base import Method, PromptGroup, TrainContext
 from harness.methods.shared_prompt import shares_prompts
 from harness.models.base import LoadedModel
-from harness.store import hash_inputs, write_json_atomic, write_jsonl
+from harness.store import write_json_atomic, write_jsonl
 from harness.training.accounting import Accounting, count_params, detect_device
-from harness.training.budget import (
-    cap_stop_reason,
-    check_method_fits,
-    check_step_fits,
-    plan_training,
+from harness.training.budget import cap_stop_reason, check_method_fits, check_step_fits, plan_training
+from harness.training.checkpoint import load_trained_weights, read_accounting
+from harness.training.distributed import (
+    is_sharded,
+    launch_processes,
+    make_accelerator,
+    reduce_sums,
+    to_device,
 )
-from harness.training.checkpoint import load_trained_weights, read_accounting  # noqa: F401 (public API)
 from harness.training.logging import MetricsLogger
-from harness.training.precision import (
-    allow_precision,
-    disable_dropout,
-    fp32_master_weights,
-    resolve_mixed_precision,
+from harness.training.precision import disable_dropout, fp32_master_weights
+from harness.training.records import RESERVED_KEYS, counting_loader, record_step, step_row, student_tokens
+from harness.training.resume import (
+    read_checkpoint,
+    require_room,
+    resumed_accounting,
+    run_fingerprint,
+    trainer_state,
 )
 from harness.training.schedule import lr_multiplier
 
-RESERVED_KEYS = {"step", "epoch", "loss", "lr", "grad_norm", "tokens", "tokens_total", "prompts_seen", "time_s",
-                 "wall_s", "tokens_per_s"}
+__all__ = ["RESERVED_KEYS", "TrainResult", "Trainer", "load_trained_weights", "make_accelerator", "read_accounting",
+           "train"]
 
 
 @dataclass
@@ -74,46 +78,6 @@ class TrainResult:
     metrics_path: Path | None = None
     accounting_path: Path | None = None
     messages: list[str] = field(default_factory=list)  # e.g. a requested logging backend is missing
-
-
-def make_accelerator(budget: Budget, accumulation_steps: int = 1, load_dtype: torch.dtype | None = None) -> Any:
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedType, GradientAccumulationPlugin
-
-    precision = resolve_mixed_precision(budget.mixed_precision, load_dtype)
-    allow_precision(precision)
-    # An explicit plugin: the budget decides accumulation, not an ACCELERATE_* environment variable, and
-    # there is no prepared dataloader whose end should force a sync.
-    plugin = GradientAccumulationPlugin(num_steps=accumulation_steps, sync_with_dataloader=False)
-    accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_plugin=plugin)
-    if accelerator.distributed_type == DistributedType.DEEPSPEED and (
-        accelerator.gradient_accumulation_steps != accumulation_steps
-    ):
-        raise BudgetError(
-            f"the DeepSpeed config accumulates {accelerator.gradient_accumulation_steps} micro-batches but the "
-            f"budget needs {accumulation_steps} (effective_batch / (micro_batch x processes)); set "
-            f"deepspeed_config.gradient_accumulation_steps: {accumulation_steps} in the accelerate config"
-        )
-    return accelerator
-
-
-def _to_device(obj: Any, device: torch.device) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device, non_blocking=True)
-    if isinstance(obj, dict):
-        return {k: _to_device(v, device) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_device(v, device) for v in obj)
-    if hasattr(obj, "to") and not isinstance(obj, (str, torch.nn.Module)):
-        return obj.to(device)  # e.g. harness.methods.common.Packed
-    return obj
-
-
-def _student_tokens(method: Method, batch: dict[str, Any]) -> int:
-    if "student_tokens" not in batch:
-        raise HarnessError(f"method {method.name!r}: collate() must set batch['student_tokens'] (the tokens the "
-                           f"student processes) so that every method is accounted the same way")
-    return int(batch["student_tokens"])
 
 
 def _optimizer(model: torch.nn.Module, budget: Budget) -> torch.optim.Optimizer:
@@ -136,38 +100,6 @@ def _set_activation_checkpointing(model: Any, on: bool) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     else:
         model.gradient_checkpointing_disable()
-
-
-def _counting_loader(loader: Any, ctx: TrainContext) -> Any:
-    """Wrap the lazy teacher loader so that an on-policy run learns the teacher's size for its FLOPs.
-    It closes over the context, not the Trainer, so a finished run's optimizer is freed at once."""
-    if loader is None:
-        return None
-
-    def load() -> Any:
-        teacher = loader()
-        ctx.accounting.teacher_params = count_params(teacher.model)
-        return teacher
-
-    return load
-
-
-def _fingerprint(method: Method, groups: list[PromptGroup], budget: Budget, seed: int, processes: int) -> str:
-    """What a checkpoint must match to be resumed (how checkpoints are stored may change between calls)."""
-    params = method.params.model_dump(mode="json") if hasattr(method.params, "model_dump") else {}
-    return hash_inputs({"method": method.name, "params": params, "seed": seed, "processes": processes,
-                        "budget": budget.result_inputs(),
-                        "prompts": [g.prompt_id for g in groups]})
-
-
-def _reduce_sums(accelerator: Any, values: dict[str, float]) -> dict[str, float]:
-    """Sum per-process numbers over processes (a no-op in a single process)."""
-    if accelerator.num_processes == 1:
-        return values
-    keys = sorted(values)
-    tensor = torch.tensor([float(values[k]) for k in keys], device=accelerator.device, dtype=torch.float64)
-    tensor = accelerator.reduce(tensor, reduction="sum")
-    return dict(zip(keys, tensor.tolist(), strict=True))
 
 
 class Trainer:
@@ -203,13 +135,10 @@ class Trainer:
     # --- setup -------------------------------------------------------------------------------
     def setup(self) -> None:
         """Accelerator, plan (steps and LR schedule), data, accounting and the methods' context."""
-        from accelerate.state import PartialState
-        from accelerate.utils import parse_flag_from_env, set_seed
+        from accelerate.utils import set_seed
 
         method, budget = self.method, self.budget
-        # Data-parallel on CPUs (torchrun with ACCELERATE_USE_CPU=1, gloo): the first state made decides, and
-        # without cpu=True accelerate ignores torchrun's environment and runs every process alone.
-        self.processes = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU")).num_processes
+        self.processes = launch_processes()
         self.plan = plan_training(budget, len(self.groups), self.seed, self.processes)
         self.max_norm = budget.max_grad_norm if budget.max_grad_norm is not None else float("inf")
         self.model = self.student.model  # accelerate's wrapper once prepared (resume)
@@ -250,47 +179,30 @@ class Trainer:
                                 share_prompts=shares_prompts(self.model), accounting=self.accounting,
                                 generator=self.generator, rng=self.method_rng)
         # Set once ctx exists: the loader counts into ctx.accounting, which a resume replaces.
-        self.ctx.teacher_loader = _counting_loader(self.teacher_loader, self.ctx)
-        self.fingerprint = _fingerprint(self.method, self.groups, budget, self.seed, self.processes)
+        self.ctx.teacher_loader = counting_loader(self.teacher_loader, self.ctx)
+        self.fingerprint = run_fingerprint(self.method, self.groups, budget, self.seed, self.processes)
 
     # --- resume ------------------------------------------------------------------------------
     def resume(self) -> None:
         """Continue from the latest checkpoint in work_dir, if any. Its weights go in before accelerate wraps
         the model (so sharding wrappers see them), hence the optimizer is built and prepared here, between
         the weights and the rest: optimizer state, RNG, log rows and accounting."""
-        saved = self._read_checkpoint()
+        saved = read_checkpoint(self.work_dir, self.fingerprint, self.model)
         self._setup_optimizer(saved["step"] if saved is not None else 0)
         if saved is not None:
             self._restore(saved)
 
-    def _read_checkpoint(self) -> dict[str, Any] | None:
-        ckpt.clean_partial(self.work_dir)
-        latest = ckpt.latest_checkpoint(self.work_dir)
-        if latest is None:
-            return None
-        saved = ckpt.load_checkpoint(latest)
-        if saved["trainer"]["fingerprint"] != self.fingerprint:
-            raise HarnessError(f"checkpoint {latest} belongs to a different run (method, budget, seed or "
-                               f"prompts changed); delete {ckpt.checkpoint_root(self.work_dir)} to start over")
-        self.model.load_state_dict(saved["model"])  # before prepare: sharding wrappers see the restored weights
-        return saved
-
     def _setup_optimizer(self, steps_done: int) -> None:
-        from accelerate.utils import DistributedType
-
         accelerator, budget = self.accelerator, self.budget
-        if accelerator.is_main_process:  # fail before training, not after it, if its outputs cannot be written
-            needed, at_once = ckpt.bytes_needed(self.model, budget.checkpoint_every,
-                                                self.plan.total_steps - steps_done)
-            require_free(self.work_dir, needed, f"training {self.method.name!r} (the trained model and "
-                                                f"{at_once} checkpoint(s) of weights + optimizer state)")
+        if accelerator.is_main_process:
+            require_room(self.work_dir, self.model, budget, self.plan.total_steps - steps_done, self.method.name)
         optimizer = _optimizer(self.model, budget)
         self.model, self.optimizer = accelerator.prepare(self.model, optimizer)
         if accelerator.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(accelerator.device)
         # FSDP / DeepSpeed shard the optimizer state across processes; one process's state_dict() is not the
         # whole of it. Checkpoints then keep the gathered weights but no optimizer moments (said on resume).
-        self.sharded = accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+        self.sharded = is_sharded(accelerator)
 
     def _restore(self, saved: dict[str, Any]) -> None:
         if saved["optimizer"]["state"] or not self.sharded:
@@ -301,12 +213,7 @@ class Trainer:
         ckpt.rng_from_files(saved["rng_tensors"], saved["rng"], self.method_rng)
         self.start_step = saved["step"]
         self.rows = saved["trainer"]["log_rows"]
-        previous = Accounting.from_dict(saved["trainer"]["accounting"])
-        # Counters continue from the checkpoint; this process's device facts win.
-        for name in ("device_name", "num_processes", "peak_flops_per_device", "peak_memory_kind", "extra"):
-            setattr(previous, name, getattr(self.accounting, name))
-        self.accounting = previous
-        self.ctx.accounting = previous
+        self.accounting = self.ctx.accounting = resumed_accounting(saved, self.accounting)
 
     def _open_logger(self) -> None:
         method, seed = self.method, self.seed
@@ -349,8 +256,8 @@ class Trainer:
         step_start = time.perf_counter()  # collation is part of the step's cost
         micro_indices = plan.micro_batches(step, accelerator.process_index)
         batches = [method.collate([self.examples[i] for i in idx], self.ctx) for idx in micro_indices]
-        planned = sum(_student_tokens(method, b) for b in batches)
-        planned_tokens = int(_reduce_sums(accelerator, {"t": planned})["t"])
+        planned = sum(student_tokens(method, b) for b in batches)
+        planned_tokens = int(reduce_sums(accelerator, {"t": planned})["t"])
         if step == 0:
             check_step_fits(method.name, planned_tokens, accounting.student_params, budget)
         capped = cap_stop_reason(budget, accounting.student_backward_tokens, accounting.training_flops,
@@ -374,7 +281,7 @@ class Trainer:
         grad_norm = float("nan")
         loss_sum = torch.zeros((), device=accelerator.device)  # on device: one sync per step, not per micro
         for idx, batch in zip(micro_indices, batches, strict=True):
-            batch = _to_device(batch, accelerator.device)
+            batch = to_device(batch, accelerator.device)
             with accelerator.accumulate(model):
                 with accelerator.autocast():
                     out = method.loss(model, batch, self.ctx)
@@ -389,7 +296,7 @@ class Trainer:
             n = len(idx)
             loss_sum += out.loss.detach().float() * n
             sums["examples"] += n
-            sums["tokens"] += _student_tokens(method, batch)  # re-read: on-policy methods may update it
+            sums["tokens"] += student_tokens(method, batch)  # re-read: on-policy methods may update it
             for key, value in out.metrics.items():
                 sums[f"m:{key}"] = sums.get(f"m:{key}", 0.0) + float(value) * n
         if not accelerator.sync_gradients:
@@ -401,54 +308,23 @@ class Trainer:
 
     def _account_and_log(self, step: int, lr: float, grad_norm: float, sums: dict[str, float], step_time: float,
                          micro_batches: int) -> None:
-        accelerator, accounting = self.accelerator, self.accounting
-        totals = _reduce_sums(accelerator, sums)
-        step_tokens = int(totals["tokens"])
-        accounting.add_student_train(step_tokens)
-        accounting.optimizer_steps += 1
-        accounting.micro_batches += micro_batches * accelerator.num_processes
-        accounting.prompts_seen += int(totals["examples"])
-        accounting.train_time_s += step_time
-        accounting.update_peak_memory(accelerator.device)
-        row = self._row(step, lr, grad_norm, totals, step_time)
+        totals = reduce_sums(self.accelerator, sums)
+        record_step(self.accounting, totals, micro_batches, step_time, self.accelerator)
+        row = step_row(step, lr, grad_norm, totals, step_time, self.accounting, self.plan.steps_per_epoch,
+                       self.started)
         self.rows.append(row)
         self.logger.log(row)
         self.bar.update(1)
         self.bar.set_postfix(loss=f"{row['loss']:.4f}", tok_s=f"{row['tokens_per_s'] or 0:.0f}")
-
-    def _row(self, step: int, lr: float, grad_norm: float, totals: dict[str, float],
-             step_time: float) -> dict[str, Any]:
-        accounting, step_tokens = self.accounting, int(totals["tokens"])
-        row: dict[str, Any] = {
-            "step": step + 1,
-            "epoch": round((step + 1) / self.plan.steps_per_epoch, 6),
-            "loss": totals["loss"] / totals["examples"],
-            "lr": lr,
-            "grad_norm": grad_norm,
-            "tokens": step_tokens,
-            "tokens_total": accounting.student_backward_tokens,
-            "prompts_seen": accounting.prompts_seen,
-            "time_s": round(accounting.train_time_s, 6),
-            "wall_s": round(time.perf_counter() - self.started, 6),  # since this call began, not across resumes
-            "tokens_per_s": step_tokens / step_time if step_time > 0 else None,
-        }
-        for key, value in totals.items():
-            if key.startswith("m:"):
-                name = key[2:]
-                row[name if name not in RESERVED_KEYS else f"method_{name}"] = value / totals["examples"]
-        return row
 
     # --- checkpoints and outputs -------------------------------------------------------------
     def checkpoint(self, step_done: int) -> None:
         """A resumable checkpoint after `step_done` optimizer steps (every process must call it)."""
         state = self.accelerator.get_state_dict(self.model)  # collective under FSDP / ZeRO-3
         if self.is_main:
-            snapshot = self.accounting.to_dict()
-            snapshot["wall_time_s"] += time.perf_counter() - self.started  # this call's time so far counts too
-            trainer_state = {"fingerprint": self.fingerprint, "log_rows": self.rows, "accounting": snapshot,
-                             "plan": self.plan.to_dict()}
+            trainer = trainer_state(self.fingerprint, self.rows, self.accounting, self.plan, self.started)
             opt_state = {"state": {}, "param_groups": []} if self.sharded else self.optimizer.state_dict()
-            ckpt.save_checkpoint(self.work_dir, step_done, state, opt_state, self.method_rng, trainer_state)
+            ckpt.save_checkpoint(self.work_dir, step_done, state, opt_state, self.method_rng, trainer)
         self.accelerator.wait_for_everyone()
 
     def finish(self) -> TrainResult:
