@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from harness import console
 from harness.errors import HarnessError
@@ -26,6 +27,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.config import load_experiment
     from harness.pipeline import Pipeline
 
+    if args.estimate_on is not None:
+        if not args.dry_run:
+            raise HarnessError(f"--estimate-on prices the plan without running it and needs --dry-run: pad-harness "
+                               f"run {args.file or DEFAULT_EXPERIMENT} --dry-run --estimate-on {args.estimate_on}")
+        from harness.estimate.hardware import accelerator
+
+        accelerator(args.estimate_on)  # an unknown name fails here, before any planning
     path = Path(args.file) if args.file else _default_experiment()
     exp = load_experiment(path)
     if not args.dry_run:
@@ -37,10 +45,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         where = "--run-dir" if args.run_dir else f"output_dir of {path}"
         raise HarnessError(f"{where}: {str(run_dir)!r} is a file, not a directory; name a directory (it is "
                            f"created if missing)")
-    pipe = Pipeline(exp, run_dir, source_file=str(path), progress=not args.quiet)
     if args.dry_run:
-        print(pipe.describe_plan())
-        return 0
+        return dry_run(exp, run_dir, str(path), args.estimate_on)
+    pipe = Pipeline(exp, run_dir, source_file=str(path), progress=not args.quiet)
     if not pipe.processes.is_main:  # a worker of a multi-process launch: the main process reports
         pipe.run()
         return 0
@@ -58,6 +65,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     for name, report_path in sorted(pipe.report_paths.items()):
         print(f"  {name:18s} {report_path}")
     return 0
+
+
+def dry_run(exp: Any, run_dir: Path, source_file: str, estimate_on: str | None) -> int:
+    """Print the plan (each stage cached or to run) and, with `--estimate-on`, what it will cost there."""
+    from harness.errors import ModelSourceError
+    from harness.pipeline import Pipeline
+
+    try:
+        pipe = Pipeline(exp, run_dir, source_file=source_file, progress=False)
+    except ModelSourceError as exc:
+        # Offline, a hub model's identity (its snapshot commit) cannot be resolved; a plan (and its estimate,
+        # which needs only configs and shapes) is still shown, with each model's name as its identity. A
+        # local path that is not there stays an error.
+        if not all(_hub_id(spec.model) for spec in (exp.teacher, exp.student)):
+            raise
+        why = str(exc).split(":", 1)[0]  # "model 'google/gemma-2-9b-it' is not available"
+        print(f"note: {why} here, so its identity (snapshot commit) is unknown; the plan below identifies models "
+              f"by their names: its keys and cached/to-run marks are not those of a real run", file=sys.stderr)
+        pipe = Pipeline(exp, run_dir, source_file=source_file, progress=False, named_identities=True)
+    print(pipe.describe_plan())
+    if estimate_on is not None:
+        from harness.estimate import estimate_plan, format_estimate
+
+        print(format_estimate(estimate_plan(pipe.build_plan(), pipe.ctx, estimate_on)))
+    return 0
+
+
+def _hub_id(name: str) -> bool:
+    return name.count("/") == 1 and not name.startswith((".", "/", "~")) and not Path(name).expanduser().exists()
 
 
 def scores_section(markdown: str) -> str:
@@ -134,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run an experiment (default: leaderboards/smol.yaml, offline)")
     run.add_argument("file", nargs="?", help="experiment YAML")
     run.add_argument("--dry-run", action="store_true", help="print the plan: each stage cached or to run")
+    run.add_argument("--estimate-on", metavar="h100|a100|a800|cpu", type=str.lower,
+                     help="with --dry-run: price the plan on this accelerator: tokens, FLOPs and device-hours per "
+                          "stage, the peak and assumed MFUs stated (harness/estimate/hardware.py)")
     run.add_argument("--run-dir", help="override the experiment's output directory")
     run.add_argument("--quiet", action="store_true", help="print only the scores table and the report paths")
     run.add_argument("--verbose", action="store_true", help="show every log line, libraries' INFO lines too")

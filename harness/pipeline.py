@@ -32,10 +32,12 @@ __all__ = ["Pipeline", "experiment_hash", "run_experiment"]
 
 class Pipeline:
     def __init__(self, experiment: Experiment, run_dir: Path | None = None, *, source_file: str | None = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, named_identities: bool = False) -> None:
+        """`named_identities`: models identified by their specs alone, to show a plan whose models cannot be
+        resolved here (a hub model offline); such a pipeline is for --dry-run, never run."""
         self.exp = experiment
         self.run_dir = Path(run_dir) if run_dir else experiment.run_dir()
-        self.ctx = RunContext(experiment, self.run_dir, progress=progress)
+        self.ctx = RunContext(experiment, self.run_dir, progress=progress, named_identities=named_identities)
         self.source_file = source_file
         self.timings: dict[str, float] = {}
         self.report_paths: dict[str, Path] = {}

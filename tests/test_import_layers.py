@@ -15,7 +15,7 @@ Layers, lowest first. A module may import from its own layer or a lower one:
                       methods.base (+ methods.vocab: its default model check), benchmarks.base,
                       judges.base, signals.base
     2 implementations models.*, methods.*, judges.*, benchmarks.*, training.*, signals, sampling
-    3 engine          pipeline, stages.*, integrity, report.*, preflight
+    3 engine          pipeline, stages.*, integrity, report.*, preflight, estimate.*
     4 cli             cli, __main__
 
 Every module of harness/ must have a layer: a new module fails here until it is placed in LAYERS.
@@ -69,6 +69,7 @@ PACKAGE_LAYERS: dict[str, int] = {
     "harness.training": IMPL,
     "harness.signals": IMPL,
     "harness.stages": ENGINE,
+    "harness.estimate": ENGINE,
     "harness.report": ENGINE,
 }
 

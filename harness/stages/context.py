@@ -28,6 +28,13 @@ def model_key(spec: Any) -> dict[str, Any]:
     return model_fingerprint(spec)
 
 
+def named_identity(spec: Any) -> dict[str, Any]:
+    """A model identified by its spec alone (a hub model offline: its snapshot commit is unknown). Only for
+    showing a plan: these keys are not those of a real run."""
+    return {"model": spec.model, "revision": spec.revision, "unresolved": True,
+            "context": spec.model_dump(mode="json", exclude={"model", "revision"})}
+
+
 def _use_local_device() -> None:
     """Each process of a launch on its own GPU (models loaded on `cuda` land on the current device)."""
     import os
@@ -40,7 +47,7 @@ def _use_local_device() -> None:
 
 class RunContext:
     def __init__(self, exp: Experiment, run_dir: Path, *, progress: bool = True,
-                 processes: ProcessInfo | None = None) -> None:
+                 processes: ProcessInfo | None = None, named_identities: bool = False) -> None:
         self.exp = exp
         self.run_dir = run_dir
         self.store = ArtifactStore(run_dir)
@@ -50,8 +57,9 @@ class RunContext:
         self.progress = progress and self.processes.is_main  # one set of progress bars per run
         self.methods: dict[str, Method] = {spec.row_name: METHODS.get(spec.name)(spec.params) for spec in exp.methods}
         self.models = ModelPool(dict(exp.backends), batch_size=exp.sampling.batch_size)
-        self.teacher_key = model_key(exp.teacher)
-        self.student_key = model_key(exp.student)
+        identify = named_identity if named_identities else model_key
+        self.teacher_key = identify(exp.teacher)
+        self.student_key = identify(exp.student)
         self.teacher = ModelHandle("teacher", exp.teacher, {"teacher": self.teacher_key})
         self.student = ModelHandle("student", exp.student, {"student": self.student_key})
         self._judges: dict[str, CachedJudge] = {}
