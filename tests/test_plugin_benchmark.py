@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 import yaml
 from helpers.experiments import small_experiment
+from helpers.tiny_models import draw_wider
 from judge_server import FakeOpenAIServer
 from test_plugin import guide_block, install_plugin
 
@@ -80,20 +80,7 @@ def benchmark_on_path(benchmark_site: Path, monkeypatch: pytest.MonkeyPatch):
 def answering_tiny_models(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tiny random models answer "\n" over and over (stripped: nothing); with their weights re-drawn wider
     (seeded by the model's seed) they answer varied bytes, different per row."""
-    from harness.models import tiny
-
-    build = tiny.build_tiny_model
-
-    def wider(name: str, seed: int = 0, tokenizer: Any | None = None) -> tuple[Any, Any]:
-        model, tok = build(name, seed=seed, tokenizer=tokenizer)
-        draw = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for param in model.parameters():
-                if param.dim() == 2:
-                    param.copy_(torch.randn(param.shape, generator=draw) * 0.5)
-        return model, tok
-
-    monkeypatch.setattr(tiny, "build_tiny_model", wider)
+    draw_wider(monkeypatch)
 
 
 # The whole pipeline (samples, one training step, three rows answering, judged over HTTP): about 10 s here.

@@ -22,6 +22,7 @@ import pytest
 import torch
 import yaml
 from helpers.experiments import small_experiment
+from helpers.tiny_models import draw_wider
 from test_plugin import guide_block, install_plugin
 
 from harness.config import parse_experiment
@@ -55,20 +56,7 @@ def opinionated_tiny_models(monkeypatch: pytest.MonkeyPatch) -> None:
     """Random-init tiny models are nearly uniform (every entropy ~ log V, so every weight alike); with their
     weights re-drawn wider (seeded by the model's seed) the teacher's entropies differ from response to
     response, so a wrong weighting shows in the loss."""
-    from harness.models import tiny
-
-    build = tiny.build_tiny_model
-
-    def wider(name: str, seed: int = 0, tokenizer: Any | None = None) -> tuple[Any, Any]:
-        model, tok = build(name, seed=seed, tokenizer=tokenizer)
-        draw = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for param in model.parameters():
-                if param.dim() == 2:
-                    param.copy_(torch.randn(param.shape, generator=draw) * 0.5)
-        return model, tok
-
-    monkeypatch.setattr(tiny, "build_tiny_model", wider)
+    draw_wider(monkeypatch)
 
 
 def encoded(loaded: Any, messages: list[dict[str, str]], response: str, done: bool) -> tuple[list[int], list[int]]:
