@@ -46,7 +46,7 @@ def _short(value: Any, limit: int = 80) -> str:
 def experiment_differences(a: dict[Any, Any], b: dict[Any, Any], prefix: str = "") -> list[str]:
     """Human-readable differences in the parts of two experiments that must match."""
     out: list[str] = []
-    for key in sorted(set(a) | set(b), key=str):
+    for key in sorted(set(a) | set(b)):  # names of an object, or positions in a list (never mixed)
         if not prefix and key in MAY_DIFFER:
             continue
         va, vb = a.get(key), b.get(key)
