@@ -249,6 +249,9 @@ class Experiment(Frozen):
             raise ValueError(f"seeds: {list(self.seeds)} repeats {repeated}; give each training seed once "
                              f"(a repeated seed trains the same model twice)")
         budget = self.budget
+        if self.student.offload:
+            raise ValueError("student.offload: only the teacher can wait in host memory between stages (the "
+                             "student's weights are in use by its own rows' engines and scorers); remove it")
         if budget.max_prompt_length >= budget.max_length:  # checked here too, so `validate` finds it
             raise ValueError(f"budget.max_prompt_length ({budget.max_prompt_length}) must be below "
                              f"budget.max_length ({budget.max_length}), which counts prompt + response tokens; "

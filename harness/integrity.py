@@ -42,6 +42,14 @@ def keys_in(obj: Any) -> Iterable[str]:
             yield from keys_in(value)
 
 
+def require_intact(artifact: Any, skip: tuple[str, ...] = ()) -> None:
+    """Raise, naming the artifact and what to do, if it is damaged (a process that cannot rebuild it)."""
+    problem = artifact.verify(skip)
+    if problem is not None:
+        raise HarnessError(f"artifact {artifact.path} is damaged ({problem}); delete that directory and rerun "
+                           f"to rebuild it")
+
+
 class PlanRunner:
     """Runs the not-done steps of a plan in order, verifying each step's inputs first (main process)."""
 

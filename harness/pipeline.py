@@ -10,6 +10,8 @@ following the main process.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -17,15 +19,17 @@ from typing import Any
 
 from harness.config import Experiment, load_experiment
 from harness.diskspace import disk_full_error, is_disk_full
-from harness.integrity import PlanRunner, keys_in
+from harness.errors import HarnessError
+from harness.integrity import TENSOR_FILES, PlanRunner, keys_in, require_intact
 from harness.methods.base import Method
-from harness.processes import wait_for
+from harness.processes import ProcessInfo, wait_for
 from harness.results import RunResults
 from harness.stages.base import Stage
 from harness.stages.comparable import experiment_hash
 from harness.stages.context import RunContext
 from harness.stages.evaluation import ModelRow
 from harness.stages.plan import Plan, build_plan
+from harness.store import write_json_atomic
 
 __all__ = ["Pipeline", "experiment_hash", "run_experiment"]
 
@@ -98,12 +102,17 @@ class Pipeline:
         if self.source_file and main:
             (self.run_dir / "experiment.yaml").write_text(Path(self.source_file).read_text())
         plan = self.build_plan()
+        rank, world = self.ctx.processes.rank, self.ctx.processes.world_size
+        if world > 1:
+            same_plan_everywhere(plan, self.run_dir, self.ctx.processes)
         self._check_models_early(plan)
         started = time.time()
-        rank, world = self.ctx.processes.rank, self.ctx.processes.world_size
         mine = [step for step in plan.steps if step.runs_on(rank, world)]
         try:
             if main:  # inputs verified before each step; a damaged one is rebuilt (harness.integrity)
+                for step in plan.steps:
+                    for leftover in step.leftovers() if step.done else []:
+                        shutil.rmtree(leftover, ignore_errors=True)  # interrupted right after storing it
                 PlanRunner(mine, self.store, rebuild=world == 1).run(self._run_step)
             else:
                 for step in mine:
@@ -111,6 +120,8 @@ class Pipeline:
                         self._follow_step(step, plan)
             for step in plan.steps:
                 wait_for(step.artifact)  # what the other processes compute (their rows' evaluation)
+                if main and step not in mine:
+                    require_intact(step.artifact, TENSOR_FILES)  # verified before the reports, like main's own
         finally:
             self.ctx.close()  # engines shut down, a served judge (vllm_server) stops with the run
         results = collect_results(self.ctx, plan)
@@ -148,6 +159,9 @@ class Pipeline:
         for key in keys_in(step.artifact.inputs):
             if key in upstream:
                 wait_for(upstream[key].artifact)  # stored by the main process (or another worker)
+                require_intact(upstream[key].artifact)  # what it reads is verified, as the main process does
+        if step.done:
+            return  # stored meanwhile (a process arriving late after a restart)
         if not step.collective:
             self._run_step(step)
             return
@@ -164,6 +178,33 @@ class Pipeline:
             if method.checks_models():
                 models, ctx = self.ctx.models, self.ctx
                 method.check_models(models.loaded(ctx.teacher), models.loaded(ctx.student))
+
+
+def same_plan_everywhere(plan: Plan, run_dir: Path, processes: ProcessInfo, poll_s: float = 0.5) -> None:
+    """Under a launch, every process must plan the same steps (an optional benchmark whose data loads on one
+    machine only, or a model resolved to another snapshot, would leave the main process waiting forever for
+    an artifact nobody makes): the main process publishes its plan, each other process compares its own."""
+    path = run_dir / "work" / "launch-plan.json"
+    launch = ":".join(os.environ.get(k, "") for k in ("MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID"))
+    steps = [f"{s.kind}:{s.label}:{s.artifact.key}" for s in plan.steps]
+    if processes.is_main:
+        write_json_atomic(path, {"launch": launch, "written_at": time.time(), "steps": steps})
+        return
+    started = time.time()
+    while True:  # the main process's plan of THIS launch (a file left by an earlier one is older)
+        published = json.loads(path.read_text()) if path.is_file() else {}
+        if published.get("launch") == launch and published.get("written_at", 0) > started - 300:
+            break
+        time.sleep(poll_s)
+    theirs = published["steps"]
+    if theirs != steps:
+        first = next((i for i, (a, b) in enumerate(zip(theirs, steps, strict=False)) if a != b),
+                     min(len(theirs), len(steps)))
+        raise HarnessError(
+            f"process {processes.rank} plans other steps than the main process (first difference at step "
+            f"{first}: main {theirs[first] if first < len(theirs) else 'nothing'}, here "
+            f"{steps[first] if first < len(steps) else 'nothing'}): every machine must see the same data and "
+            f"models (an optional benchmark's data, a hub model's snapshot); make them agree and rerun")
 
 
 def _merge_manifest(out: Path, manifest: dict[str, Any]) -> None:

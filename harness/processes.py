@@ -1,11 +1,13 @@
 """Several processes on one run (`torchrun`, `accelerate launch`): who does which stage.
 
 Training is collective: every process takes part (data parallel) and the main process stores the trained
-model. Every other stage (sampling, signals, answers, judgements, reports) runs on the main process alone,
-once, so judge calls are never paid twice; the other processes wait for its artifact to appear in the run
-directory, which must therefore be on a file system they all see. They wait by polling, not at a collective
-barrier: a long evaluation would outlast a process group's timeout. If the main process fails, the launcher
-stops the others.
+model. Samples and signals are split in chunks of prompts over every process, merged by the main process
+(harness.stages.chunks); a row's answers and judgements are computed by one process (row i on process
+i mod N), so each artifact is made once and judge calls are not paid twice; prompts, the trainset and the
+reports are the main process's. Every process waits for the artifacts its next step reads to appear in the
+run directory, which must therefore be on a file system they all see. They wait by polling, not at a
+collective barrier: a long evaluation would outlast a process group's timeout. If a process fails, the
+launcher stops the others.
 """
 
 from __future__ import annotations

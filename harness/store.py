@@ -37,6 +37,7 @@ from typing import Any
 import xxhash
 
 from harness import textfiles
+from harness.errors import HarnessError
 from harness.fsmode import honour_umask
 
 log = logging.getLogger(__name__)
@@ -206,9 +207,13 @@ class ArtifactStore:
 
     def work_dir(self, artifact: Artifact) -> Path:
         """Scratch space that survives interruption (training checkpoints, partial caches)."""
-        path = self.run_dir / "work" / artifact.stage / artifact.path.name
+        path = self.work_path(artifact)
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    def work_path(self, artifact: Artifact) -> Path:
+        """Where `work_dir` is, without making it."""
+        return self.run_dir / "work" / artifact.stage / artifact.path.name
 
     def set_aside(self, artifact: Artifact, problem: str) -> Path:
         """Move a damaged artifact out of the way (kept for a look) so that it is rebuilt."""
@@ -252,7 +257,12 @@ class ArtifactStore:
             else:
                 if artifact.path.exists():
                     self.set_aside(artifact, artifact.problem() or "incomplete")
-                os.replace(tmp, artifact.path)
+                try:
+                    os.replace(tmp, artifact.path)
+                except OSError:
+                    if not artifact.done:
+                        raise
+                    shutil.rmtree(tmp)  # another process stored the same artifact between the check and now
                 _fsync_dir(artifact.path.parent)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -312,11 +322,14 @@ def concat_jsonl(parts: list[Path], name: str, out: Path) -> None:
 def concat_json_lists(parts: list[Path], name: str, out: Path) -> None:
     """`name` is a JSON object of lists in every part: the lists concatenated, key by key. One part is
     copied as it is (a single-chunk stage writes exactly what it always wrote)."""
-    if len(parts) == 1:
-        shutil.copyfile(parts[0] / name, out / name)
-        return
     merged: dict[str, list[Any]] = {}
     for part in parts:
-        for key, values in json.loads((part / name).read_text()).items():
+        data = json.loads((part / name).read_text())
+        if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
+            raise HarnessError(f"{part / name}: not a JSON object of lists, so chunks cannot be joined")
+        for key, values in data.items():
             merged.setdefault(key, []).extend(values)
+    if len(parts) == 1:
+        shutil.copyfile(parts[0] / name, out / name)  # exactly what a single-chunk stage always wrote
+        return
     write_json_atomic(out / name, merged)

@@ -36,6 +36,7 @@ def _with(**changes: Any) -> dict[str, Any]:
     {"budget": {"checkpoint_every": 7, "keep_checkpoints": True}},  # where checkpoints go, not what is trained
     {"backends": {"vllm": {"gpu_memory_utilization": 0.5}}},  # a backend this run does not use
     {"methods": [{"name": "dpo"}], "seeds": [3], "name": "other", "logging": {"every": 5}},
+    {"teacher": {**BASE["teacher"], "device_map": "auto", "offload": True}},  # where the weights sit
 ])
 def test_runs_that_differ_only_in_what_changes_no_number_merge(change: dict[str, Any]) -> None:
     a, b = _results(BASE), _results(_with(**change))

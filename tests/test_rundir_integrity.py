@@ -121,6 +121,12 @@ def test_workers_of_a_launch_are_not_refused_and_the_cli_refusal_is_one_line(fin
     run_dir = copy_of(finished, tmp_path)
     holder = hold_lock_in_subprocess(run_dir)
     try:
+        from harness.pipeline import same_plan_everywhere
+        from harness.processes import ProcessInfo
+
+        # The main process of the launch publishes its plan (the worker checks it plans the same steps).
+        main_plan = Pipeline(parse_experiment(small_config(), "integrity"), run_dir, progress=False).build_plan()
+        same_plan_everywhere(main_plan, run_dir, ProcessInfo(rank=0, world_size=2))
         monkeypatch.setenv("RANK", "1")
         monkeypatch.setenv("WORLD_SIZE", "2")
         Pipeline(parse_experiment(small_config(), "integrity"), run_dir, progress=False).run()  # all cached

@@ -9,8 +9,8 @@
   transformers copies the pool holds wait in host memory until next used.
 - `engine(handle, backend, wrap)`: the row's generation engine, kept while consecutive steps ask for the
   same handle and closed when another is asked for (`EnginePool`: at most one engine alive).
-- `scorer(handle)`: one `Scorer` per handle for the run (its remembered prompt passes are dropped when an
-  engine takes the device).
+- `scorer(handle)`: one `Scorer` per handle for the run (its remembered prompt passes are dropped when a
+  weights-loading engine takes the device).
 """
 
 from __future__ import annotations
@@ -25,6 +25,23 @@ from harness.models.handles import ModelHandle, trained_identity
 from harness.models.residency import park, unpark
 from harness.models.scoring import Scorer
 from harness.registry import BACKENDS
+
+
+class WeightsNotLoaded:
+    """The model of a trained row asked for without its weights (a backend that loads them from disk): any use
+    fails, so nothing can score or answer with the base student's weights under the trained row's name."""
+
+    def __init__(self, row: str) -> None:
+        self._row = row
+
+    def __getattr__(self, name: str) -> Any:
+        from harness.errors import HarnessError
+
+        raise HarnessError(f"the weights of {self._row} are not loaded in this process (its backend loads them "
+                           f"itself); a benchmark that reads the model in memory must set `needs_weights = True`")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.__getattr__("__call__")
 
 
 class EnginePool:
@@ -118,9 +135,9 @@ class ModelPool:
         assert handle.weights_dir is not None and handle.train_key is not None
         base = self.loaded(self._base_handle(handle), weights=False)
         identity = trained_identity(base.identity, handle.train_key, handle.weights_dir)
-        if not weights:
-            return LoadedModel(model=base.model, tokenizer=base.tokenizer, formatter=base.formatter,
-                               identity=identity, device=base.device)
+        if not weights:  # its tokenizer, chat format and identity; never the base student's weights
+            return LoadedModel(model=WeightsNotLoaded(handle.name), tokenizer=base.tokenizer,  # type: ignore[arg-type]
+                               formatter=base.formatter, identity=identity, device=base.device)
         self._offload_others("student")
         if self._trained is None or self._trained[0] != handle.train_key:
             from harness.training.checkpoint import load_trained_weights

@@ -79,11 +79,19 @@ class SignalSource(ABC):
         """Write the values under `out`; return the manifest (at least {"accounting": {...}})."""
 
     def merge(self, parts: list[Path], out: Path) -> None:
-        """Join the chunks' directories, in order, into `out`: every file a JSON object of lists."""
+        """Join the chunks' directories, in order, into `out`: every file must be a JSON object of lists
+        (anything else: override `merge`)."""
+        from harness.errors import HarnessError
         from harness.store import concat_json_lists
 
-        for name in sorted(p.name for p in parts[0].iterdir() if p.suffix == ".json" and p.name != "part.json"):
-            concat_json_lists(parts, name, out)
+        for entry in sorted(parts[0].iterdir()):
+            if entry.name.startswith("."):
+                continue  # the chunk's own bookkeeping
+            if entry.suffix != ".json" or not entry.is_file():
+                raise HarnessError(f"signal source {self.name!r} wrote {entry.name}, which the default merge "
+                                   f"cannot join across chunks (only JSON objects of lists): override "
+                                   f"`merge(parts, out)` in {type(self).__qualname__}")
+            concat_json_lists(parts, entry.name, out)
 
     @abstractmethod
     def load(self, signal: str, path: Path) -> list[Any] | dict[str, Any]:

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 class Stage(ABC):
     kind: ClassVar[str]  # "prompts", "samples", ... (a STAGE_VERSIONS entry; the store's folder)
-    # Every process of a multi-process launch takes part (training); else the main process only.
+    # Every process of a launch takes part (training, the chunks of a per-prompt stage); else the process
+    # `owner` names.
     collective: ClassVar[bool] = False
     engine_key: str | None = None  # consecutive steps with the same key share one generation engine
     # Which process of a launch computes a non-collective stage: rank `owner mod N` (a row's answers and
@@ -44,6 +45,10 @@ class Stage(ABC):
 
     def after_commit(self) -> None:  # noqa: B027 - optional hook
         """Once the artifact is stored (e.g. drop scratch files)."""
+
+    def leftovers(self) -> list[Path]:
+        """Scratch files of a stored artifact that an interruption right after storing it left behind."""
+        return []
 
     @cached_property
     def artifact(self) -> Artifact:

@@ -21,12 +21,13 @@ from typing import Any
 from harness.processes import ProcessInfo
 from harness.store import Artifact, ArtifactStore, write_json_atomic
 
-PART_MANIFEST = "part.json"
+PART_MANIFEST = ".chunk.json"  # hidden: a stage's own files never collide with it
 
 
 class Chunks:
     def __init__(self, store: ArtifactStore, artifact: Artifact, n_items: int, chunk: int,
                  processes: ProcessInfo) -> None:
+        self.artifact = artifact
         self.root = store.work_dir(artifact) / "chunks"
         self.n_items, self.chunk, self.processes = n_items, chunk, processes
         self.count = max(1, -(-n_items // chunk))  # an empty stage is one empty chunk
@@ -46,6 +47,8 @@ class Chunks:
         computed = 0
         rank, world = self.processes.rank, self.processes.world_size
         for j in range(rank, self.count, world):
+            if self.artifact.done:
+                break  # merged meanwhile (a process arriving late after a restart): nothing left to do
             if self.done(j):
                 continue
             scratch = self.root / f".{j:06d}.partial-{rank}"
@@ -91,6 +94,8 @@ def merge_manifests(parts: list[dict[str, Any]]) -> dict[str, Any]:
                 merged[key] = value
             elif isinstance(value, dict) and isinstance(merged[key], dict):
                 merged[key] = merge_manifests([merged[key], value])
+            elif isinstance(value, list) and isinstance(merged[key], list):
+                merged[key] = merged[key] + value  # e.g. the ids of dropped prompts
             elif isinstance(value, (int, float)) and not isinstance(value, bool) and not key.endswith("_params"):
                 merged[key] = merged[key] + value
     return merged

@@ -24,6 +24,8 @@ from harness.store import hash_inputs
 def comparable_experiment(exp: Experiment) -> dict[str, Any]:
     fields = {k: v for k, v in exp.model_dump(mode="json").items() if k not in MAY_DIFFER_BETWEEN_MERGED_RUNS}
     fields["budget"] = exp.budget.result_inputs()
+    for model in ("teacher", "student"):  # where the weights sit changes no number
+        fields[model] = {k: v for k, v in fields[model].items() if k not in ("device_map", "offload")}
     fields.pop("judge", None)  # each benchmark's own judge below
     fields["benchmarks"] = [_benchmark(exp, spec) for spec in exp.benchmarks]
     fields["backends"] = [backend_key(exp.backends, name) for name in sorted({exp.generation_backend,

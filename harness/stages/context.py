@@ -42,7 +42,13 @@ def _use_local_device() -> None:
     import torch
 
     if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)  # initialises CUDA in this process with every GPU visible (accelerate's view)
+        # Processes it starts (a vLLM engine core, a vllm_server judge) see its GPU alone, not GPU 0 of all.
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        ids = visible.split(",") if visible else [str(i) for i in range(torch.cuda.device_count())]
+        if local < len(ids):
+            os.environ["CUDA_VISIBLE_DEVICES"] = ids[local]
 
 
 class RunContext:

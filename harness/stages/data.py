@@ -44,6 +44,11 @@ def chunks_of(ctx: RunContext, stage: Stage, n_items: int) -> Chunks:
     return Chunks(ctx.store, stage.artifact, n_items, ctx.exp.data_parallel.chunk, ctx.processes)
 
 
+def chunk_leftovers(ctx: RunContext, stage: Stage) -> list[Path]:
+    chunks = ctx.store.work_path(stage.artifact) / "chunks"
+    return [chunks] if chunks.exists() else []
+
+
 class SamplesStage(Stage):
     """The sampler's (`sampling.sampler`: the student by default) candidates per prompt, split in chunks
     of prompts across the processes of a launch (harness.stages.chunks)."""
@@ -85,6 +90,9 @@ class SamplesStage(Stage):
 
     def after_commit(self) -> None:
         chunks_of(self.ctx, self, 0).remove()
+
+    def leftovers(self) -> list[Path]:
+        return chunk_leftovers(self.ctx, self)
 
     def read(self) -> list[dict[str, Any]]:
         return read_samples(self.artifact.path)

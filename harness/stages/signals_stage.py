@@ -23,24 +23,31 @@ if TYPE_CHECKING:
     from harness.stages.context import RunContext
 
 
-def signal_sources(needed: Iterable[str]) -> dict[str, SignalSource]:
-    """signal name -> the registered source providing it, for every signal in `needed`."""
-    providers: dict[str, str] = {}
+def signal_sources(needed: dict[str, list[str]]) -> dict[str, SignalSource]:
+    """signal name -> the registered source providing it, for every signal in `needed` (signal -> the rows
+    of the methods asking for it). Only the needed signals must have exactly one provider: an installed
+    source nobody asks for is never loaded twice over."""
+    providers: dict[str, list[str]] = {}
     for name in SIGNALS.names():
-        for signal in SIGNALS.get(name).provides:
-            if signal in providers and providers[signal] != name:
-                raise ConfigError(f"two signal sources provide {signal!r} ({providers[signal]} and {name}); "
-                                  "uninstall one of the packages registering them")
-            providers[signal] = name
+        cls = SIGNALS.get(name)
+        if cls.name != name:
+            raise ConfigError(f"the signal source registered as {name!r} ({cls.__module__}.{cls.__qualname__}) "
+                              f"names its artifact {cls.name!r}: they must be the same (set `name = {name!r}`)")
+        for signal in cls.provides:
+            providers.setdefault(signal, []).append(name)
     out: dict[str, SignalSource] = {}
     sources: dict[str, SignalSource] = {}
-    for signal in sorted(set(needed)):
-        if signal not in providers:
+    for signal, rows in sorted(needed.items()):
+        found = providers.get(signal, [])
+        if len(found) != 1:
+            asking = ", ".join(sorted(rows))
+            if found:
+                raise ConfigError(f"signal {signal!r} (read by {asking}) is provided by {len(found)} installed "
+                                  f"sources ({', '.join(found)}); uninstall one of the packages registering them")
             known = ", ".join(sorted(providers)) or "none"
-            raise ConfigError(f"no installed signal source provides {signal!r} (a method asks for it); install "
-                              f"the package that ships it (entry-point group harness.signals); known: {known}")
-        name = providers[signal]
-        out[signal] = sources.setdefault(name, SIGNALS.get(name)())
+            raise ConfigError(f"no installed signal source provides {signal!r}, which {asking} reads; install the "
+                              f"package that ships it (entry-point group harness.signals); known: {known}")
+        out[signal] = sources.setdefault(found[0], SIGNALS.get(found[0])())
     return out
 
 
@@ -100,8 +107,14 @@ class SignalStage(Stage):
         self.signal_ctx = _StageSignalContext(ctx, samples)
 
     def inputs(self) -> dict[str, Any]:
-        upstream = {"samples": self.samples.artifact.key} if self.source.reads_samples else {}
-        return {**upstream, **self.source.inputs(self.signal_ctx), **data_stages.chunk_inputs(self.ctx.exp)}
+        # What it reads upstream, whatever the source declares: the samples, or the prompts themselves.
+        upstream = ({"samples": self.samples.artifact.key} if self.source.reads_samples
+                    else {"prompts": self.samples.prompts.artifact.key})
+        # A plugin's class is part of its key (two sources with equal inputs are different computations);
+        # the built-ins' keys predate this and stay as they were.
+        cls = type(self.source)
+        origin = {} if cls.__module__ == "harness.signals.builtin" else {"source": f"{cls.__module__}.{cls.__qualname__}"}
+        return {**upstream, **self.source.inputs(self.signal_ctx), **origin, **data_stages.chunk_inputs(self.ctx.exp)}
 
     def run(self, out: Path) -> dict[str, Any] | None:
         """Its manifest's `accounting` is what the precompute cost every method that reads it (the model
@@ -132,6 +145,9 @@ class SignalStage(Stage):
     def after_commit(self) -> None:
         data_stages.chunks_of(self.ctx, self, 0).remove()
 
+    def leftovers(self) -> list[Path]:
+        return data_stages.chunk_leftovers(self.ctx, self)
+
     def load(self, signal: str) -> list[Any] | dict[str, Any]:
         return self.source.load(signal, self.artifact.path)
 
@@ -139,7 +155,10 @@ class SignalStage(Stage):
 def signal_stages(ctx: RunContext, samples: data_stages.SamplesStage) -> dict[str, SignalStage]:
     """signal name -> its stage, for every signal a method of the run reads (a source's stage shared by
     the signals it provides). Students first (the sampler is usually the student), then by name."""
-    needed = {s for method in ctx.methods.values() for s in method.signals_needed()}
+    needed: dict[str, list[str]] = {}
+    for row, method in ctx.methods.items():
+        for signal in method.signals_needed():
+            needed.setdefault(signal, []).append(row)
     sources = signal_sources(needed)
     stages: dict[str, SignalStage] = {}
     ordered = sorted(set(sources.values()), key=lambda src: (src.model != "student", src.name))
