@@ -115,9 +115,10 @@ class Pipeline:
                         shutil.rmtree(leftover, ignore_errors=True)  # interrupted right after storing it
                 PlanRunner(mine, self.store, rebuild=world == 1).run(self._run_step)
             else:
+                by_key = {s.artifact.key: s for s in plan.steps}  # what a step's inputs name, found once
                 for step in mine:
                     if not step.done:
-                        self._follow_step(step, plan)
+                        self._follow_step(step, by_key)
             for step in plan.steps:
                 wait_for(step.artifact)  # what the other processes compute (their rows' evaluation)
                 if main and step not in mine:
@@ -151,15 +152,14 @@ class Pipeline:
         step.after_commit()
         self.timings[f"{step.kind}:{step.label}"] = round(time.time() - t0, 2)
 
-    def _follow_step(self, step: Stage, plan: Plan) -> None:
+    def _follow_step(self, step: Stage, by_key: dict[str, Stage]) -> None:
         """A worker of a multi-process launch (harness/processes.py): take part in collective steps (its
         share of training, its chunks of the per-prompt stages), whose outputs the main process stores, and
         compute and store the steps it owns (its rows' evaluation) once their inputs are there."""
-        upstream = {s.artifact.key: s for s in plan.steps}
         for key in keys_in(step.artifact.inputs):
-            if key in upstream:
-                wait_for(upstream[key].artifact)  # stored by the main process (or another worker)
-                require_intact(upstream[key].artifact)  # what it reads is verified, as the main process does
+            if key in by_key:
+                wait_for(by_key[key].artifact)  # stored by the main process (or another worker)
+                require_intact(by_key[key].artifact)  # what it reads is verified, as the main process does
         if step.done:
             return  # stored meanwhile (a process arriving late after a restart)
         if not step.collective:
