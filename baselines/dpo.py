@@ -11,7 +11,9 @@ With h = [log pi(y_w|x) - log pi_ref(y_w|x)] - [log pi(y_l|x) - log pi_ref(y_l|x
 Interpretation made here: the reference model is the initial student, and its sum log-probs are cached
 once (`Signal.REFERENCE_LOGPROB`) instead of running a second model during training; the pair is the
 teacher-best vs teacher-worst sample by default (see `baselines.pairs`). The reference log-probs must be
-scored with the same length limits as training, else the policy and reference sums cover different tokens.
+scored with the same length limits as training, else the policy and reference sums cover different tokens,
+and in the trainer's precision path (fp32 master weights under its autocast, `harness.signals.policy`), else
+the log-ratio is not 0 at step 0.
 """
 
 from __future__ import annotations

@@ -63,17 +63,20 @@ def _count(accounting: Any, method: str, attribute: str, tokens: int) -> None:
 
 
 def finish_response(ids: list[int], end_of_turn: int, max_new_tokens: int,
-                    stop_ids: tuple[int, ...] = ()) -> list[int]:
-    """A sampled response as training tokens: cut at its first stop token and end it with THE end-of-turn
-    token when it stopped early; a response that ran to max_new_tokens did not finish and gets no end."""
+                    stop_ids: tuple[int, ...] = (), turn_suffix: tuple[int, ...] = ()) -> list[int]:
+    """A sampled response as training tokens: cut at its first stop token and end it with the template's
+    turn suffix (`ChatFormatter.turn_suffix_ids`; THE end-of-turn token when none is given) when it stopped
+    early, as `ChatFormatter.response_ids` ends a finished response; a response that ran to
+    max_new_tokens did not finish and gets no end."""
     ids = list(ids)[:max_new_tokens]
+    end = list(turn_suffix) or [end_of_turn]
     stops = {end_of_turn, *stop_ids}
     for t, token in enumerate(ids):
         if token in stops:
-            return ids[:t] + [end_of_turn]
+            return ids[:t] + end
     if len(ids) < max_new_tokens:
-        ids.append(end_of_turn)  # generators return sequences without their stop token
-    return ids or [end_of_turn]
+        ids += end  # generators return sequences without their stop token
+    return ids or end
 
 
 class GKDMethod(Method):
@@ -138,7 +141,8 @@ class GKDMethod(Method):
         eot = ctx.formatter.end_of_turn_id
         max_new = max(1, min(self.params.max_new_tokens, ctx.max_length - max(len(p) for p in prompts)))
         sampled = self._sample(model, prompts, max_new, int(batch["seed"]), ctx)
-        responses = [finish_response(r, eot, max_new, ctx.formatter.stop_ids) for r in sampled]
+        responses = [finish_response(r, eot, max_new, ctx.formatter.stop_ids, ctx.formatter.turn_suffix_ids)
+                     for r in sampled]
         _count(ctx.accounting, "add_student_generation", "student_generation_tokens_online",
                sum(len(r) for r in sampled))
 

@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from baselines.batching import encode, model_device, pad_id, to_device
+from baselines.batching import encode_example, group_fields, model_device, pad_id, to_device
 from baselines.sft import nll_from_token_logprobs
 from harness.methods.base import LossOutput, Method, PromptGroup, Signal, TrainContext
 from harness.methods.common import pack_sequences
@@ -107,14 +107,12 @@ def collate_topk(examples: list[dict[str, Any]], ctx: TrainContext) -> dict[str,
     response token: position p-1+t (in the shifted [B, L-1] layout) predicts response token t."""
     prompts, responses, topk = [], [], []
     for e in examples:
-        finished = e.get("finished") or [True] * len(e["responses"])
-        for response, done, ids, logps in zip(e["responses"], finished, e["topk_ids"], e["topk_logprobs"],
-                                              strict=True):
-            p, r = encode(ctx, e["messages"], response, done)
+        p, cut = encode_example(ctx, e)  # cut as the teacher's top-k were scored: with the whole sampled group
+        for r, ids, logps in zip(cut, e["topk_ids"], e["topk_logprobs"], strict=True):
             prompts.append(p)
             responses.append(r)
             topk.append((torch.as_tensor(ids, dtype=torch.long), torch.as_tensor(logps, dtype=torch.float32)))
-    packed = pack_sequences(prompts, responses, pad_id(ctx), ctx.max_length, ctx.max_prompt_length)
+    packed = pack_sequences(prompts, responses, pad_id(ctx), ctx.max_length, ctx.max_prompt_length, fitted=True)
     batch_size, width = packed.input_ids.shape
     k = topk[0][0].shape[-1]
     teacher_ids = torch.zeros((batch_size, width - 1, k), dtype=torch.long)
@@ -140,6 +138,7 @@ def topk_examples(groups: list[PromptGroup], which: str) -> list[dict[str, Any]]
         examples.append({"prompt_id": g.prompt_id, "messages": g.messages,
                          "responses": [g.responses[i] for i in keep],
                          "finished": [finished[i] for i in keep],
+                         "response_indices": list(keep), **group_fields(g),
                          "topk_ids": [topk["ids"][i] for i in keep],
                          "topk_logprobs": [topk["logprobs"][i] for i in keep]})
     return examples

@@ -20,7 +20,14 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from baselines.batching import model_device, pack_pair_groups, pack_pairs
+from baselines.batching import (
+    encode_group,
+    example_group,
+    group_fields,
+    model_device,
+    pack_encoded,
+    pack_pair_groups,
+)
 from harness.methods.base import Method, PromptGroup, Signal, TrainContext
 from harness.methods.common import Packed
 from harness.methods.shared_prompt import GroupPacked
@@ -107,19 +114,23 @@ class PairwiseMethod(Method):
                 "chosen": group.responses[chosen], "rejected": group.responses[rejected],
                 "chosen_index": chosen, "rejected_index": rejected,
                 "chosen_finished": finished[chosen], "rejected_finished": finished[rejected],
-                **self.pair_fields(group, chosen, rejected),
+                **group_fields(group), **self.pair_fields(group, chosen, rejected),
             })
         return examples
 
     def collate(self, examples: list[dict[str, Any]], ctx: TrainContext) -> dict[str, Any]:
+        encoded = []
+        for e in examples:  # both cut as the prompt's whole sampled group is (batching.example_group)
+            group, keep = example_group(e, [e["chosen"], e["rejected"]],
+                                        [e.get("chosen_finished", True), e.get("rejected_finished", True)],
+                                        [e.get("chosen_index", 0), e.get("rejected_index", 1)])
+            prompt, (chosen, rejected) = encode_group(ctx, e["messages"], group, keep)
+            encoded.append((prompt, chosen, rejected))
         packed: Packed | GroupPacked
         if ctx.share_prompts:  # chosen and rejected share one prompt encoding; same layout of results
-            packed = pack_pair_groups(ctx, [(e["messages"], (e["chosen"], e.get("chosen_finished", True)),
-                                             (e["rejected"], e.get("rejected_finished", True))) for e in examples])
+            packed = pack_pair_groups(ctx, encoded)
         else:
-            packed = pack_pairs(ctx, [(e["messages"], e["chosen"], e.get("chosen_finished", True)) for e in examples]
-                                + [(e["messages"], e["rejected"], e.get("rejected_finished", True))
-                                   for e in examples])
+            packed = pack_encoded(ctx, [(p, c) for p, c, _ in encoded] + [(p, r) for p, _, r in encoded])
         batch: dict[str, Any] = {"packed": packed, "num_pairs": len(examples), "student_tokens": packed.num_tokens}
         for key in examples[0]:
             if key.startswith("ref_") or key.startswith("teacher_"):

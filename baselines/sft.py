@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from baselines.batching import model_device, pack_pairs
+from baselines.batching import encode_example, group_fields, model_device, pack_encoded
 from baselines.pairs import Preference, preference_signal, preferred_index
 from harness.methods.base import LossOutput, Method, PromptGroup, TrainContext
 from harness.methods.common import Packed, token_logprobs
@@ -54,7 +54,8 @@ class SFTMethod(Method):
         for g in groups:
             best = preferred_index(g, self.params.preference)
             examples.append({"prompt_id": g.prompt_id, "messages": g.messages, "responses": [g.responses[best]],
-                             "finished": [g.finished_flags()[best]]})
+                             "finished": [g.finished_flags()[best]], "response_indices": [best],
+                             **group_fields(g)})
         return examples
 
     def collate(self, examples: list[dict[str, Any]], ctx: TrainContext) -> dict[str, Any]:
@@ -67,7 +68,9 @@ class SFTMethod(Method):
 def collate_responses(examples: list[dict[str, Any]], ctx: TrainContext) -> dict[str, Any]:
     """Every (messages, response) of every example, packed into one batch (`finished` flags: an unfinished
     response is taught without an end-of-turn token)."""
-    items = [(e["messages"], r, done) for e in examples
-             for r, done in zip(e["responses"], e.get("finished") or [True] * len(e["responses"]), strict=True)]
-    packed = pack_pairs(ctx, items)
+    encoded = []
+    for e in examples:
+        prompt, responses = encode_example(ctx, e)
+        encoded += [(prompt, r) for r in responses]
+    packed = pack_encoded(ctx, encoded)
     return {"packed": packed, "student_tokens": packed.num_tokens}

@@ -88,7 +88,7 @@ def dry_run(exp: Any, run_dir: Path, source_file: str, estimate_on: str | None) 
     if estimate_on is not None:
         from harness.estimate import estimate_plan, format_estimate
 
-        print(format_estimate(estimate_plan(pipe.build_plan(), pipe.ctx, estimate_on)))
+        print(format_estimate(estimate_plan(pipe.build_plan(project_selections=True), pipe.ctx, estimate_on)))
     return 0
 
 

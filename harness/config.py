@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from harness.errors import ConfigError
 
@@ -46,6 +54,10 @@ class ModelSpec(Frozen):
     # The token that ends an assistant turn, e.g. "<end_of_turn>"; by default read off the chat template
     # (harness.models.chat.end_of_turn_from_template), which is right for Gemma-2, Llama-3.x and ChatML.
     end_of_turn: str | None = None
+    # Passed to the chat template as `date_string` (Llama-3.x write it as "Today Date:"; Llama-3.2's would
+    # otherwise write the calendar day of the run). Default: the templates' own default date. Part of the
+    # model's identity (cache keys).
+    date_string: str = "26 Jul 2024"
     # A model larger than one GPU: `auto` spreads its layers over the visible GPUs (accelerate's dispatch;
     # scoring and hf generation run through it). For a single-process run (under a launch each process
     # sees the GPUs it is given). Placement only: not part of the model's identity.
@@ -62,9 +74,21 @@ class PromptSource(Frozen):
     split: str = "train"
     field: str | None = None  # for jsonl/hf: the column holding the prompt text
     count: int = Field(32, ge=1)
+    # false: `count` prompts are drawn and sampled (the sampling filter may drop some). true: `count` is what
+    # must REMAIN after the sampling filter (fewer than sampling.n distinct responses): prompts are drawn
+    # further in the seeded order until `count` survive (harness.stages.data), as the released PAD data's
+    # 55,321 prompts were counted. Held-out prompts (teacher_agreement) then come from the source's end.
+    count_after_filters: bool = False
     seed: int = 0
     max_prompt_chars: int = Field(400, ge=16)
     min_prompt_chars: int = Field(8, ge=1)
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if not self.count_after_filters:
+            data.pop("count_after_filters", None)  # the default: keys made before the option existed stay valid
+        return dict(data)
 
 
 class SamplingConfig(Frozen):
@@ -104,16 +128,59 @@ class SignalsConfig(Frozen):
     mcq_template: str | None = None  # None: the rule's own prompt ("released" or "default")
 
 
+# What a method may set for itself: its optimizer (methods differ by orders of magnitude in what works).
+# Everything else in `budget:` (steps/epochs, batch, lengths, token and FLOP caps) is matched across methods.
+OPTIMIZER_FIELDS = ("learning_rate", "schedule", "warmup_ratio", "weight_decay", "max_grad_norm")
+
+
+class OptimizerSettings(Frozen):
+    """A method's own optimizer settings; each field set overrides the budget's default for that method."""
+
+    learning_rate: float | None = Field(None, gt=0)
+    schedule: Literal["cosine", "linear", "constant"] | None = None
+    warmup_ratio: float | None = Field(None, ge=0, le=1)
+    weight_decay: float | None = Field(None, ge=0)
+    max_grad_norm: float | None = Field(None, gt=0)
+
+    def overrides(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
 class MethodSpec(Frozen):
-    """One method to train. `label` names the leaderboard row (defaults to `name`)."""
+    """One method to train. `label` names the leaderboard row (defaults to `name`). `optimizer` overrides the
+    budget's optimizer defaults for this method only; `search` (with the experiment's `tuning:`) lists the
+    values to try, keyed `optimizer.<field>` or `params.<name>` (harness.tuning)."""
 
     name: str
     label: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+    optimizer: OptimizerSettings = OptimizerSettings()
+    search: dict[str, tuple[Any, ...]] = Field(default_factory=dict)
 
     @property
     def row_name(self) -> str:
         return self.label or self.name
+
+    @model_validator(mode="before")
+    @classmethod
+    def _matched_stays_matched(cls, data: Any) -> Any:
+        optimizer = data.get("optimizer") if isinstance(data, dict) else None
+        if isinstance(optimizer, dict):
+            matched = sorted(k for k in optimizer if k in Budget.model_fields and k not in OPTIMIZER_FIELDS)
+            if matched:
+                raise ValueError(f"optimizer: {matched} cannot be set per method: what is matched (steps/epochs, "
+                                 f"batch, lengths, token and FLOP caps) is set once, in `budget:`; a method may set "
+                                 f"only {list(OPTIMIZER_FIELDS)}")
+        return data
+
+    def effective_budget(self, budget: Budget) -> Budget:
+        """The experiment's budget with this method's own optimizer settings."""
+        overrides = self.optimizer.overrides()
+        return budget.model_copy(update=overrides) if overrides else budget
+
+
+# How a prompt and the responses sampled for it are cut to the budget's lengths (Budget.truncation).
+Truncation = Literal["per_response", "group_as_released"]
 
 
 class Budget(Frozen):
@@ -125,6 +192,12 @@ class Budget(Frozen):
     micro_batch: int = Field(4, ge=1)  # prompts per forward/backward
     max_length: int = Field(256, ge=8)  # prompt + response tokens
     max_prompt_length: int = Field(128, ge=4)
+    # How a prompt and the responses sampled for it are cut to those lengths (harness.methods.common.fit_group):
+    # `per_response`: the prompt to its last max_prompt_length tokens, each response on its own to what the
+    # prompt leaves; `group_as_released`: the released PAD code's rule (TRL's DPO/SimPO trainer): only when the
+    # prompt + the group's LONGEST response exceed max_length, the prompt is cut to max_prompt_length and then
+    # every response of the group to max_length - max_prompt_length, without an end-of-turn token.
+    truncation: Truncation = "per_response"
     learning_rate: float = Field(1e-5, gt=0)
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_ratio: float = Field(0.1, ge=0, le=1)
@@ -146,7 +219,10 @@ class Budget(Frozen):
 
     def result_inputs(self) -> dict[str, Any]:
         """The fields that change what training produces (the train artifact's key and resume check)."""
-        return self.model_dump(mode="json", exclude=set(self.STORAGE_FIELDS))
+        fields = self.model_dump(mode="json", exclude=set(self.STORAGE_FIELDS))
+        if self.truncation == "per_response":
+            del fields["truncation"]  # the rule before the option existed: keys made then stay valid
+        return fields
 
     @model_validator(mode="after")
     def _batches(self) -> Budget:
@@ -158,6 +234,24 @@ class Budget(Frozen):
         if self.epochs is None and self.max_steps is None:
             raise ValueError("budget needs epochs or max_steps")
         return self
+
+
+class SelectOn(Frozen):
+    """What tuning selects on: a benchmark's DEV split (disjoint from training and test items), one metric."""
+
+    benchmark: str = "teacher_agreement"
+    metric: str | None = None  # None: the benchmark's headline metric
+    subset: int | None = Field(None, ge=1)  # dev items; None: the benchmark's own default
+
+
+class TuningConfig(Frozen):
+    """The matched search budget: every method with a `search:` gets exactly `trials` trials (a larger grid
+    subsampled with `seed`), each trained under the budget with the first training seed, selected on the
+    dev split `select_on` names (harness.tuning)."""
+
+    trials: int = Field(ge=1)
+    select_on: SelectOn = SelectOn()
+    seed: int = 0
 
 
 class JudgeSpec(Frozen):
@@ -231,6 +325,7 @@ class Experiment(Frozen):
     backends: dict[str, dict[str, Any]] = Field(default_factory=dict)
     logging: LoggingConfig = LoggingConfig()
     data_parallel: DataParallelConfig = DataParallelConfig()
+    tuning: TuningConfig | None = None
     setting: str = ""  # one plain sentence the report prints: what is being distilled into what
 
     @model_validator(mode="after")

@@ -24,12 +24,14 @@ from harness.integrity import TENSOR_FILES, PlanRunner, keys_in, require_intact
 from harness.methods.base import Method
 from harness.processes import ProcessInfo, wait_for
 from harness.results import RunResults
+from harness.runtime_facts import plan_runtime_warning
 from harness.stages.base import Stage
 from harness.stages.comparable import experiment_hash
 from harness.stages.context import RunContext
 from harness.stages.evaluation import ModelRow
 from harness.stages.plan import Plan, build_plan
 from harness.store import write_json_atomic
+from harness.tuning import validate_tuning
 
 __all__ = ["Pipeline", "experiment_hash", "run_experiment"]
 
@@ -39,6 +41,7 @@ class Pipeline:
                  progress: bool = True, named_identities: bool = False) -> None:
         """`named_identities`: models identified by their specs alone, to show a plan whose models cannot be
         resolved here (a hub model offline); such a pipeline is for --dry-run, never run."""
+        validate_tuning(experiment, source_file or "<experiment>")  # a bad search: one line, before any work
         self.exp = experiment
         self.run_dir = Path(run_dir) if run_dir else experiment.run_dir()
         self.ctx = RunContext(experiment, self.run_dir, progress=progress, named_identities=named_identities)
@@ -67,8 +70,8 @@ class Pipeline:
     def engines(self) -> Any:
         return self.ctx.models.engines
 
-    def build_plan(self) -> Plan:
-        return build_plan(self.ctx)
+    def build_plan(self, project_selections: bool = False) -> Plan:
+        return build_plan(self.ctx, project_selections)
 
     def plan(self) -> list[Stage]:
         return self.build_plan().steps
@@ -78,12 +81,17 @@ class Pipeline:
 
     def describe_plan(self) -> str:
         lines = [f"experiment {self.exp.name!r} -> {self.run_dir}"]
-        for step in self.plan():
+        plan = self.build_plan()
+        for step in plan.steps:
             status = "cached" if step.done else "to run"
             detail = f"  {step.detail}" if step.detail else ""
             lines.append(f"  {status:7s}  {step.kind:10s}  {step.label}  [{step.artifact.key}]{detail}")
+        for row in plan.awaiting_selection:
+            lines.append(f"  after selection  train + evaluation of {row} x {len(self.exp.seeds)} seed(s), "
+                         f"with the settings its selection chooses (the first seed's training is a trial's)")
         for name, reason in self.ctx.unavailable_benchmarks().items():
             lines.append(f"  skipped  {name}: {reason}")
+        lines += [f"  warning  {w}" for w in [plan_runtime_warning(plan.steps)] if w]  # thread counts etc.
         return "\n".join(lines)
 
     # ---------------------------------------------------------------- running
@@ -101,28 +109,15 @@ class Pipeline:
         main = self.ctx.processes.is_main
         if self.source_file and main:
             (self.run_dir / "experiment.yaml").write_text(Path(self.source_file).read_text())
-        plan = self.build_plan()
-        rank, world = self.ctx.processes.rank, self.ctx.processes.world_size
-        if world > 1:
-            same_plan_everywhere(plan, self.run_dir, self.ctx.processes)
-        self._check_models_early(plan)
         started = time.time()
-        mine = [step for step in plan.steps if step.runs_on(rank, world)]
         try:
-            if main:  # inputs verified before each step; a damaged one is rebuilt (harness.integrity)
-                for step in plan.steps:
-                    for leftover in step.leftovers() if step.done else []:
-                        shutil.rmtree(leftover, ignore_errors=True)  # interrupted right after storing it
-                PlanRunner(mine, self.store, rebuild=world == 1).run(self._run_step)
-            else:
-                by_key = {s.artifact.key: s for s in plan.steps}  # what a step's inputs name, found once
-                for step in mine:
-                    if not step.done:
-                        self._follow_step(step, by_key)
-            for step in plan.steps:
-                wait_for(step.artifact)  # what the other processes compute (their rows' evaluation)
-                if main and step not in mine:
-                    require_intact(step.artifact, TENSOR_FILES)  # verified before the reports, like main's own
+            plan = self.build_plan()
+            self._execute(plan, phase=0)
+            if plan.awaiting_selection:  # tuned methods' test rows, keyed by what their selections chose
+                plan = self.build_plan()
+                if plan.awaiting_selection:
+                    raise HarnessError(f"tuning: the selections of {plan.awaiting_selection} were not stored")
+                self._execute(plan, phase=1)
         finally:
             self.ctx.close()  # engines shut down, a served judge (vllm_server) stops with the run
         results = collect_results(self.ctx, plan)
@@ -131,6 +126,29 @@ class Pipeline:
             self.report_paths = write_all_reports(results, self.run_dir)
         self.timings["total"] = round(time.time() - started, 2)
         return results
+
+    def _execute(self, plan: Plan, phase: int) -> None:
+        """Run every missing step of `plan` this process computes or takes part in; wait for the rest."""
+        main = self.ctx.processes.is_main
+        rank, world = self.ctx.processes.rank, self.ctx.processes.world_size
+        if world > 1:
+            same_plan_everywhere(plan, self.run_dir, self.ctx.processes, phase=phase)
+        self._check_models_early(plan)
+        mine = [step for step in plan.steps if step.runs_on(rank, world)]
+        if main:  # inputs verified before each step; a damaged one is rebuilt (harness.integrity)
+            for step in plan.steps:
+                for leftover in step.leftovers() if step.done else []:
+                    shutil.rmtree(leftover, ignore_errors=True)  # interrupted right after storing it
+            PlanRunner(mine, self.store, rebuild=world == 1).run(self._run_step)
+        else:
+            by_key = {s.artifact.key: s for s in plan.steps}  # what a step's inputs name, found once
+            for step in mine:
+                if not step.done:
+                    self._follow_step(step, by_key)
+        for step in plan.steps:
+            wait_for(step.artifact)  # what the other processes compute (their rows' evaluation)
+            if main and step not in mine:
+                require_intact(step.artifact, TENSOR_FILES)  # verified before the reports, like main's own
 
     def _run_step(self, step: Stage) -> None:
         """Compute one artifact and store it (atomically: a failure leaves nothing half-written)."""
@@ -180,12 +198,14 @@ class Pipeline:
                 method.check_models(models.loaded(ctx.teacher), models.loaded(ctx.student))
 
 
-def same_plan_everywhere(plan: Plan, run_dir: Path, processes: ProcessInfo, poll_s: float = 0.5) -> None:
+def same_plan_everywhere(plan: Plan, run_dir: Path, processes: ProcessInfo, poll_s: float = 0.5,
+                         phase: int = 0) -> None:
     """Under a launch, every process must plan the same steps (an optional benchmark whose data loads on one
     machine only, or a model resolved to another snapshot, would leave the main process waiting forever for
     an artifact nobody makes): the main process publishes its plan, each other process compares its own."""
     path = run_dir / "work" / "launch-plan.json"
     launch = ":".join(os.environ.get(k, "") for k in ("MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID"))
+    launch += f":phase{phase}"  # a plan made again once tuning's selections are stored
     steps = [f"{s.kind}:{s.label}:{s.artifact.key}" for s in plan.steps]
     if processes.is_main:
         write_json_atomic(path, {"launch": launch, "written_at": time.time(), "steps": steps})

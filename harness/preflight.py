@@ -5,7 +5,9 @@ all (it does not stop at the first) and raises one `ConfigError` listing every p
 - generation backends that are not registered (`generation_backend`, `sampling.backend`);
 - judges that cannot run: a missing API key for the judge of any benchmark that needs one;
 - answer lengths beyond a model's context (`benchmarks[].max_new_tokens`, resolved to the benchmark's
-  default, plus the longest prompt the budget allows), checked against each answering model's config;
+  default, plus the longest prompt the budget allows), checked against each answering model's config, and
+  MCQ prompts (two sampled responses and the question) beyond the teacher's;
+- what each benchmark checks itself (`Benchmark.preflight`, e.g. MT-Bench's GPT-4 reference answers);
 - benchmark subsets larger than their data; a local prompt source (`sharegpt`, `jsonl:`) that cannot be read
   or has fewer usable prompts than `prompts.count`;
 - `output_dir` placeholders other than `{name}`, or an `output_dir` that is a file.
@@ -26,9 +28,14 @@ from harness.errors import ConfigError, DataSourceError, HarnessError
 
 
 def preflight(exp: Experiment, source: str = "<experiment>") -> None:
+    from harness.tuning import validate_tuning
+
+    validate_tuning(exp, source)  # the search and its dev split, each problem one line
     benches = [(i, spec, benchmark_from_spec(spec)) for i, spec in enumerate(exp.benchmarks)]
-    problems = (_backends(exp) + _output_dir(exp) + _judges(exp, benches) + _contexts(exp, benches)
-                + _subsets(benches, exp) + _prompts(exp))
+    own = _benchmark_checks(benches)
+    problems = (_backends(exp) + _output_dir(exp) + _judges(exp, benches) + _contexts(exp, benches) + own
+                + _subsets([b for b in benches if not any(p.startswith(f"benchmarks.{b[0]} ") for p in own)], exp)
+                + _prompts(exp))
     if len(problems) == 1:
         raise ConfigError(f"{source}: {problems[0]}")
     if problems:
@@ -124,7 +131,43 @@ def _contexts(exp: Experiment, benches: Benches) -> list[str]:
                    f"({exp.budget.max_prompt_length}) = {sampled} but {found[0]}; lower sampling.max_new_tokens")
     if found := too_small(exp.budget.max_length, ("teacher", "student")):
         out.append(f"budget.max_length ({exp.budget.max_length}) but {found[0]}; lower budget.max_length")
-    return out
+    samples_fit = not any(problem.startswith("sampling.max_new_tokens") for problem in out)  # else said once
+    return out + (_mcq_context(exp, contexts.get("teacher")) if samples_fit else [])
+
+
+def _mcq_context(exp: Experiment, context: int | None) -> list[str]:
+    """An MCQ prompt holds two sampled responses and the question: when two responses of
+    `sampling.max_new_tokens` (the released rule cuts each at 2,500 tokens) and a prompt of
+    `budget.max_prompt_length` cannot fit the teacher's context, long samples would be scored past it (counted
+    in the sampler's tokens, about the teacher's; the signal refuses an actual prompt that does not fit)."""
+    from harness.methods.base import Signal
+    from harness.registry import METHODS
+    from harness.signals import RELEASED_MCQ_RESPONSE_TOKENS
+
+    if context is None:
+        return []
+    try:
+        needed = any(Signal.MCQ_PREFERENCE in METHODS.get(spec.name)(spec.params).signals_needed()
+                     for spec in exp.methods)
+    except Exception:
+        return []  # an unknown method or bad params: reported when the run builds its methods
+    released = exp.signals.mcq == "released"
+    sampled = exp.sampling.max_new_tokens
+    response = min(sampled, RELEASED_MCQ_RESPONSE_TOKENS) if released else sampled
+    longest = 2 * response + exp.budget.max_prompt_length
+    if not needed or longest <= context:
+        return []
+    cut = f"cut at {RELEASED_MCQ_RESPONSE_TOKENS} as released from " if response < sampled else ""
+    return [f"signals.mcq: an MCQ prompt holds two responses of up to {response} tokens ({cut}sampling.max_new_tokens "
+            f"{sampled}) and the question (budget.max_prompt_length {exp.budget.max_prompt_length}): {longest} tokens, "
+            f"beyond the teacher's ({exp.teacher.model}) context of {context}; lower sampling.max_new_tokens or "
+            f"budget.max_prompt_length"]
+
+
+def _benchmark_checks(benches: Benches) -> list[str]:
+    """Each benchmark's own check (`Benchmark.preflight`); an optional benchmark is skipped at run time instead."""
+    return [f"benchmarks.{i} ({spec.name}): {problem}" for i, spec, bench in benches
+            if not spec.optional and (problem := bench.preflight())]
 
 
 def _subsets(benches: Benches, exp: Experiment) -> list[str]:

@@ -109,7 +109,8 @@ def _from_hub(spec: PromptSource, dataset_id: str) -> tuple[list[tuple[str, str]
 
 def _usable(spec: PromptSource) -> tuple[list[tuple[str, str]], str]:
     """Every usable prompt of the source (length filter, distinct texts) in the seeded order: training
-    prompts are its first `count`, held-out prompts (`load_held_out`) the ones after them."""
+    prompts are its first `count`, held-out prompts (`load_held_out`) the ones after them (with
+    `count_after_filters`: training draws from the front as far as its filter needs, held-out from the end)."""
     source = spec.source
     if source == "sharegpt":
         rows, described = _from_sharegpt(spec)
@@ -137,6 +138,8 @@ def _prompt_set(chosen: list[tuple[str, str]], description: str) -> PromptSet:
 
 
 def load_prompts(spec: PromptSource) -> PromptSet:
+    """The first `count` usable prompts in the seeded order; with `count_after_filters`, every usable prompt in
+    that order (the pool the samples stage draws from until `count` survive its filter)."""
     candidates, described = _usable(spec)
     if len(candidates) < spec.count:
         raise DataSourceError(
@@ -144,17 +147,50 @@ def load_prompts(spec: PromptSource) -> PromptSet:
             f"prompts ({spec.min_prompt_chars}-{spec.max_prompt_chars} chars, distinct); lower prompts.count to "
             f"at most {len(candidates)} or widen prompts.min_prompt_chars/max_prompt_chars"
         )
+    if spec.count_after_filters:
+        return _prompt_set(candidates, f"{described}; {len(candidates)} usable prompts in seeded order (seed "
+                                       f"{spec.seed}), drawn until {spec.count} remain after the sampling filter")
     return _prompt_set(candidates[: spec.count], f"{described}; {spec.count} prompts, seed {spec.seed}")
 
 
-def load_held_out(spec: PromptSource, n: int) -> PromptSet:
+def load_held_out(spec: PromptSource, n: int, skip: int = 0, drawn: int | None = None) -> PromptSet:
     """n prompts of the same source that training never sees: the usable prompts after the first `count`
-    (distinct texts, so none equals a training prompt; changing n never changes the training prompts)."""
+    (distinct texts, so none equals a training prompt; changing n never changes the training prompts), and
+    after `skip` more (a dev split placed after the test split's prompts)."""
     candidates, described = _usable(spec)
-    held = candidates[spec.count: spec.count + n]
+    if spec.count_after_filters:
+        return _held_out_from_the_end(spec, candidates, described, n, skip, drawn)
+    start = spec.count + skip
+    held = candidates[start: start + n]
     if len(held) < n:
         raise DataSourceError(
             f"{n} held-out prompts asked for, but the prompt source {spec.source!r} has only {len(held)} usable "
-            f"prompts beyond the {spec.count} trained on; lower the benchmark's subset to at most {len(held)}"
+            f"prompts beyond the {start} trained on or held out before them; lower the benchmark's subset to at "
+            f"most {len(held)}"
         )
-    return _prompt_set(held, f"{described}; {n} held-out prompts after the {spec.count} trained on, seed {spec.seed}")
+    after = f"the {spec.count} trained on" + (f" and {skip} held out for testing" if skip else "")
+    return _prompt_set(held, f"{described}; {n} held-out prompts after {after}, seed {spec.seed}")
+
+
+def _held_out_from_the_end(spec: PromptSource, candidates: list[tuple[str, str]], described: str, n: int,
+                           skip: int, drawn: int | None) -> PromptSet:
+    """With `count_after_filters`, training draws from the front of the seeded order for as long as its
+    filter needs, so held-out prompts are taken from the END, backwards (a longer set extends, never
+    reshuffles), and never depend on how far the drawing went. `drawn` (what the samples stage drew, when it
+    has run) proves them disjoint from every drawn prompt."""
+    reserve = len(candidates) - spec.count  # the drawing takes at least `count`
+    if skip + n > reserve:
+        raise DataSourceError(
+            f"{n} held-out prompts asked for (after {skip} others), but the prompt source {spec.source!r} has "
+            f"{len(candidates)} usable prompts and prompts.count keeps {spec.count} for training; lower the "
+            f"benchmark's subset to at most {max(reserve - skip, 0)} or lower prompts.count")
+    if drawn is not None and drawn > len(candidates) - skip - n:
+        raise DataSourceError(
+            f"the samples stage drew {drawn} of the {len(candidates)} usable prompts of {spec.source!r} to keep "
+            f"{spec.count} after its filter, which reaches the {skip + n} held out at the end of the seeded order; "
+            f"lower the benchmark's subset or prompts.count")
+    backwards = candidates[::-1]
+    held = backwards[skip: skip + n]
+    after = f"{skip} other held-out prompts" if skip else "none"
+    return _prompt_set(held, f"{described}; {n} held-out prompts from the end of the seeded order (seed "
+                             f"{spec.seed}; skipped: {after}), never drawn for training")

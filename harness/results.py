@@ -18,7 +18,7 @@ from harness.store import write_json_atomic
 # run was named or logged). Everything else - teacher, student, prompts, sampling, budget, benchmarks,
 # judge - must match for a comparison to be fair.
 MAY_DIFFER_BETWEEN_MERGED_RUNS = frozenset(
-    {"methods", "seeds", "name", "description", "setting", "output_dir", "logging"}
+    {"methods", "seeds", "name", "description", "setting", "output_dir", "logging", "tuning"}
 )
 
 
@@ -36,6 +36,7 @@ class BenchmarkResult:
     judge_is_official: bool | None = None  # None: judge-free benchmark
     answers: int = 0  # answer records (items)
     truncated: int | None = None  # answers cut at max_new_tokens (any turn); None: not recorded
+    headline: str = ""  # the headline metric where the benchmark's depends on its params (`ScoreResult.headline`)
 
 
 @dataclass
@@ -48,6 +49,10 @@ class RowResult:
     benchmarks: dict[str, BenchmarkResult] = field(default_factory=dict)
     accounting: dict[str, Any] = field(default_factory=dict)  # see harness.training.accounting
     train_log: list[dict[str, Any]] = field(default_factory=list)  # per-step metrics (loss, pad_agreement, ...)
+    # The optimizer settings this row trained with (the budget's defaults with the method's own overrides).
+    optimizer: dict[str, Any] = field(default_factory=dict)
+    # How its settings were chosen: {"tuned": bool, "trials": K, "selected_settings": {...}} (methods only).
+    tuning: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -61,6 +66,9 @@ class RunResults:
     # What `experiment_hash` hashes (harness.stages.comparable): what must match between merged runs, the
     # judges resolved per benchmark. Empty in results written before it was recorded.
     comparable: dict[str, Any] = field(default_factory=dict)
+    # Per tuned method (row name): its selection (every trial's settings, dev score and cost; the selected
+    # one; warnings), harness.stages.tuning.
+    tuning: dict[str, Any] = field(default_factory=dict)
 
     def save(self, path: Path) -> None:
         write_json_atomic(path, asdict(self))

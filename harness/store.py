@@ -39,6 +39,7 @@ import xxhash
 from harness import textfiles
 from harness.errors import HarnessError
 from harness.fsmode import honour_umask
+from harness.runtime_facts import runtime_facts
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +243,7 @@ class ArtifactStore:
             existing = tmp / "manifest.json"
             if existing.is_file():  # the stage wrote its own (accounting etc.); merge ours in
                 manifest = {**manifest, **json.loads(existing.read_text())}
+            manifest.setdefault("runtime", runtime_facts())  # what decides the low bits (harness.runtime_facts)
             manifest.update(
                 stage=artifact.stage,
                 label=artifact.label,

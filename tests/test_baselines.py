@@ -373,10 +373,10 @@ def test_gkd_on_policy_full_vocab_and_accounting(models, groups) -> None:
     method = GKDMethod({"lmbda": 1.0, "beta": 0.3, "max_new_tokens": 8})
     assert method.signals_needed() == frozenset()
     out, batch = _run(method, groups, ctx)
-    eot = student.formatter.end_of_turn_id
+    suffix = list(student.formatter.turn_suffix_ids)  # stopped early: the template's whole turn suffix
     values, teacher_tokens = [], 0
     for g, ids in zip(groups, fixed, strict=True):
-        r = ids + [eot]
+        r = ids + suffix
         s_lp = seq_logprobs(student.model, student.formatter.prompt_ids(g.messages), r)
         t_prompt = teacher.formatter.prompt_ids(g.messages)
         t_lp = seq_logprobs(teacher.model, t_prompt, r)
@@ -389,7 +389,7 @@ def test_gkd_on_policy_full_vocab_and_accounting(models, groups) -> None:
     assert acc.teacher_forward_tokens_online == teacher_tokens
     assert acc.student_generation_tokens_online == 7
     assert batch["student_tokens"] == sum(
-        len(student.formatter.prompt_ids(g.messages)) + len(ids) + 1 for g, ids in zip(groups, fixed, strict=True))
+        len(student.formatter.prompt_ids(g.messages)) + len(ids) + len(suffix) for g, ids in zip(groups, fixed, strict=True))
     assert calls and calls[0][1] == 8
 
 

@@ -36,7 +36,12 @@ def _with(**changes: Any) -> dict[str, Any]:
     {"budget": {"checkpoint_every": 7, "keep_checkpoints": True}},  # where checkpoints go, not what is trained
     {"backends": {"vllm": {"gpu_memory_utilization": 0.5}}},  # a backend this run does not use
     {"methods": [{"name": "dpo"}], "seeds": [3], "name": "other", "logging": {"every": 5}},
+    # runs whose methods differ only in their own optimizer settings
+    {"methods": [{"name": "dpo", "optimizer": {"learning_rate": 5e-7, "schedule": "linear", "warmup_ratio": 0.0}}]},
     {"teacher": {**BASE["teacher"], "device_map": "auto", "offload": True}},  # where the weights sit
+    # the optimizer defaults each method may override (every row records the settings it trained with)
+    {"budget": {"learning_rate": 1e-3, "schedule": "linear"},
+     "tuning": {"trials": 2, "select_on": {"benchmark": "teacher_agreement"}}},
 ])
 def test_runs_that_differ_only_in_what_changes_no_number_merge(change: dict[str, Any]) -> None:
     a, b = _results(BASE), _results(_with(**change))
@@ -58,7 +63,7 @@ def test_the_judge_is_compared_per_benchmark_with_official_resolved() -> None:
 
 
 @pytest.mark.parametrize("change, where", [
-    ({"budget": {"learning_rate": 1e-3}}, "budget.learning_rate"),
+    ({"budget": {"max_length": 200}}, "budget.max_length"),
     ({"student": {"model": "tiny:llama", "seed": 5}}, "student.seed"),
     ({"generation_backend": "vllm"}, "generation_backend"),
 ])

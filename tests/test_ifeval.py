@@ -159,3 +159,54 @@ def test_lm_evals_own_ifeval_run_agrees(scored) -> None:
     aggregate = next(n for n in theirs.notes if n.startswith("lm-eval's own aggregate"))
     assert f'"inst_level_strict_acc,none": {13 / 23}' in aggregate
     assert f'"inst_level_loose_acc,none": {15 / 23}' in aggregate
+
+
+def test_the_raw_continuation_is_scored_as_lm_eval_scores_it(tmp_path: Path) -> None:
+    """lm-eval's generate_until strips nothing: a leading blank line makes the first paragraph empty, so
+    NthParagraphFirstWordCheck fails strictly (the loose variants try the answer without its first line)."""
+    from harness.benchmarks.ifeval import lm_eval_process_results
+
+    doc = {"key": 1, "prompt": "Write two paragraphs; the first starts with 'Summer'.",
+           "instruction_id_list": ["length_constraints:nth_paragraph_first_word"],
+           "kwargs": [{"num_paragraphs": 2, "nth_paragraph": 1, "first_word": "summer"}]}
+    path = tmp_path / "one.jsonl"
+    path.write_text(json.dumps(doc) + "\n")
+    raw = "\n\nSummer is here.\n\nWinter follows."
+
+    class RawModel(AnswerModel):
+        name = "raw"  # type: ignore[assignment]
+
+        def answer(self, conversations: list[list[dict[str, str]]], max_new_tokens: int,
+                   progress: str | None = None, temperature: float = 0.0) -> list[Answer]:
+            return [Answer(raw.strip(), True, raw=raw) for _ in conversations]
+
+    bench = IFEval(params={"data_path": str(path)})
+    data = bench.load()
+    answers = bench.generate(RawModel(), data)
+    assert answers[0]["output"] == raw
+    [record] = bench.judge(None, data, answers)
+    official = lm_eval_process_results()(doc, [raw])
+    assert record["prompt_level_strict_acc"] == float(official["prompt_level_strict_acc"]) == 0.0
+    assert record["inst_level_loose_acc"] == official["inst_level_loose_acc"] == [True]
+    assert lm_eval_process_results()(doc, [raw.strip()])["prompt_level_strict_acc"]  # what stripping would give
+    assert IFEval.answers_version >= 1  # answers stored before this change are not reused
+
+
+def test_generated_answers_keep_the_raw_continuation() -> None:
+    """The answer model decodes the generated tokens without stripping (`Answer.raw`), beside the text."""
+    from conftest import make_tiny
+
+    from harness.models.base import GenerationOutput
+    from harness.stages.evaluation import GeneratorAnswerModel
+
+    loaded = make_tiny("llama", seed=0)
+    ids = list(loaded.tokenizer("\n\nSummer is here. ", add_special_tokens=False)["input_ids"])
+
+    class Canned:
+        def generate(self, requests: list, params: object, progress: str | None = None) -> list[GenerationOutput]:
+            return [GenerationOutput([ids], [loaded.formatter.decode(ids)], [True]) for _ in requests]
+
+    [answer] = GeneratorAnswerModel(loaded, "tiny", Canned()).answer([[{"role": "user", "content": "hi"}]], 8)
+    assert answer.raw == loaded.tokenizer.decode(ids, skip_special_tokens=True)
+    assert answer.raw.startswith("\n\n") and answer.text == answer.raw.strip() != answer.raw
+    assert answer.continuation == answer.raw

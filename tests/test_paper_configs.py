@@ -86,3 +86,24 @@ def test_paper_config_dry_run_lists_every_row(name: str, monkeypatch, tmp_path, 
     trained = [step.label.rsplit("-seed", 1)[0] for step in plan if step.stage == "train"]
     rows = ["pad-ppd", "pad-vpd", "pad-released", "dpo", "simpo", "sft", "seqkd", "kd"]
     assert trained == [row for row in rows for _ in exp.seeds]
+
+
+@pytest.mark.parametrize("name", PAPER_FILES)
+def test_each_method_trains_with_its_released_schedule(name: str) -> None:
+    """The released logs' learning rates at their logged steps (432 optimizer steps): DPO linear without
+    warmup (gemma-log/dpo.log), SimPO and PAD cosine with 10% warmup (simpo.log, pad.log)."""
+    from harness.training.schedule import learning_rate
+
+    exp = load_experiment(LEADERBOARDS / name)
+    budgets = {m.row_name: m.effective_budget(exp.budget) for m in exp.methods}
+
+    def lr(row: str, step: int) -> float:
+        b = budgets[row]
+        return learning_rate(step, 432, b.learning_rate, b.warmup_ratio, b.schedule)
+
+    logged = {("dpo", 5): 7.907407407407407e-07, ("dpo", 90): 6.333333333333332e-07,
+              ("simpo", 5): 9.09090909090909e-08, ("simpo", 10): 1.818181818181818e-07,
+              ("pad-ppd", 5): 9.09090909090909e-08, ("pad-released", 40): 7.272727272727272e-07}
+    for (row, step), value in logged.items():
+        assert lr(row, step) == pytest.approx(value, rel=1e-12), (row, step)
+    assert budgets["dpo"].effective_batch == budgets["sft"].effective_batch == 128  # matched stays matched

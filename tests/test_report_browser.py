@@ -168,3 +168,21 @@ def test_offline_default_report_renders_in_headless_chromium(tmp_path: Path) -> 
     colours = colours_of(rows_px, bpp)
     assert len(colours) > 40, f"only {len(colours)} distinct colours: the page looks blank"
     assert shows_first_method_bar(colours)
+
+
+def test_tuning_section_renders_in_headless_chromium(tmp_path: Path) -> None:
+    """A tuned run's report (tiny models: sft untuned, dpo tuned with 2 trials) shows, rendered, each row's
+    tuning status and settings, and the trials table with the selected trial."""
+    from test_tuning import parse, tuned
+
+    from harness.pipeline import Pipeline
+
+    run_dir = tmp_path / "run"
+    Pipeline(parse(tuned()), run_dir, progress=False).run()
+    dom = rendered_dom((run_dir / "report.html").resolve().as_uri(), tmp_path, ["sft", "dpo"])
+    assert "Optimizer settings and tuning" in dom
+    assert 'id="optimizer-settings"' in dom and 'id="tuning-dpo"' in dom
+    settings = dom.split('id="optimizer-settings"', 1)[1].split("</table>", 1)[0]
+    assert "tuned (2 trials)" in settings and "untuned" in settings
+    trials = dom.split('id="tuning-dpo"', 1)[1].split("</table>", 1)[0]
+    assert trials.count("<tr") == 3 and trials.count(">yes<") == 1  # header + 2 trials, one selected

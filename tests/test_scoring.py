@@ -120,7 +120,7 @@ def test_empty_response_scores_zero():
     prompt = loaded.formatter.prompt_ids([{"role": "user", "content": "q"}])
     scores = Scorer(loaded).score_groups([(prompt, [[], loaded.formatter.response_ids("ok")])])
     assert scores[0][0].n_tokens == 0 and scores[0][0].sum_logprob == 0.0
-    assert scores[0][1].n_tokens == 3
+    assert scores[0][1].n_tokens == 4  # 'o', 'k', then the ChatML turn suffix '<|im_end|>' '\n'
 
 
 @pytest.mark.smollm

@@ -170,12 +170,13 @@ def test_end_of_turn_comes_from_the_chat_template(family: str) -> None:
     assert set(fmt.stop_ids) == {eot, tok.eos_token_id}
 
     # Training targets: the prompt + a finished response are exactly the template's rendering of the
-    # conversation, end-of-turn included; a response cut at sampling carries no end token.
+    # conversation, its whole turn suffix included (Gemma-2 and ChatML: the end-of-turn token + a newline);
+    # a response cut at sampling carries no end at all.
     messages = [{"role": "user", "content": "Name a colour."}]
     rendered = tok.apply_chat_template(messages + [{"role": "assistant", "content": "Blue."}], tokenize=False)
     ours = fmt.prompt_ids(messages) + fmt.response_ids("Blue.")
-    assert ours == tok(rendered, add_special_tokens=False)["input_ids"][: len(ours)] and ours[-1] == eot
-    assert fmt.response_ids("Blue.", finished=False) == ours[len(fmt.prompt_ids(messages)):-1]
+    assert ours == tok(rendered, add_special_tokens=False)["input_ids"] and fmt.turn_suffix_ids[0] == eot
+    assert fmt.response_ids("Blue.", finished=False) == ours[len(fmt.prompt_ids(messages)):-len(fmt.turn_suffix_ids)]
 
     # Generation stops on the end-of-turn token (and drops it) ...
     request = GenerationRequest(fmt.prompt_ids(messages), seed=1)
@@ -227,11 +228,12 @@ def test_cut_samples_stay_cut_through_sampling_and_training_batches() -> None:
     pad_batch = pad.collate(pad.build_examples(groups, None), ctx)  # type: ignore[arg-type]
     pad_packed = pad_batch["packed"]
     assert eot not in pad_packed.input_ids[pad_packed.response_mask.bool()].tolist()
-    # Finished ones do end with it (the same groups, flags flipped).
+    # Finished ones do end with it, and the rest of the template's turn suffix (the same groups, flags flipped).
     done = [dataclasses.replace(g, finished=[True, True]) for g in groups]
     packed = collate_responses(sft.build_examples(done, None), ctx)["packed"]  # type: ignore[arg-type]
-    assert all(int(row[mask.bool()][-1]) == eot for row, mask in zip(packed.input_ids, packed.response_mask,
-                                                                      strict=True))
+    suffix = list(tiny.formatter.turn_suffix_ids)
+    assert suffix[0] == eot and all(row[mask.bool()][-len(suffix):].tolist() == suffix
+                                    for row, mask in zip(packed.input_ids, packed.response_mask, strict=True))
     topk = {"ids": [torch.zeros((9, 2), dtype=torch.long)] * 2, "logprobs": [torch.zeros((9, 2))] * 2}
     kd_groups = [PromptGroup(g.prompt_id, g.messages, g.responses, {Signal.TEACHER_TOPK: topk}, g.finished)
                  for g in groups]

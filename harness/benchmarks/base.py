@@ -36,6 +36,14 @@ class BenchmarkData:
 class Answer:
     text: str
     finished: bool  # the model ended its turn (False: cut at max_new_tokens; reports count these)
+    # The decoded continuation before any stripping (lm-eval scores it as it is: a leading blank line counts
+    # for IFEval); None when the model gives only `text`.
+    raw: str | None = None
+
+    @property
+    def continuation(self) -> str:
+        """The raw continuation where known, else `text`."""
+        return self.text if self.raw is None else self.raw
 
 
 class AnswerModel(ABC):
@@ -70,8 +78,9 @@ class RunContext(Protocol):
     batch_size: int  # sequences per scoring forward pass
     generation_batch_size: int  # sequences decoded together
 
-    def held_out_prompts(self, n: int) -> tuple[list[dict[str, Any]], str]:
-        """n prompts of the experiment's source that no trainset can contain, and a description."""
+    def held_out_prompts(self, n: int, skip: int = 0) -> tuple[list[dict[str, Any]], str]:
+        """n prompts of the experiment's source that no trainset can contain (after the first `skip` such
+        prompts: a dev split after the test one), and a description."""
         ...
 
     def teacher(self) -> LoadedModel: ...
@@ -118,6 +127,9 @@ class ScoreResult:
     metrics: dict[str, float | int | None]  # e.g. {"win_rate": 12.3, "standard_error": 1.1, ...}
     notes: list[str] = field(default_factory=list)  # e.g. "LC win rate unavailable offline: ..."
     per_item: list[dict[str, Any]] = field(default_factory=list)  # for paired bootstraps
+    # The headline metric of this result, for a benchmark whose headline depends on its params (`lm_eval`:
+    # the task's first declared metric); "" = the class's `headline`.
+    headline: str = ""
 
 
 class Benchmark(ABC):
@@ -137,6 +149,15 @@ class Benchmark(ABC):
     uses_run: ClassVar[bool] = False
     # Scores text with the row's model in memory (`AnswerModel.in_memory`), whatever the generation backend.
     needs_weights: ClassVar[bool] = False
+    # Bump when the way this benchmark makes its answers changes (e.g. an official default length): its
+    # answers' cache keys change, no other benchmark's (0 adds nothing to the key).
+    answers_version: ClassVar[int] = 0
+    # A DEV split for tuning (harness.tuning): items disjoint from every training prompt and from the test
+    # items by construction. `load()` returns it when `split == "dev"`; `dev_after` is how many items the
+    # test split may take (the dev items come after them).
+    has_dev_split: ClassVar[bool] = False
+    split: Literal["test", "dev"] = "test"
+    dev_after: int = 0
     _run: RunContext | None = None
 
     def bind(self, run: RunContext) -> None:
@@ -159,6 +180,11 @@ class Benchmark(ABC):
         """The judge model the benchmark's official numbers come from (may depend on params)."""
         return None
 
+    def preflight(self) -> str | None:
+        """What would stop this benchmark hours into a run, found by `validate` in a fraction of a second
+        (one line that says what to do), or None. Default: nothing to check."""
+        return None
+
     @classmethod
     def columns(cls) -> tuple[ReportColumn, ...]:
         """The leaderboard columns of this benchmark, in order: each a metric of `score`'s results with its
@@ -168,6 +194,22 @@ class Benchmark(ABC):
         Default (): the report derives columns from the metrics a run records, `headline` (else the first
         metric, for a benchmark whose metrics depend on its params, like `lm_eval`) as the headline."""
         return ()
+
+    @classmethod
+    def metric_names(cls) -> list[str]:
+        """The metrics its columns declare (empty when they depend on the params, like `lm_eval`)."""
+        return [c.metric for c in cls.columns()]
+
+    def test_items(self) -> int:
+        """How many items the test split takes (a dev split is placed after them)."""
+        return self.subset or 0
+
+    def on_dev_split(self, test_items: int) -> Benchmark:
+        """This benchmark reading its dev split, placed after the `test_items` the test split may take."""
+        if not self.has_dev_split:
+            raise HarnessError(f"benchmark {self.name!r} has no dev split to tune on")
+        self.split, self.dev_after = "dev", test_items
+        return self
 
     @abstractmethod
     def load(self) -> BenchmarkData:

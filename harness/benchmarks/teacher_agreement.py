@@ -88,10 +88,19 @@ class TeacherAgreement(Benchmark):
             ReportColumn("pl_jsd", "PL JSD", se_metric="pl_jsd_stderr", digits=4, higher_is_better=False),
         )
 
+    has_dev_split = True  # the held-out prompts after the test ones
+    DEFAULT_ITEMS = 32
+
+    def test_items(self) -> int:
+        return self.subset or self.DEFAULT_ITEMS
+
     def load(self) -> BenchmarkData:
-        prompts, source = self.run_context().held_out_prompts(self.subset or 32)
+        n = self.subset or self.DEFAULT_ITEMS
+        skip = self.dev_after if self.split == "dev" else 0
+        prompts, source = self.run_context().held_out_prompts(n, skip=skip)
         items = [{"id": p["prompt_id"], "messages": p["messages"]} for p in prompts]
-        return BenchmarkData(items, f"held-out prompts of the experiment's source: {source}", source)
+        what = "DEV split: held-out prompts after the test ones" if self.split == "dev" else "held-out prompts"
+        return BenchmarkData(items, f"{what} of the experiment's source: {source}", source)
 
     def greedy_conversations(self, data: BenchmarkData) -> list[list[dict[str, str]]]:
         return [it["messages"] for it in data.items]

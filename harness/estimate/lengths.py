@@ -143,7 +143,7 @@ class Lengths:
         from harness.prompts import load_prompts
 
         try:
-            return [p["messages"] for p in load_prompts(self.exp.prompts).prompts]
+            return [p["messages"] for p in load_prompts(self.exp.prompts).prompts[: self.exp.prompts.count]]
         except HarnessError:
             return None
 

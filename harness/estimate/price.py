@@ -117,13 +117,13 @@ def stage_work(step: Any, s: Shapes, ctx: Any, first_row: Any, judges: _Judges) 
     if step.kind == "train":
         return train_work(s, step.spec.name, step.method.params)
     if step.kind in ("answers", "judgements"):
-        spec = ctx.exp.benchmarks[step.index]
-        bench = ctx.benchmark(step.index)
+        answers = step if step.kind == "answers" else step.answers  # a tuning trial's: the dev split
+        spec, bench = answers.bench_spec, answers.benchmark()
         if step.kind == "answers":
             return answers_work(s, step.row.kind, bench, spec, step.siblings[0] is step, step.row is first_row)
-        from harness.stages.evaluation import judge_spec
+        from harness.judges.choice import judge_spec_for
 
-        judge = judge_spec(ctx, step.index, bench) if bench.needs_judge else None
+        judge = judge_spec_for(ctx.exp.judge, spec, bench) if bench.needs_judge else None
         return judgements_work(s, bench, spec, judge, *judges.get(judge))
     return StageWork()  # prompts, trainset: reading and filtering, no model work
 
@@ -137,7 +137,11 @@ def estimate_plan(plan: Any, ctx: Any, on: str) -> PlanEstimate:
     judges = _Judges()
     first_row = plan.rows[0] if plan.rows else None
     stages = []
+    seen: set[str] = set()
     for step in plan.steps:
+        if step.artifact.key in seen:  # a tuned method's first-seed row is one of its trials: paid once
+            continue
+        seen.add(step.artifact.key)
         work = stage_work(step, shapes, ctx, first_row, judges)
         flops, compute, overhead = price(work, step.kind, acc, exp.budget.gradient_checkpointing)
         stages.append(StageEstimate(step.kind, step.label, step.done, work, flops, compute, overhead))

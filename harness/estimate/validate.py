@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(args.run_dir)
     exp = load_experiment(args.experiment or run_dir / "experiment.yaml")
     pipe = Pipeline(exp, run_dir, progress=False)
-    est = estimate_plan(pipe.build_plan(), pipe.ctx, args.on)
+    est = estimate_plan(pipe.build_plan(project_selections=True), pipe.ctx, args.on)
     print(f"{run_dir}: estimate on {est.accelerator.name} vs measured wall time")
     print(compare(est, measured_stages(run_dir), per_stage=args.per_stage))
     return 0

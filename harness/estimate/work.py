@@ -92,18 +92,27 @@ class Shapes:
         return self.teacher if who == "teacher" else self.student
 
     def scored(self, who: str) -> tuple[float, float]:
-        """(prompt, response) tokens of one sampled response as training and scoring cut them."""
+        """(prompt, response) tokens of one sampled response as training and scoring cut them
+        (`budget.truncation`; under `group_as_released` the assumed response length stands for its group's
+        longest)."""
         budget = self.exp.budget
-        prompt = min(self.prompt[who], budget.max_prompt_length)
-        response = min(Lengths.response(self.exp.sampling.max_new_tokens) + 1, budget.max_length - prompt)
-        return prompt, response
+        full, response = self.prompt[who], Lengths.response(self.exp.sampling.max_new_tokens) + 1
+        if budget.truncation == "group_as_released":
+            if full + response <= budget.max_length:
+                return full, response
+            prompt = min(full, budget.max_prompt_length)
+            if prompt + response > budget.max_length:
+                response = budget.max_length - budget.max_prompt_length
+            return prompt, response
+        prompt = min(full, budget.max_prompt_length)
+        return prompt, min(response, budget.max_length - prompt)
 
     def score_tokens(self, who: str, groups: float, responses: int, response_tokens: float, batch: int, *,
                      cut: bool = True, extra_prompt: float = 0.0) -> float:
         """Forward tokens of scoring `groups` prompts with `responses` responses each (harness.models.scoring):
         each prompt once, the prefix every prompt shares once per batch, each response but its last token."""
         full = self.prompt[who]
-        prompt = min(full, self.exp.budget.max_prompt_length) if cut else full
+        prompt = self.scored(who)[0] if cut else full
         # Prompts cut from the left (by different amounts) no longer share their first tokens.
         shared = self.prefix[who] if prompt >= full and self.prefix[who] >= MIN_SHARED_PREFIX else 0.0
         batches = math.ceil(groups * responses / max(batch, responses))  # a group is never split
@@ -122,11 +131,14 @@ def samples_work(s: Shapes) -> StageWork:
     sampling, count = s.exp.sampling, s.exp.prompts.count
     who = sampling.sampler
     prompt, response = s.prompt[who], Lengths.response(sampling.max_new_tokens)
+    # With prompts.count_after_filters, prompts are drawn until `count` survive the filter: a lower bound.
+    notes = ([f"samples: at least {count} prompts (prompts.count_after_filters draws more until {count} survive "
+              f"the sampling filter)"] if s.exp.prompts.count_after_filters else [])
     return StageWork([
         Work(who, s.shape(who), "forward", count * prompt, prompt / 2),
         Work(who, s.shape(who), "decode", count * sampling.candidates * response, prompt + response / 2,
              sampling.backend),
-    ], engine_params=[s.shape(who).params], engine_backend=sampling.backend)
+    ], engine_params=[s.shape(who).params], engine_backend=sampling.backend, notes=notes)
 
 
 def signal_work(s: Shapes, source: str) -> StageWork:

@@ -28,6 +28,8 @@ from typing import Any, ClassVar
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from harness.config import Truncation
+
 
 class Signal:
     """Names of the shared signals (each computed once per (model, data), cached, shared)."""
@@ -121,6 +123,9 @@ class TrainContext:
     # The student takes `shared_prompt.pack_groups` batches (one prompt encoding for all its responses);
     # the trainer sets it from the model. Methods that score several responses per prompt may use it.
     share_prompts: bool = False
+    # How a prompt and its sampled responses are cut to the lengths (`budget.truncation`,
+    # harness.methods.common.fit_group): the group is every response sampled for the prompt.
+    truncation: Truncation = "per_response"
 
 
 class Method(ABC):

@@ -31,7 +31,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from harness.methods.base import LossOutput, Method, PromptGroup, Signal, TrainContext, TrainCurve
-from harness.methods.common import Packed, pack_sequences
+from harness.methods.common import Packed, fit_group, pack_sequences, score_arithmetic
 from harness.methods.pad_loss import (
     RankingSupport,
     jensen_shannon,
@@ -66,6 +66,12 @@ def student_scores(mean_logprobs: torch.Tensor, beta: float) -> torch.Tensor:
     return beta * mean_logprobs
 
 
+def released_bf16_scores(rewards: torch.Tensor, beta: float) -> torch.Tensor:
+    """beta * rewards as the released run computed them: the rewards cast to bf16 (the HF Trainer casts float
+    inputs to a DeepSpeed engine's dtype), then multiplied by beta in bf16."""
+    return beta * rewards.to(torch.bfloat16)
+
+
 def keep_group(group: PromptGroup) -> bool:
     """The reference pipeline's filter: some response wins its MCQ comparisons (m_i > 0.5) and some does
     not (m_i <= 0.5), i.e. the teacher expresses a preference at all."""
@@ -87,6 +93,9 @@ class PADParams(BaseModel):
     max_prefixes: int = Field(4096, ge=1)
     num_samples: int = Field(256, ge=2)  # sampled rankings per example (half teacher, half student)
     seed: int = 0  # for the sampled decomposition: rankings are a function of (seed, step)
+    # The arithmetic from the student's logits to the loss: fp32 (default), or rounded as the released run's
+    # bf16 DeepSpeed engine computed it (module docstring).
+    score_precision: Literal["fp32", "bf16_as_released"] = "fp32"
 
     @model_validator(mode="after")
     def _compat_is_ppd(self) -> PADParams:
@@ -135,9 +144,15 @@ class PADMethod(Method):
                 "responses": list(g.responses),
                 "finished": g.finished_flags(),
                 "teacher_scores": teacher_scores(g, self.params.beta, self.params.alpha),
+                # bf16_as_released rounds the unscaled teacher scores, as the released Trainer cast its inputs
+                **({"teacher_rewards": teacher_scores(g, 1.0, self.params.alpha)} if self._bf16 else {}),
             }
             for g in groups
         ]
+
+    @property
+    def _bf16(self) -> bool:
+        return self.params.score_precision == "bf16_as_released"
 
     def collate(self, examples: list[dict[str, Any]], ctx: TrainContext) -> dict[str, Any]:
         sizes = {len(ex["responses"]) for ex in examples}
@@ -149,19 +164,28 @@ class PADMethod(Method):
         if n < 2:
             raise ValueError("PAD needs at least 2 responses per prompt to form a ranking")
         fmt = ctx.formatter
-        prompts = [fmt.prompt_ids(ex["messages"], max_length=ctx.max_prompt_length) for ex in examples]
-        responses = [[fmt.response_ids(r, max_length=ctx.max_length, finished=done)
-                      for r, done in zip(ex["responses"], ex.get("finished") or [True] * n, strict=True)]
-                     for ex in examples]
+        prompts, responses = [], []
+        for ex in examples:  # the example's responses are the prompt's whole group: cut together
+            prompt, cut = fit_group(fmt.prompt_ids(ex["messages"]),
+                                    [fmt.response_ids(r, max_length=ctx.max_length, finished=done)
+                                     for r, done in zip(ex["responses"], ex.get("finished") or [True] * n, strict=True)],
+                                    ctx.max_length, ctx.max_prompt_length, ctx.truncation)
+            prompts.append(prompt)
+            responses.append(cut)
         pad_id = fmt.pad_id
         packed: Packed | GroupPacked
         if ctx.share_prompts:  # the prompt runs once for its n responses (same log-probs, fewer tokens)
-            packed = pack_groups(prompts, responses, pad_id, ctx.max_length, ctx.max_prompt_length)
+            packed = pack_groups(prompts, responses, pad_id, ctx.max_length, ctx.max_prompt_length, fitted=True)
         else:
             packed = pack_sequences([p for p, rs in zip(prompts, responses, strict=True) for _ in rs],
                                     [r for rs in responses for r in rs], pad_id, ctx.max_length,
-                                    ctx.max_prompt_length)
+                                    ctx.max_prompt_length, fitted=True)
+        extra = {}
+        if self._bf16:
+            rewards = torch.tensor([ex["teacher_rewards"] for ex in examples], dtype=torch.float32)
+            extra["teacher_scores_bf16"] = released_bf16_scores(rewards, self.params.beta)
         return {
+            **extra,
             "packed": packed,
             "teacher_scores": torch.tensor([ex["teacher_scores"] for ex in examples], dtype=torch.float32),
             "n": n,
@@ -171,20 +195,22 @@ class PADMethod(Method):
     def loss(self, model: torch.nn.Module, batch: dict[str, Any], ctx: TrainContext) -> LossOutput:
         device = next(model.parameters()).device
         packed = batch["packed"].to(device)
-        teacher = batch["teacher_scores"].to(device)
-        _, mean_logprobs, _ = packed.sequence_logprobs(model)
-        student = student_scores(mean_logprobs.float().view(teacher.shape), self.params.beta)
+        score_dtype = torch.bfloat16 if self._bf16 else torch.float32
+        teacher = batch["teacher_scores_bf16" if self._bf16 else "teacher_scores"].to(device)
+        _, mean_logprobs, _ = packed.sequence_logprobs(model, score_dtype)
         generator = None
         if self.params.decomposition == "sampled":
             generator = torch.Generator().manual_seed(zlib.crc32(f"{self.params.seed}:{ctx.step}".encode()))
-        loss, jsd = pad_loss_and_jsd(
-            student,
-            teacher,
-            self.params.kind,
-            self.params.reference_code_compat,
-            self.params.support(),
-            generator,
-        )
+        with score_arithmetic(score_dtype, device):
+            student = student_scores(mean_logprobs.to(score_dtype).view(teacher.shape), self.params.beta)
+            loss, jsd = pad_loss_and_jsd(
+                student,
+                teacher,
+                self.params.kind,
+                self.params.reference_code_compat,
+                self.params.support(),
+                generator,
+            )
         mean_jsd = float(jsd.mean())
         top1 = (student.detach().argmax(-1) == teacher.argmax(-1)).float().mean()
         return LossOutput(

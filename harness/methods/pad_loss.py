@@ -127,7 +127,8 @@ def plackett_luce_prefix_log_probs(scores: torch.Tensor, k: int) -> torch.Tensor
         )
     tree = _prefix_tree(n, k, str(scores.device))
     batch_shape = scores.shape[:-1]
-    scores = scores - scores.detach().mean(-1, keepdim=True)  # PL is shift-invariant; keeps fp32 terms small
+    if scores.dtype.itemsize >= 4:  # bf16 scores are taken as given: the released bf16 run did not shift
+        scores = scores - scores.detach().mean(-1, keepdim=True)  # PL is shift-invariant; keeps fp32 terms small
     log_norms = torch.logsumexp(scores.unsqueeze(-2).masked_fill(~tree.set_masks, float("-inf")), dim=-1)
     # [rows, batch] layout: index_select of whole rows (and its index_add backward) is fast on CPU.
     flat_scores = scores.reshape(-1, n).T.contiguous()
@@ -222,7 +223,9 @@ def jensen_shannon(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
 def reference_code_jsd(log_p_student: torch.Tensor, log_p_teacher: torch.Tensor) -> torch.Tensor:
     """The released code's batch-coupled "JSD" (see the module docstring): a scalar, mean over examples."""
     stacked = torch.cat([log_p_student, log_p_teacher], dim=0)  # [2b, R]
-    log_m = torch.logsumexp(stacked, dim=0, keepdim=True) + math.log(0.5)  # [1, R]
+    # In bf16, log 0.5 rounded to bf16 as the release's `new_tensor(0.5).log()` (fp32: math.log, as always)
+    half = math.log(0.5) if stacked.dtype.itemsize >= 4 else stacked.new_tensor(0.5).log()
+    log_m = torch.logsumexp(stacked, dim=0, keepdim=True) + half  # [1, R]
     m = log_m.exp()
     kl_m_student = (m * (log_m - log_p_student)).sum(-1)
     kl_m_teacher = (m * (log_m - log_p_teacher)).sum(-1)

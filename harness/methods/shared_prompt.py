@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from harness.methods.common import fit_lengths
+from harness.methods.common import fit_lengths, score_arithmetic
 
 
 @dataclass
@@ -48,8 +48,9 @@ class GroupPacked:
         """Tokens the model runs (no padding): what a matched budget counts."""
         return int((self.segment >= 0).sum())
 
-    def sequence_logprobs(self, model: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return group_sequence_logprobs(model, self)
+    def sequence_logprobs(self, model: Any, score_dtype: torch.dtype = torch.float32
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return group_sequence_logprobs(model, self, score_dtype)
 
     def to(self, device: torch.device | str) -> GroupPacked:
         return GroupPacked(self.input_ids.to(device), self.position_ids.to(device), self.segment.to(device),
@@ -74,8 +75,9 @@ class GroupPacked:
 
 
 def pack_groups(prompts: list[list[int]], responses: list[list[list[int]]], pad_id: int, max_length: int,
-                max_prompt: int, order: list[list[int]] | None = None) -> GroupPacked:
-    """One row per prompt with all its responses; lengths cut exactly as `pack_sequences` cuts each pair.
+                max_prompt: int, order: list[list[int]] | None = None, fitted: bool = False) -> GroupPacked:
+    """One row per prompt with all its responses; lengths cut exactly as `pack_sequences` cuts each pair
+    (`fitted`: already cut to the budget by `fit_group`, packed as they are).
     Results come out group by group, response by response, unless `order[g][j]` gives the output index of
     response j of group g (e.g. all chosen responses first, then all rejected ones)."""
     assert len(prompts) == len(responses)
@@ -90,13 +92,13 @@ def pack_groups(prompts: list[list[int]], responses: list[list[list[int]]], pad_
     sequence = 0
     for g, (prompt, group) in enumerate(zip(prompts, responses, strict=True)):
         # fit_lengths cuts the prompt first and on its own, so every response of a group shares one cut.
-        cut_prompt = fit_lengths(prompt, [], max_length, max_prompt)[0]
+        cut_prompt = list(prompt) if fitted else fit_lengths(prompt, [], max_length, max_prompt)[0]
         if not cut_prompt:
             raise ValueError("pack_groups needs a non-empty prompt: its last position predicts each first token")
         shared = cut_prompt[:-1]
         ids, pos, seg = list(shared), list(range(len(shared))), [0] * len(shared)
         for j, response in enumerate(group):
-            cut_response = fit_lengths(prompt, response, max_length, max_prompt)[1]
+            cut_response = list(response) if fitted else fit_lengths(prompt, response, max_length, max_prompt)[1]
             start = len(ids)
             for t, token in enumerate(cut_response):
                 # Token t is predicted by this segment's copy of the last prompt token (t = 0) or by
@@ -139,14 +141,22 @@ def shares_prompts(model: Any) -> bool:
     return not (getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True))
 
 
-def group_sequence_logprobs(model: Any, packed: GroupPacked) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def group_sequence_logprobs(model: Any, packed: GroupPacked, score_dtype: torch.dtype = torch.float32
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(sum log-prob [N], mean log-prob [N], token count [N]) of every (prompt, response) sequence, in the
-    order the groups and their responses were given: what `sequence_logprobs` returns for the same pairs."""
+    order the groups and their responses were given: what `sequence_logprobs` returns for the same pairs
+    (`score_dtype` as there)."""
     eager = getattr(_config(model), "_attn_implementation", None) == "eager"
     mask = packed.attention_mask(next(model.parameters()).dtype if eager else None)
     logits = model(input_ids=packed.input_ids, position_ids=packed.position_ids, attention_mask=mask).logits
     scored = logits[packed.rows, packed.cols]  # [K, V]: only the positions that predict response tokens
-    logp = torch.log_softmax(scored.float(), dim=-1).gather(-1, packed.targets.unsqueeze(-1)).squeeze(-1)
+    with score_arithmetic(score_dtype, scored.device):
+        return _per_sequence(packed, scored, score_dtype)
+
+
+def _per_sequence(packed: GroupPacked, scored: torch.Tensor, score_dtype: torch.dtype
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    logp = torch.log_softmax(scored.to(score_dtype), dim=-1).gather(-1, packed.targets.unsqueeze(-1)).squeeze(-1)
     n = packed.num_sequences
     # Sum per sequence through a [sequences, tokens] layout (each element written once), not index_add:
     # its atomic adds on GPUs sum in a run-dependent order.

@@ -28,7 +28,7 @@ import torch
 from harness.config import ModelSpec
 from harness.errors import ModelSourceError
 from harness.models.base import LoadedModel
-from harness.models.chat import ChatFormatter
+from harness.models.chat import CHAT_FORMAT_VERSION, ChatFormatter
 
 SMOLLM_ALIAS = "smollm2-135m-instruct"
 SMOLLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -69,6 +69,31 @@ def context_hash(spec: ModelSpec) -> str:
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def _format_identity(spec: ModelSpec) -> dict[str, Any]:
+    """What of the chat format enters the identity besides the template: the formatter's version (how
+    texts become tokens, harness.models.chat) and the `date_string` every render is given."""
+    return {"chat_format": CHAT_FORMAT_VERSION, "date_string": spec.date_string}
+
+
+def softcapped_attention(config: dict[str, Any]) -> bool:
+    """Whether a model's config (config.json as a dict) asks for attention logit soft-capping (Gemma-2's
+    `attn_logit_softcapping`, also under a multimodal config's `text_config`). Torch SDPA has no cap
+    (transformers versions that ran such a model through it dropped the cap silently; 5.x refuses), so such
+    a model is loaded with `eager` attention whatever the library's default, as the released PAD code does
+    for Gemma-2."""
+    text = config.get("text_config")
+    return bool(config.get("attn_logit_softcapping")) or (
+        isinstance(text, dict) and bool(text.get("attn_logit_softcapping")))
+
+
+def _attention_identity(directory: Path) -> dict[str, Any]:
+    """The attention implementation a model is loaded with, for the identity: only where it is forced."""
+    cfg = directory / "config.json"
+    if cfg.is_file() and softcapped_attention(json.loads(cfg.read_text())):
+        return {"attention": "eager"}
+    return {}
 
 
 def _file_fingerprint(paths: list[Path]) -> str:
@@ -273,7 +298,7 @@ def model_fingerprint(spec: ModelSpec, device: str | None = None) -> dict[str, A
         template = _tokenizer_template_hash(cached) if cached.is_dir() else _gguf_template_hash(gguf)
     else:
         directory, info = _resolve_directory(spec, weights=False)  # identity only: no weights downloaded
-        ident |= info
+        ident |= info | _attention_identity(directory)
         template = _tokenizer_template_hash(directory)
     if spec.tokenizer:
         ident["tokenizer"] = spec.tokenizer
@@ -282,7 +307,7 @@ def model_fingerprint(spec: ModelSpec, device: str | None = None) -> dict[str, A
         ident["end_of_turn"] = spec.end_of_turn
     ident["template"] = template
     ident["context"] = context_hash(spec)
-    return ident
+    return ident | _format_identity(spec)
 
 
 def _gguf_template_hash(gguf: Path) -> str | None:
@@ -320,10 +345,13 @@ def load_model(spec: ModelSpec, device: str | None = None) -> LoadedModel:
         from transformers import AutoModelForCausalLM
 
         directory, info = _resolve_directory(spec)
+        info |= _attention_identity(directory)
         tokenizer = _load_tokenizer(spec.tokenizer or str(directory), spec.revision)
-        placement = {"device_map": spec.device_map} if spec.device_map else {}
+        options: dict[str, Any] = {"device_map": spec.device_map} if spec.device_map else {}
+        if "attention" in info:  # soft-capped attention: every use (training, scoring, hf generation) honours it
+            options["attn_implementation"] = info["attention"]
         try:
-            model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype, **placement)
+            model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype, **options)
         except Exception as exc:
             raise ModelSourceError(f"cannot load model weights from {spec.model!r} ({directory}): {exc}") from None
     if tokenizer.pad_token_id is None:
@@ -343,4 +371,5 @@ def load_model(spec: ModelSpec, device: str | None = None) -> LoadedModel:
         identity["end_of_turn"] = spec.end_of_turn
     identity["template"] = formatter.template_hash
     identity["context"] = context_hash(spec)
+    identity |= _format_identity(spec)
     return LoadedModel(model=model, tokenizer=tokenizer, formatter=formatter, identity=identity, device=dev)

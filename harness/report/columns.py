@@ -88,14 +88,17 @@ def _has_value(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def benchmark_columns(benchmark: str, cls: type[Benchmark] | None, metrics: Mapping[str, object]) -> list[Column]:
+def benchmark_columns(benchmark: str, cls: type[Benchmark] | None, metrics: Mapping[str, object],
+                      headline: str = "") -> list[Column]:
     """The columns of the results named `benchmark` (`cls`: its registered class, if any), given the metrics
     its rows recorded (`metrics`: each a number where any row has one). The declared headline stays the
-    headline unless no row has a value of it and a `headline_fallback` column has one: that one leads then."""
+    headline unless no row has a value of it and a `headline_fallback` column has one: that one leads then.
+    `headline`: the results' own headline metric, for a class that declares none (one whose headline
+    depends on its params)."""
     title = (cls.title if cls is not None else "") or benchmark
     declared = cls.columns() if cls is not None else ()
     if not declared:
-        return extra_columns(benchmark, metrics, title, cls.headline if cls is not None else "")
+        return extra_columns(benchmark, metrics, title, (cls.headline if cls is not None else "") or headline)
     cols = [_column(benchmark, title, c) for c in declared]
 
     def recorded(c: ReportColumn) -> bool:

@@ -78,3 +78,11 @@ def flag_table(flags: list[dict[str, Any]]) -> list[list[str]]:
              "" if f["judge_is_official"] is None else
              ("yes" if f["judge_is_official"] else f"no (official: {f['official_judge']})")]
             for f in flags]
+
+
+def runtime_warning(provenance: dict[str, Any]) -> str | None:
+    """The run directory's artifacts were made under different thread counts, devices or torch builds
+    (harness.runtime_facts): said under the scores, since bitwise equalities between them do not hold."""
+    runtime = provenance.get("runtime")
+    warning = runtime.get("warning") if isinstance(runtime, dict) else None
+    return f"Warning: {warning}." if warning else None

@@ -10,8 +10,9 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import harness.report.tuning as tuning
 from harness.report.columns import Column
-from harness.report.flags import FLAG_HEADER, flag_table, judge_footnote, row_label
+from harness.report.flags import FLAG_HEADER, flag_table, judge_footnote, row_label, runtime_warning
 from harness.report.leaderboard import Leaderboard
 from harness.report.plugins import train_curve
 from harness.report.svg import KIND_COLOURS, PALETTE, Bar, Point, Series, bar_chart, line_chart, scatter_chart
@@ -271,6 +272,20 @@ def _answer_flags(lb: Leaderboard) -> str:
     return "<h2>Answers cut at max_new_tokens, and judges</h2>" + table
 
 
+def _tuning(lb: Leaderboard) -> list[str]:
+    lines = tuning.settings_lines(lb)
+    if not lines:
+        return []
+    parts = ["<h2>Optimizer settings and tuning</h2>", f'<p class="legend">{escape(tuning.LEGEND)}</p>',
+             _simple_table(tuning.SETTINGS_HEADER, lines, "optimizer-settings", left=2)]
+    for name, sel in lb.tuning.items():
+        parts += [f'<h3 class="tuning">Tuning: {escape(tuning.describe_selection(name, sel))}</h3>',
+                  _simple_table(tuning.TRIALS_HEADER, tuning.trial_lines(sel), f"tuning-{escape(name)}", left=2),
+                  f'<p class="legend">{escape(tuning.cost_line(sel))}</p>']
+        parts += [f'<p class="warning">warning: {escape(w)}</p>' for w in sel.get("warnings", [])]
+    return parts
+
+
 def _sources(lb: Leaderboard) -> str:
     models = _simple_table(
         ["Row", "Model(s) that produced the answers", "Seeds"],
@@ -351,9 +366,12 @@ def html_text(lb: Leaderboard) -> str:
         f'<p class="legend">{escape(LEGEND)} Bold: best method.</p>',
     ]
     parts.append(_judge_footnote(lb))  # the † of the table above, right under it
+    if warning := runtime_warning(lb.provenance):  # artifacts made under different thread counts etc.
+        parts.append(f'<p class="legend" id="runtime-warning">{escape(warning)}</p>')
     if lb.resolution:  # short: right under the scores; the full per-row table follows the plots
         parts += ["<h2>What this run can resolve</h2>", f'<p class="legend">{escape(RESOLUTION_LEGEND)}</p>',
                   _simple_table(RESOLUTION_HEADER, resolution_lines(lb), "resolution")]
+    parts += _tuning(lb)
     if acct:
         parts += [
             "<h2>Budget accounting (mean per seed)</h2>",

@@ -20,6 +20,7 @@ from harness.report.flags import answer_flags
 from harness.report.paired import comparisons, resolution, vs_untrained
 from harness.report.plugins import benchmark_class, proposed_methods, train_curve
 from harness.report.stats import is_number, item_bootstrap_se, mean_ci, pooled_run_se
+from harness.report.tuning import tuning_status
 from harness.results import BenchmarkResult, RowResult, RunResults
 
 _KIND_ORDER = {"teacher": 0, "student": 1, "method": 2}
@@ -45,6 +46,8 @@ class LeaderRow:
     models: list[str]
     seeds: list[int | None]
     cells: dict[str, Cell] = field(default_factory=dict)
+    tuning: str = ""  # "tuned (4 trials)" | "untuned" (methods); "" for the teacher and the untrained student
+    optimizer: dict[str, Any] = field(default_factory=dict)  # the settings it trained with (every seed's)
 
 
 @dataclass
@@ -69,6 +72,8 @@ class Leaderboard:
     vs_untrained: list[dict[str, Any]] = field(default_factory=list)
     # per benchmark metric: the median minimum detectable difference and what was resolved
     resolution: list[dict[str, Any]] = field(default_factory=list)
+    # per tuned method: every trial's settings and dev score, the selected one, warnings, the search's cost
+    tuning: dict[str, Any] = field(default_factory=dict)
 
     def column(self, key: str) -> Column:
         return next(c for c in self.columns if c.key == key)
@@ -101,8 +106,11 @@ def _columns_for(results: RunResults) -> list[Column]:
     """The columns of every benchmark the rows have (in the experiment's order, then any other by name),
     each asked of the benchmark's registered class, then the accounting columns."""
     bench_metrics: dict[str, dict[str, object]] = {}
+    headlines: dict[str, str] = {}  # a result's own headline (benchmarks whose headline depends on params)
     for r in results.rows:
         for name, b in r.benchmarks.items():
+            if b.headline:
+                headlines.setdefault(name, b.headline)
             seen = bench_metrics.setdefault(name, {})
             for metric, v in b.metrics.items():
                 if metric not in seen or is_number(v):  # a number from any row counts as recorded
@@ -112,7 +120,7 @@ def _columns_for(results: RunResults) -> list[Column]:
     order += sorted(set(bench_metrics) - set(order))
     scores: list[Column] = []
     for name in order:
-        scores.extend(benchmark_columns(name, benchmark_class(name), bench_metrics[name]))
+        scores.extend(benchmark_columns(name, benchmark_class(name), bench_metrics[name], headlines.get(name, "")))
     return scores + list(ACCOUNTING_COLUMNS)
 
 
@@ -258,6 +266,8 @@ def build_leaderboard(
             method=runs[0].method,
             models=sorted({r.model for r in runs}),
             seeds=[r.seed for r in runs],
+            tuning=tuning_status(runs),
+            optimizer=dict(runs[0].optimizer),
         )
         for col in columns:
             cell = _cell(runs, col)
@@ -280,4 +290,5 @@ def build_leaderboard(
         experiment=results.experiment,
         proposed=list(proposed),
         answer_flags=answer_flags(groups),
+        tuning=dict(results.tuning),
     )

@@ -122,9 +122,11 @@ def merge_results(runs: Sequence[RunResults], names: Sequence[str] | None = None
     methods = list(base.experiment.get("methods") or [])
     seeds = list(base.experiment.get("seeds") or [])
     merged_from = []
+    tuning = dict(base.tuning)
     for run, name in zip(runs[1:], names[1:], strict=True):
         check_compatible(base, run, names[0], name)
         rows += _add_rows(seen, run, name)
+        tuning.update({row: sel for row, sel in run.tuning.items() if row not in tuning})
         for m in run.experiment.get("methods") or []:
             if canonical_json(m) not in {canonical_json(x) for x in methods}:
                 methods.append(m)
@@ -134,7 +136,7 @@ def merge_results(runs: Sequence[RunResults], names: Sequence[str] | None = None
         return base
     experiment = {**base.experiment, "methods": methods, "seeds": seeds}
     provenance = {**base.provenance, "merged_from": [_origin(base, names[0]), *merged_from]}
-    return replace(base, experiment=experiment, rows=rows, provenance=provenance)
+    return replace(base, experiment=experiment, rows=rows, provenance=provenance, tuning=tuning)
 
 
 def _results_path(run_dir: Path) -> Path:

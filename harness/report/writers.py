@@ -10,8 +10,9 @@ import io
 from pathlib import Path
 from typing import Any
 
+import harness.report.tuning as tuning
 from harness.report.columns import Column
-from harness.report.flags import FLAG_HEADER, flag_table, judge_footnote, row_label
+from harness.report.flags import FLAG_HEADER, flag_table, judge_footnote, row_label, runtime_warning
 from harness.report.leaderboard import Cell, Leaderboard
 from harness.report.paired import MIN_ITEMS_TO_RESOLVE
 from harness.store import write_json_atomic, write_text_atomic
@@ -111,6 +112,7 @@ def write_json(lb: Leaderboard, path: Path) -> Path:
 def csv_text(lb: Leaderboard) -> str:
     """One line per row; each metric with its seed interval and the run's own error, machine-readable."""
     header = ["row", "kind", "method", "models", "n_seeds"]
+    tuning_columns = any(r.kind == "method" for r in lb.rows)
     for col in lb.columns:
         header.append(col.key)
         if not col.is_accounting:
@@ -122,6 +124,7 @@ def csv_text(lb: Leaderboard) -> str:
     flagged = sorted({f["benchmark"] for f in lb.answer_flags})
     for bench in flagged:
         header += [f"{bench}.truncated_answers", f"{bench}.answers", f"{bench}.judge_is_official"]
+    header += tuning.CSV_HEADER if tuning_columns else []
     flags = {(f["row"], f["benchmark"]): f for f in lb.answer_flags}
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -142,6 +145,7 @@ def csv_text(lb: Leaderboard) -> str:
             official = None if f is None else f["judge_is_official"]
             line += ["" if f is None or f["truncated"] is None else f["truncated"],
                      "" if f is None else f["answers"], "" if official is None else str(official).lower()]
+        line += tuning.csv_fields(row) if tuning_columns else []
         writer.writerow(line)
     return buf.getvalue()
 
@@ -178,12 +182,14 @@ def markdown_text(lb: Leaderboard) -> str:
     footnote = judge_footnote(lb.answer_flags)
     if footnote:
         md += ["", footnote]
+    md += ["", warning] if (warning := runtime_warning(lb.provenance)) else []
     if lb.resolution:
         md += ["", "## What this run can resolve", "", RESOLUTION_LEGEND, ""]
         md += _md_table(RESOLUTION_HEADER, resolution_lines(lb))
     if lb.vs_untrained:
         md += ["", "## Versus the untrained student", "", VS_UNTRAINED_LEGEND, ""]
         md += _md_table(VS_UNTRAINED_HEADER, vs_untrained_lines(lb))
+    md += _md_tuning(lb)
     md += _md_accounting(lb, [c for c in used if c.is_accounting])
     md += _md_comparisons(lb) + _md_noise(lb) + paper_markdown(lb)
     if lb.answer_flags:
@@ -197,12 +203,25 @@ def markdown_text(lb: Leaderboard) -> str:
 
 def _md_scores(lb: Leaderboard, cols: list[Column]) -> list[str]:
     return _md_table(
-        ["Row", "Seeds"] + [f"{c.group} {c.label}" for c in cols],
+        ["Row", "Seeds", "Tuning"] + [f"{c.group} {c.label}" for c in cols],
         [
-            [row_label(lb.answer_flags, r.row), str(len(r.seeds))] + [cell_text(c, r.cells.get(c.key)) for c in cols]
+            [row_label(lb.answer_flags, r.row), str(len(r.seeds)), r.tuning]
+            + [cell_text(c, r.cells.get(c.key)) for c in cols]
             for r in lb.rows
         ],
     )
+
+
+def _md_tuning(lb: Leaderboard) -> list[str]:
+    lines = tuning.settings_lines(lb)
+    if not lines:
+        return []
+    md = ["", "## Optimizer settings and tuning", "", tuning.LEGEND, "", *_md_table(tuning.SETTINGS_HEADER, lines)]
+    for name, sel in lb.tuning.items():
+        md += ["", f"### Tuning: {_md_escape(tuning.describe_selection(name, sel))}", "",
+               *_md_table(tuning.TRIALS_HEADER, tuning.trial_lines(sel)), "", tuning.cost_line(sel)]
+        md += [f"- **warning**: {_md_escape(w)}" for w in sel.get("warnings", [])]
+    return md
 
 
 def _md_accounting(lb: Leaderboard, cols: list[Column]) -> list[str]:

@@ -22,7 +22,9 @@ m_i = mean over j != i of pref[i][j] (`PromptGroup.mcq_win_prob`). Two rules (`s
   the lower index shown as A; P(A) is the RAW probability summed over the tokens among the teacher's top 20
   whose text contains the letter and is shorter than 3 characters (" A", "A)", ...), plus 1e-8; no
   renormalisation, so mass on "None" or anything else is lost and m_i can all lie below (or above) 0.5.
-  (The release also cuts each response to 2,500 tokens; this harness does not.)
+  Each response is cut as the release cuts it: at 2,500 of the judge's tokens, decoded, "..." appended
+  (`released_mcq_response`). An MCQ prompt still longer than the judge's context is refused
+  (`check_mcq_context`; `validate` warns from the configured lengths, harness.preflight).
 - `debiased`: each pair asked in both orders with this project's prompt (`MCQ_TEMPLATES["default"]`), P(A)
   renormalised over the two letter tokens, P(i beats j) = (P(A | i first) + P(B | i second)) / 2: a
   position bias cancels and pref + pref.T = 1. Then sum_i m_i = n/2 exactly, so PAD's filter (some
@@ -39,7 +41,7 @@ import torch
 
 from harness.config import SamplingConfig
 from harness.errors import ConfigError, ModelSourceError
-from harness.methods.common import fit_lengths
+from harness.methods.common import Truncation, fit_group
 from harness.models.base import GenerationRequest, Generator, LoadedModel, SamplingParams
 from harness.models.scoring import Scorer
 from harness.sampling import prompt_seed
@@ -71,6 +73,7 @@ MCQ_OPTIONS = ("A", "B")
 MCQ_RULES = ("released", "debiased")
 RELEASED_TOP_LOGPROBS = 20  # the release reads vLLM's top-20 next-token log-probs
 RELEASED_EPSILON = 1e-8
+RELEASED_MCQ_RESPONSE_TOKENS = 2500  # prob.py: generate_options(..., 2500, tokenizer) cuts each response
 
 
 @dataclass
@@ -91,10 +94,12 @@ def _finished(group: Any) -> list[bool]:
 
 
 def _scoring_groups(
-    model: LoadedModel, groups: list[Any], max_length: int | None, max_prompt_length: int | None
+    model: LoadedModel, groups: list[Any], max_length: int | None, max_prompt_length: int | None,
+    truncation: Truncation = "per_response",
 ) -> list[tuple[list[int], list[list[int]]]]:
-    """Token ids exactly as training packs them (`fit_lengths`: prompt cut from the left, then the response
-    cut to fit), so a reference log-prob covers exactly the tokens the trainer scores."""
+    """Token ids exactly as training packs them (`fit_group` under the budget's truncation rule, the group
+    being every sampled response of the prompt), so a reference log-prob covers exactly the tokens the
+    trainer scores."""
     fmt = model.formatter
     out = []
     for g in groups:
@@ -102,9 +107,7 @@ def _scoring_groups(
         responses = [fmt.response_ids(r, finished=done) for r, done in zip(_field(g, "responses"), _finished(g),
                                                                              strict=True)]
         if max_length is not None:
-            cut = [fit_lengths(prompt, r, max_length, max_prompt_length or max_length) for r in responses]
-            prompt = cut[0][0] if cut else prompt[-(max_prompt_length or max_length):]
-            responses = [r for _, r in cut]
+            prompt, responses = fit_group(prompt, responses, max_length, max_prompt_length or max_length, truncation)
         elif max_prompt_length is not None:
             prompt = prompt[-max_prompt_length:]
         out.append((prompt, responses))
@@ -121,11 +124,11 @@ class SequenceScores:
 
 def sequence_scores(
     model: LoadedModel, groups: list[Any], batch_size: int = 8, max_length: int | None = None,
-    max_prompt_length: int | None = None, progress: str | None = "log-probs",
+    max_prompt_length: int | None = None, progress: str | None = "log-probs", truncation: Truncation = "per_response",
 ) -> SequenceScores:
     """Mean and sum log-probs of every response in one scoring pass (both come from the same forward)."""
     scorer = Scorer(model, batch_size=batch_size)
-    scores = scorer.score_groups(_scoring_groups(model, groups, max_length, max_prompt_length), progress)
+    scores = scorer.score_groups(_scoring_groups(model, groups, max_length, max_prompt_length, truncation), progress)
     return SequenceScores(
         mean=[[s.mean_logprob for s in row] for row in scores],
         sum=[[s.sum_logprob for s in row] for row in scores],
@@ -174,13 +177,25 @@ def released_option_ids(model: LoadedModel) -> list[list[int]]:
     return [[i for i, text in enumerate(texts) if letter in text and len(text) < 3] for letter in MCQ_OPTIONS]
 
 
-def mcq_prompts(model: LoadedModel, group: Any, template: str = "default",
-                both_orders: bool = True) -> list[tuple[int, int, list[int]]]:
+def released_mcq_response(text: str, tokenizer: Any, max_tokens: int = RELEASED_MCQ_RESPONSE_TOKENS) -> str:
+    """The release's `truncate_and_add_ellipsis` (prob.py), with the judge's tokenizer: a response longer
+    than `max_tokens` tokens (no special tokens) is cut to them, decoded, and "..." appended."""
+    tokens = tokenizer.encode(text, add_special_tokens=False)
+    if len(tokens) > max_tokens:
+        return str(tokenizer.decode(tokens[:max_tokens])) + "..."
+    return text
+
+
+def mcq_prompts(model: LoadedModel, group: Any, template: str = "default", both_orders: bool = True,
+                response_tokens: int | None = None) -> list[tuple[int, int, list[int]]]:
     """(first, second, prompt_ids) for every ordered pair of distinct responses (`both_orders`), or for
-    each unordered pair once with the lower index first (the released rule)."""
+    each unordered pair once with the lower index first (the released rule). `response_tokens`: each
+    response cut as the release cuts it (`released_mcq_response`)."""
     text = mcq_template(template)
     question = mcq_question(_field(group, "messages"))
     responses = _field(group, "responses")
+    if response_tokens is not None:
+        responses = [released_mcq_response(r, model.tokenizer, response_tokens) for r in responses]
     out = []
     for i in range(len(responses)):
         for j in range(len(responses)):
@@ -188,6 +203,34 @@ def mcq_prompts(model: LoadedModel, group: Any, template: str = "default",
                 user = text.format(question=question, response_a=responses[i], response_b=responses[j])
                 out.append((i, j, model.formatter.prompt_ids([{"role": "user", "content": user}])))
     return out
+
+
+def model_context(model: LoadedModel) -> int | None:
+    """The loaded model's context in tokens, from its config (None when it does not say)."""
+    config = getattr(model.model, "config", None)
+    config = getattr(config, "text_config", None) or config
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def check_mcq_context(judge: LoadedModel, groups: list[Any], asks: list[list[tuple[int, int, list[int]]]]) -> None:
+    """Refuse (one line) an MCQ prompt longer than the judge's context, which would be scored past the
+    positions the model was trained on (vLLM refuses such a prompt; an HF forward does not)."""
+    context = model_context(judge)
+    if context is None:
+        return
+    for group, group_asks in zip(groups, asks, strict=True):
+        longest = max((len(p) for _, _, p in group_asks), default=0)
+        if longest > context:
+            prompt_id = group.get("prompt_id") if isinstance(group, dict) else getattr(group, "prompt_id", None)
+            raise ConfigError(
+                f"signals.mcq: the MCQ prompt of prompt {prompt_id!r} has {longest} tokens but the "
+                f"teacher ({judge.identity.get('model', '?')}) has a context of {context}; lower "
+                f"sampling.max_new_tokens or prompts.max_prompt_chars (the released rule cuts each response at "
+                f"{RELEASED_MCQ_RESPONSE_TOKENS} tokens, the debiased one does not cut)")
 
 
 def mcq_preference(
@@ -203,6 +246,7 @@ def mcq_preference(
     scorer = Scorer(teacher, batch_size=batch_size)
     options = mcq_option_ids(teacher)
     asks = [mcq_prompts(teacher, group, template or "default") for group in groups]
+    check_mcq_context(teacher, groups, asks)
     # The n(n-1) prompts of a group share the judge's context and the question: encoded once per group.
     logps = scorer.shared_next_token_logprobs([[p for _, _, p in a] for a in asks], options, progress)
     values = []
@@ -228,7 +272,9 @@ def _released_mcq(teacher: LoadedModel, groups: list[Any], batch_size: int, temp
     if not all(letters):
         raise ModelSourceError("the judge's tokenizer has no token containing the option letter A or B")
     candidates = letters[0] + letters[1]
-    asks = [mcq_prompts(teacher, group, template, both_orders=False) for group in groups]
+    asks = [mcq_prompts(teacher, group, template, both_orders=False, response_tokens=RELEASED_MCQ_RESPONSE_TOKENS)
+            for group in groups]
+    check_mcq_context(teacher, groups, asks)
     logps = scorer.shared_next_token_logprobs([[p for _, _, p in a] for a in asks], candidates, progress,
                                               within_top=RELEASED_TOP_LOGPROBS)
     values = []
@@ -249,12 +295,13 @@ def _released_mcq(teacher: LoadedModel, groups: list[Any], batch_size: int, temp
 
 def teacher_topk(
     teacher: LoadedModel, groups: list[Any], k: int = 20, batch_size: int = 8, max_length: int | None = None,
-    max_prompt_length: int | None = None, progress: str | None = "teacher top-k",
+    max_prompt_length: int | None = None, progress: str | None = "teacher top-k", truncation: Truncation = "per_response",
 ) -> SignalResult:
     """Per group {"ids": [LongTensor[T_i, k]] * n, "logprobs": [FloatTensor[T_i, k]] * n}; row t holds the
     teacher's top-k log-probs for predicting response token t (end-of-turn included)."""
     scorer = Scorer(teacher, batch_size=batch_size)
-    topk = scorer.topk_groups(_scoring_groups(teacher, groups, max_length, max_prompt_length), k, progress)
+    topk = scorer.topk_groups(_scoring_groups(teacher, groups, max_length, max_prompt_length, truncation), k,
+                              progress)
     values = [{"ids": [ids for ids, _ in row], "logprobs": [lp for _, lp in row]} for row in topk]
     return SignalResult(values, forward_tokens=scorer.forward_tokens)
 

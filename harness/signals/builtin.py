@@ -1,6 +1,7 @@
 """The built-in signal sources (registered in pyproject's `harness.signals` group, as a plugin's would be).
 
-    student_logprobs  -> student_avg_logprob, reference_logprob   (one scoring pass of the initial student)
+    student_logprobs  -> student_avg_logprob, reference_logprob   (one pass of the initial student, run as the
+                                                                   trainer runs it at step 0: signals.policy)
     teacher_logprobs  -> teacher_avg_logprob
     mcq_preference    -> mcq_preference
     teacher_topk      -> teacher_topk
@@ -23,7 +24,10 @@ from harness.store import write_json_atomic
 
 
 def _lengths(ctx: SignalContext) -> dict[str, Any]:
-    return {"max_length": ctx.exp.budget.max_length, "max_prompt_length": ctx.exp.budget.max_prompt_length}
+    budget = ctx.exp.budget
+    # The truncation rule only when not the default: keys made before the option existed stay valid.
+    rule = {} if budget.truncation == "per_response" else {"truncation": budget.truncation}
+    return {"max_length": budget.max_length, "max_prompt_length": budget.max_prompt_length, **rule}
 
 
 def _read_values(path: Path) -> dict[str, Any]:
@@ -41,7 +45,8 @@ class _LogProbs(SignalSource):
 
         budget = ctx.exp.budget
         scores = sequence_scores(ctx.model(self.model), ctx.groups(), batch_size=ctx.exp.signals.batch_size,
-                                 max_length=budget.max_length, max_prompt_length=budget.max_prompt_length)
+                                 max_length=budget.max_length, max_prompt_length=budget.max_prompt_length,
+                                 truncation=budget.truncation)
         write_json_atomic(out / "values.json", {"mean": scores.mean, "sum": scores.sum})
         return {"accounting": {f"{self.model}_forward_tokens": scores.forward_tokens}}
 
@@ -50,11 +55,30 @@ class _LogProbs(SignalSource):
 
 
 class StudentLogProbs(_LogProbs):
-    """The initial student's mean log-probs, and DPO's reference (the initial student's SUM log-probs)."""
+    """The initial student's mean log-probs, and DPO's reference (the initial student's SUM log-probs),
+    scored as the trainer runs the student at step 0 (its precision path and packers: signals.policy)."""
 
     name: ClassVar[str] = "student_logprobs"
     provides: ClassVar[tuple[str, ...]] = (Signal.STUDENT_AVG_LOGPROB, Signal.REFERENCE_LOGPROB)
     model: ClassVar[Who] = "student"
+
+    def _precision(self, ctx: SignalContext) -> Any:
+        from harness.training.precision import policy_precision
+
+        return policy_precision(ctx.exp.budget.mixed_precision, ctx.model_key("student").get("dtype"))
+
+    def inputs(self, ctx: SignalContext) -> dict[str, Any]:
+        return {**super().inputs(ctx), "precision": self._precision(ctx).key()}
+
+    def compute(self, ctx: SignalContext, out: Path) -> dict[str, Any]:
+        from harness.signals.policy import policy_sequence_scores
+
+        budget = ctx.exp.budget
+        scores = policy_sequence_scores(ctx.model("student"), ctx.groups(), self._precision(ctx),
+                                        batch_size=ctx.exp.signals.batch_size, max_length=budget.max_length,
+                                        max_prompt_length=budget.max_prompt_length, truncation=budget.truncation)
+        write_json_atomic(out / "values.json", {"mean": scores.mean, "sum": scores.sum})
+        return {"accounting": {"student_forward_tokens": scores.forward_tokens}}
 
 
 class TeacherLogProbs(_LogProbs):
@@ -71,7 +95,11 @@ class MCQPreference(SignalSource):
     provides: ClassVar[tuple[str, ...]] = (Signal.MCQ_PREFERENCE,)
 
     def inputs(self, ctx: SignalContext) -> dict[str, Any]:
-        return {"model": ctx.model_key("teacher"), "rule": ctx.exp.signals.mcq, "template": ctx.exp.signals.mcq_template}
+        from harness.signals import RELEASED_MCQ_RESPONSE_TOKENS
+
+        rule = ctx.exp.signals.mcq
+        cut = {"response_tokens": RELEASED_MCQ_RESPONSE_TOKENS} if rule == "released" else {}  # how responses are cut
+        return {"model": ctx.model_key("teacher"), "rule": rule, "template": ctx.exp.signals.mcq_template, **cut}
 
     def compute(self, ctx: SignalContext, out: Path) -> dict[str, Any]:
         from harness.signals import mcq_preference
@@ -100,7 +128,8 @@ class TeacherTopK(SignalSource):
 
         exp = ctx.exp
         result = teacher_topk(ctx.model("teacher"), ctx.groups(), k=exp.signals.topk, batch_size=exp.signals.batch_size,
-                              max_length=exp.budget.max_length, max_prompt_length=exp.budget.max_prompt_length)
+                              max_length=exp.budget.max_length, max_prompt_length=exp.budget.max_prompt_length,
+                              truncation=exp.budget.truncation)
         save_topk(out / "topk.safetensors", result.values)
         return {"accounting": {"teacher_forward_tokens": result.forward_tokens}}
 

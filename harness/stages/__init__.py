@@ -9,5 +9,6 @@ STAGE_VERSIONS = {
     "trainset": 1,
     "train": 2,  # 2: fp32 master weights, dropout off
     "answers": 3,  # 3: answers record whether they finished; stop ids; benchmark default lengths
-    "judgements": 2,  # 2: one judge per benchmark; GSM8K protocols; AlpacaEval identical outputs
+    "judgements": 2,
+    "selection": 1,  # 2: one judge per benchmark; GSM8K protocols; AlpacaEval identical outputs
 }

@@ -20,11 +20,19 @@ class BenchmarkRun:
         self.batch_size = ctx.exp.signals.batch_size
         self.generation_batch_size = ctx.exp.sampling.batch_size
 
-    def held_out_prompts(self, n: int) -> tuple[list[dict[str, Any]], str]:
+    def held_out_prompts(self, n: int, skip: int = 0) -> tuple[list[dict[str, Any]], str]:
         from harness.prompts import load_held_out
 
-        held = load_held_out(self.ctx.exp.prompts, n)
+        held = load_held_out(self.ctx.exp.prompts, n, skip=skip, drawn=self._drawn())
         return held.prompts, held.source
+
+    def _drawn(self) -> int | None:
+        """How far training drew into the prompt source (`prompts.count_after_filters`, once sampled)."""
+        if not self.ctx.exp.prompts.count_after_filters:
+            return None
+        from harness.stages.data import PromptsStage, SamplesStage
+
+        return SamplesStage(self.ctx, PromptsStage(self.ctx)).drawn()
 
     def teacher(self) -> LoadedModel:
         return self.ctx.models.loaded(self.ctx.teacher)

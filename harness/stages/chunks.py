@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.processes import ProcessInfo
+from harness.runtime_facts import distinct, runtime_facts
 from harness.store import Artifact, ArtifactStore, write_json_atomic
 
 PART_MANIFEST = ".chunk.json"  # hidden: a stage's own files never collide with it
@@ -55,7 +56,8 @@ class Chunks:
             shutil.rmtree(scratch, ignore_errors=True)
             scratch.mkdir(parents=True)
             manifest = compute(self.items(j), scratch) or {}
-            write_json_atomic(scratch / PART_MANIFEST, {"manifest": manifest, "computed_by": rank})
+            write_json_atomic(scratch / PART_MANIFEST, {"manifest": manifest, "computed_by": rank,
+                                                        "runtime": runtime_facts()})
             shutil.rmtree(self.path(j), ignore_errors=True)
             scratch.rename(self.path(j))  # complete or absent: never half a chunk
             computed += 1
@@ -76,7 +78,8 @@ class Chunks:
         by_process: dict[str, int] = {}
         for part in parts:
             by_process[str(part["computed_by"])] = by_process.get(str(part["computed_by"]), 0) + 1
-        return {**merge_manifests([p["manifest"] for p in parts]),
+        runtime = distinct(p["runtime"] for p in parts if "runtime" in p)  # each chunk's process's facts
+        return {**merge_manifests([p["manifest"] for p in parts]), **({"runtime": runtime} if runtime else {}),
                 "chunks": {"count": self.count, "size": self.chunk, "computed_by_process": by_process}}
 
     def remove(self) -> None:

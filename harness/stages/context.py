@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.benchmarks.base import Benchmark, benchmark_from_spec
-from harness.config import Experiment, JudgeSpec
+from harness.config import BenchmarkSpec, Experiment, JudgeSpec, MethodSpec
 from harness.judges.cache import CachedJudge
 from harness.methods.base import Method
 from harness.models.handles import ModelHandle
@@ -70,6 +70,7 @@ class RunContext:
         self.student = ModelHandle("student", exp.student, {"student": self.student_key})
         self._judges: dict[str, CachedJudge] = {}
         self._unavailable: dict[str, str] | None = None
+        self._dev_spec: BenchmarkSpec | None = None
 
     def handle(self, who: str) -> ModelHandle:
         """"teacher" or "student" (the untrained one)."""
@@ -102,6 +103,38 @@ class RunContext:
                 except DataSourceError as exc:
                     self._unavailable[spec.name] = str(exc)
         return self._unavailable
+
+    def method_for(self, spec: MethodSpec) -> Method:
+        """The method instance of an entry (a tuning trial's entry carries its own params)."""
+        if spec in self.exp.methods:
+            return self.methods[spec.row_name]
+        return METHODS.get(spec.name)(spec.params)
+
+    # ------------------------------------------------------------------ tuning's dev split
+    def dev_spec(self) -> BenchmarkSpec:
+        """The benchmark tuning selects on, as its dev split is evaluated: the test entry of the same name
+        lends its params, answer length and judge (so dev and test measure the same thing)."""
+        assert self.exp.tuning is not None
+        if self._dev_spec is None:
+            select = self.exp.tuning.select_on
+            test = next((b for b in self.exp.benchmarks if b.name == select.benchmark), None)
+            base = test.model_dump() if test is not None else {"name": select.benchmark}
+            self._dev_spec = BenchmarkSpec.model_validate({**base, "subset": select.subset, "optional": False})
+        return self._dev_spec
+
+    def dev_test_items(self) -> int:
+        """How many items the test split of the select-on benchmark takes (0 if it is not a test benchmark)."""
+        assert self.exp.tuning is not None
+        name = self.exp.tuning.select_on.benchmark
+        return max((benchmark_from_spec(b).test_items() for b in self.exp.benchmarks if b.name == name), default=0)
+
+    def dev_benchmark(self) -> Benchmark:
+        bench = benchmark_from_spec(self.dev_spec()).on_dev_split(self.dev_test_items())
+        if bench.uses_run:
+            from harness.stages.benchmark_run import BenchmarkRun
+
+            bench.bind(BenchmarkRun(self))
+        return bench
 
     def benchmark_indices(self) -> list[int]:
         skipped = self.unavailable_benchmarks()

@@ -70,7 +70,6 @@ class SamplesStage(Stage):
     def run(self, out: Path) -> dict[str, Any] | None:
         ctx = self.ctx
         prompts = self.prompts.read()
-        work = chunks_of(ctx, self, len(prompts))
         generators: list[Any] = []  # built on the first chunk to compute: none when all are done
 
         def compute(items: slice, part: Path) -> dict[str, Any]:
@@ -79,6 +78,11 @@ class SamplesStage(Stage):
             return run_samples(ctx.exp, prompts[items], generators[0], part)
 
         try:
+            if ctx.exp.prompts.count_after_filters:
+                from harness.stages.drawing import draw_until_kept
+
+                return draw_until_kept(ctx, self, len(prompts), compute, out)
+            work = chunks_of(ctx, self, len(prompts))
             work.compute_mine(compute)
         finally:
             for generator in generators:
@@ -87,6 +91,21 @@ class SamplesStage(Stage):
             return None
         concat_jsonl(work.wait_all(), "samples.jsonl", out)
         return work.merged_manifest()
+
+    def drawn(self) -> int | None:
+        """How many prompts of the pool were drawn (`prompts.count_after_filters`), once sampled; else None."""
+        if not (self.ctx.exp.prompts.count_after_filters and self.artifact.done):
+            return None
+        return int(self.artifact.manifest()["drawn_prompts"])
+
+    def answered_prompts(self) -> list[dict[str, Any]]:
+        """The prompts a source that reads prompts (the teacher's own samples) answers: every prompt drawn, or
+        with `prompts.count_after_filters` the ones the sampling kept (the pool holds the whole source)."""
+        prompts = self.prompts.read()
+        if not self.ctx.exp.prompts.count_after_filters:
+            return prompts
+        kept = {rec["prompt_id"] for rec in self.read()}
+        return [p for p in prompts if p["prompt_id"] in kept]
 
     def after_commit(self) -> None:
         chunks_of(self.ctx, self, 0).remove()
@@ -104,7 +123,10 @@ class SamplesStage(Stage):
 def run_prompts(exp: Experiment, out: Path) -> dict[str, Any]:
     prompt_set = load_prompts(exp.prompts)
     write_jsonl(out / "prompts.jsonl", prompt_set.prompts)
-    return {"source": prompt_set.source, "data_version": prompt_set.version, "count": len(prompt_set.prompts)}
+    # With count_after_filters the artifact is the pool the samples stage draws from (harness.stages.drawing).
+    pool = {"keep_after_filters": exp.prompts.count} if exp.prompts.count_after_filters else {}
+    return {"source": prompt_set.source, "data_version": prompt_set.version, "count": len(prompt_set.prompts),
+            **pool}
 
 
 def read_prompts(path: Path) -> list[dict[str, Any]]:

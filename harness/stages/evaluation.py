@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.benchmarks.base import Answer, AnswerModel, Benchmark
-from harness.config import JudgeSpec, MethodSpec
+from harness.config import BenchmarkSpec, JudgeSpec, MethodSpec
 from harness.judges.base import Judge
 from harness.judges.choice import is_official, judge_key, judge_spec_for
 from harness.models.base import GenerationRequest, LoadedModel, SamplingParams
@@ -71,7 +71,10 @@ class GeneratorAnswerModel(AnswerModel):
                     for i, conv in enumerate(conversations)]
         params = SamplingParams(temperature=temperature, top_p=1.0, max_new_tokens=max_new_tokens)
         outputs = self.generator.generate(requests, params, progress=progress)
-        return [Answer(out.texts[0], bool(out.finished[0]) if out.finished else False) for out in outputs]
+        decode = self.loaded.formatter.tokenizer.decode  # the continuation unstripped, as lm-eval decodes it
+        return [Answer(out.texts[0], bool(out.finished[0]) if out.finished else False,
+                       raw=decode(out.token_ids[0], skip_special_tokens=True) if out.token_ids else None)
+                for out in outputs]
 
 
 class AnswersStage(Stage):
@@ -80,25 +83,40 @@ class AnswersStage(Stage):
     kind = "answers"
 
     def __init__(self, ctx: RunContext, row: ModelRow, index: int, siblings: list[AnswersStage]) -> None:
-        bench = ctx.exp.benchmarks[index]
-        super().__init__(ctx, f"{row.row}-s{row.seed}-{bench.name}" if row.seed is not None
-                         else f"{row.row}-{bench.name}")
-        self.row, self.index = row, index
+        self.ctx, self.index = ctx, index
+        bench = self.bench_spec
+        super().__init__(ctx, f"{row.row}-s{row.seed}-{bench.name}{self.label_suffix}" if row.seed is not None
+                         else f"{row.row}-{bench.name}{self.label_suffix}")
+        self.row = row
         self.siblings = siblings  # the row's answers stages: what one engine start answers together
         self.engine_key = ctx.models.engine_key(row.handle, ctx.exp.generation_backend)
 
+    label_suffix = ""
+
+    @property
+    def bench_spec(self) -> BenchmarkSpec:
+        return self.ctx.exp.benchmarks[self.index]
+
+    def benchmark(self) -> Benchmark:
+        return self.ctx.benchmark(self.index)
+
+    def split_inputs(self) -> dict[str, Any]:
+        """Which items of the benchmark (the test split: no entry, so its keys stay as they were)."""
+        return {}
+
     def inputs(self) -> dict[str, Any]:
         ctx = self.ctx
-        bench = ctx.exp.benchmarks[self.index]
         # A benchmark that reads the run's prompts and models (teacher agreement) depends on them too.
         run = ({"run": {"prompts": ctx.exp.prompts, "teacher": ctx.teacher_key, "student": ctx.student_key}}
-               if ctx.benchmark(self.index).uses_run else {})
-        return {"model": self.row.key, "benchmark": bench, "backend": ctx.backend_key(ctx.exp.generation_backend),
-                **run}
+               if self.benchmark().uses_run else {})
+        version = self.benchmark().answers_version  # 0: no entry, so the keys of other benchmarks stay
+        return {"model": self.row.key, "benchmark": self.bench_spec,
+                "backend": ctx.backend_key(ctx.exp.generation_backend), **run, **self.split_inputs(),
+                **({"benchmark_answers_version": version} if version else {})}
 
     def run(self, out: Path) -> dict[str, Any]:
         ctx, row = self.ctx, self.row
-        bench = ctx.benchmark(self.index)
+        bench = self.benchmark()
         data = bench.load()
         backend = ctx.exp.generation_backend
         weights = BACKENDS.get(backend).uses_loaded_weights
@@ -126,7 +144,7 @@ class AnswersStage(Stage):
         for sibling in self.siblings:
             if sibling.done:
                 continue
-            bench = self.ctx.benchmark(sibling.index)
+            bench = sibling.benchmark()
             for conversation in bench.greedy_conversations(bench.load()) or []:
                 requests.append(GenerationRequest(formatter.prompt_ids(conversation), seed=0,
                                                   max_new_tokens=bench.max_new_tokens))
@@ -143,6 +161,10 @@ def judge_identity_for_key(ctx: RunContext, index: int) -> dict[str, Any] | None
     """What of benchmark `index`'s judge changes its judgements (None for a judge-free benchmark)."""
     bench = ctx.benchmark(index)
     return judge_key(judge_spec(ctx, index, bench)) if bench.needs_judge else None
+
+
+def _judge_of(ctx: RunContext, answers: AnswersStage, bench: Benchmark) -> JudgeSpec | None:
+    return judge_spec_for(ctx.exp.judge, answers.bench_spec, bench) if bench.needs_judge else None
 
 
 def describe_judge(ctx: RunContext, index: int) -> str:
@@ -167,14 +189,15 @@ class JudgementsStage(Stage):
         self.detail = detail
 
     def inputs(self) -> dict[str, Any]:
-        return {"answers": self.answers.artifact.key, "judge": judge_identity_for_key(self.ctx, self.index)}
+        spec = _judge_of(self.ctx, self.answers, self.answers.benchmark())
+        return {"answers": self.answers.artifact.key, "judge": judge_key(spec) if spec is not None else None}
 
     def run(self, out: Path) -> dict[str, Any]:
         ctx = self.ctx
-        bench = ctx.benchmark(self.index)
+        bench = self.answers.benchmark()
         data = bench.load()
         answers = read_jsonl(self.answers.artifact.path / "answers.jsonl")
-        spec = judge_spec(ctx, self.index, bench) if bench.needs_judge else None
+        spec = _judge_of(ctx, self.answers, bench)
         judge = ctx.judge(spec) if spec is not None else None
         before = _judge_counters(judge)
         judgements = bench.judge(judge, data, answers)
@@ -187,7 +210,7 @@ class JudgementsStage(Stage):
 
     def score(self) -> tuple[Any, dict[str, Any], dict[str, Any]]:
         """(ScoreResult, answers manifest, judgements manifest): scoring is cheap, so it is not cached."""
-        result = self.ctx.benchmark(self.index).score(read_jsonl(self.artifact.path / "judgements.jsonl"))
+        result = self.answers.benchmark().score(read_jsonl(self.artifact.path / "judgements.jsonl"))
         return result, self.answers.artifact.manifest(), self.artifact.manifest()
 
 

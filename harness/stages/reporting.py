@@ -8,7 +8,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harness.config import OPTIMIZER_FIELDS
 from harness.results import BenchmarkResult, RowResult, RunResults
+from harness.runtime_facts import plan_runtime
 
 if TYPE_CHECKING:
     from harness.stages.context import RunContext
@@ -80,10 +82,14 @@ def collect_results(ctx: RunContext, plan: Plan) -> RunResults:
         "skipped_benchmarks": ctx.unavailable_benchmarks(),
         "training_data": training_data_summary(plan),
         "generation": {"backend": exp.generation_backend, "engine_starts_this_run": ctx.models.engines.starts},
+        "runtime": plan_runtime(plan.steps),  # threads, device, torch: what the low bits depend on
     }
+    tuning = {name: {**stage.selection(), "select_on": exp.tuning.select_on.model_dump(mode="json") if exp.tuning
+                     else None, "trials_per_method": exp.tuning.trials if exp.tuning else None}
+              for name, stage in plan.selections.items() if stage.done}
     return RunResults(experiment_name=exp.name, setting=exp.setting or exp.description,
                       experiment=exp.model_dump(mode="json"), experiment_hash=experiment_hash(exp),
-                      comparable=comparable_experiment(exp), rows=rows, provenance=provenance)
+                      comparable=comparable_experiment(exp), rows=rows, provenance=provenance, tuning=tuning)
 
 
 def _row_result(ctx: RunContext, plan: Plan, row: ModelRow, sources: dict[str, str],
@@ -94,6 +100,12 @@ def _row_result(ctx: RunContext, plan: Plan, row: ModelRow, sources: dict[str, s
                        method=row.method.name if row.method else None, seed=row.seed,
                        accounting=dict(train.manifest().get("accounting") or {}) if train else {},
                        train_log=_train_log(train.path) if train else [])
+    if row.method is not None and row.train_stage is not None:
+        result.optimizer = {k: getattr(row.train_stage.budget, k) for k in OPTIMIZER_FIELDS}
+        selection = plan.selections.get(row.row)
+        result.tuning = ({"tuned": True, "trials": len(selection.trials),
+                          "selected_settings": selection.selection()["selected_settings"]}
+                         if selection is not None and selection.done else {"tuned": False})
     for name, reason in ctx.unavailable_benchmarks().items():
         result.benchmarks[name] = BenchmarkResult(benchmark=name, metrics={},
                                                   notes=[f"skipped, data unavailable: {reason}"])
@@ -112,7 +124,8 @@ def _row_result(ctx: RunContext, plan: Plan, row: ModelRow, sources: dict[str, s
             source=answers_manifest.get("source", ""), judge=judge,
             decoding={**(answers_manifest.get("decoding") or {}), "max_new_tokens": ctx.benchmark(b).max_new_tokens},
             subset=spec.subset, official_judge=judge_manifest.get("official_judge"),
-            judge_is_official=judge_manifest.get("judge_is_official"), answers=answered, truncated=truncated)
+            judge_is_official=judge_manifest.get("judge_is_official"), answers=answered, truncated=truncated,
+            headline=score.headline)
     return result
 
 
@@ -143,6 +156,15 @@ def training_data_summary(plan: Plan) -> dict[str, str]:
             if "candidates" in cut:
                 text += f"; {cut['candidates']} of {cut.get('candidates_total', '?')} sampled candidates"
             out[f"unfinished {name}"] = text
+    if plan.samples.artifact.done:  # what the sampling filter kept (and, counted after it, how far it drew)
+        sampled = plan.samples.artifact.manifest()
+        kept, dropped = sampled.get("kept_prompts"), len(sampled.get("dropped_prompts") or [])
+        if "drawn_prompts" in sampled:
+            out["sampled prompts"] = (f"{kept} kept after the sampling filter (prompts.count_after_filters): "
+                                      f"{sampled['drawn_prompts']} drawn, {dropped} dropped, "
+                                      f"{sampled.get('surplus_prompts', 0)} beyond the count unused")
+        elif kept is not None:
+            out["sampled prompts"] = f"{kept} of {kept + dropped} kept after the sampling filter"
     trainset = plan.trainset.artifact
     if trainset.done:
         manifest = trainset.manifest()

@@ -75,7 +75,7 @@ class _StageSignalContext:
         return self._groups if self._groups is not None else self.samples.groups()
 
     def prompts(self) -> list[dict[str, Any]]:
-        return self._prompts if self._prompts is not None else self.samples.prompts.read()
+        return self._prompts if self._prompts is not None else self.samples.answered_prompts()
 
     def model(self, who: Who) -> LoadedModel:
         return self.ctx.models.loaded(self.ctx.handle(who))
@@ -110,6 +110,8 @@ class SignalStage(Stage):
         # What it reads upstream, whatever the source declares: the samples, or the prompts themselves.
         upstream = ({"samples": self.samples.artifact.key} if self.source.reads_samples
                     else {"prompts": self.samples.prompts.artifact.key})
+        if self.ctx.exp.prompts.count_after_filters:  # the prompts it answers are those the sampling kept
+            upstream["samples"] = self.samples.artifact.key
         # A plugin's class is part of its key (two sources with equal inputs are different computations);
         # the built-ins' keys predate this and stay as they were.
         cls = type(self.source)

@@ -25,9 +25,16 @@ class TrainStage(Stage):
                  signals: dict[str, SignalStage]) -> None:
         super().__init__(ctx, f"{spec.row_name}-seed{seed}")
         self.spec, self.seed = spec, seed
-        self.method = ctx.methods[spec.row_name]
+        self.method = ctx.method_for(spec)
+        # The matched budget with this method's own optimizer settings (a tuning trial's included).
+        self.budget = spec.effective_budget(ctx.exp.budget)
         self.trainset = trainset
         self.signals = {name: signals[name] for name in sorted(self.method.signals_needed())}
+
+    @property
+    def solo(self) -> bool:
+        """Trained by its owner process alone (a tuning trial under a launch), not by every process."""
+        return not self.collective and self.ctx.processes.world_size > 1
 
     def inputs(self) -> dict[str, Any]:
         exp, method = self.ctx.exp, self.method
@@ -37,7 +44,7 @@ class TrainStage(Stage):
         return {"trainset": self.trainset.artifact.key,
                 "signals": {name: stage.artifact.key for name, stage in self.signals.items()},
                 "method": self.spec.name, "params": method.params.model_dump(mode="json"),
-                "budget": exp.budget.result_inputs(), "seed": self.seed, "student": self.ctx.student_key, **live}
+                "budget": self.budget.result_inputs(), "seed": self.seed, "student": self.ctx.student_key, **live}
 
     def handle(self) -> ModelHandle:
         """The trained model: the student's architecture with this artifact's weights."""
@@ -73,11 +80,11 @@ class TrainStage(Stage):
         sampler = models.live_sampler(ctx.student, ctx.exp.sampling.backend) if method.on_policy else None
         try:
             result = train(
-                method, groups, models.fresh_copy(ctx.student), ctx.exp.budget, self.seed,
+                method, groups, models.fresh_copy(ctx.student), self.budget, self.seed,
                 ctx.store.work_dir(self.artifact), out, logging=ctx.exp.logging,
                 precompute_accounting=self.precompute_accounting(),
                 teacher_loader=(lambda: models.loaded(ctx.teacher)) if method.on_policy else None,
-                generator=sampler, stop_after_steps=stop_after_steps, progress=ctx.progress,
+                generator=sampler, stop_after_steps=stop_after_steps, progress=ctx.progress, solo=self.solo,
             )
         finally:
             if sampler is not None:
@@ -89,5 +96,5 @@ class TrainStage(Stage):
         """The trained model is stored: its resume checkpoints (~3x the model each) are no longer needed."""
         from harness.training.checkpoint import remove_checkpoints
 
-        if not self.ctx.exp.budget.keep_checkpoints:
+        if not self.budget.keep_checkpoints:
             remove_checkpoints(self.ctx.store.work_dir(self.artifact))

@@ -143,6 +143,19 @@ def check_method_fits(
     return {"prompts_truncated": truncated, "longest_prompt_tokens": max(prompt_lengths, default=0)}
 
 
+def truncation_counts(prompt_lengths: list[int], response_lengths: list[list[int]], budget: Budget) -> dict[str, int]:
+    """How many prompts and responses the budget's truncation rule cuts (`fit_group`, from token lengths)."""
+    from harness.methods.common import fit_group
+
+    prompts_cut = responses_cut = 0
+    for prompt, responses in zip(prompt_lengths, response_lengths, strict=True):
+        cut_prompt, cut = fit_group([0] * prompt, [[0] * r for r in responses], budget.max_length,
+                                    budget.max_prompt_length, budget.truncation)
+        prompts_cut += len(cut_prompt) < prompt
+        responses_cut += sum(len(c) < r for c, r in zip(cut, responses, strict=True))
+    return {"prompts_truncated": prompts_cut, "responses_truncated": responses_cut}
+
+
 def check_step_fits(method_name: str, step_tokens: int, student_params: int, budget: Budget) -> None:
     """The first optimizer step must fit the caps, else the budget can train nothing: fail early."""
     if budget.max_student_tokens is not None and step_tokens > budget.max_student_tokens:

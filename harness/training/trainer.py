@@ -40,7 +40,13 @@ from harness.methods.shared_prompt import shares_prompts
 from harness.models.base import LoadedModel
 from harness.store import write_json_atomic, write_jsonl
 from harness.training.accounting import Accounting, count_params, detect_device
-from harness.training.budget import cap_stop_reason, check_method_fits, check_step_fits, plan_training
+from harness.training.budget import (
+    cap_stop_reason,
+    check_method_fits,
+    check_step_fits,
+    plan_training,
+    truncation_counts,
+)
 from harness.training.checkpoint import load_trained_weights, read_accounting
 from harness.training.distributed import (
     is_sharded,
@@ -60,6 +66,7 @@ from harness.training.resume import (
     trainer_state,
 )
 from harness.training.schedule import lr_multiplier
+from harness.training.solo import SoloAccelerator
 
 __all__ = ["RESERVED_KEYS", "TrainResult", "Trainer", "load_trained_weights", "make_accelerator", "read_accounting",
            "train"]
@@ -110,7 +117,8 @@ class Trainer:
     def __init__(self, method: Method, groups: list[PromptGroup], student: LoadedModel, budget: Budget,
                  seed: int, work_dir: Path, out_dir: Path, *, logging: LoggingConfig | None = None,
                  precompute_accounting: dict[str, Any] | None = None, teacher_loader: Any = None,
-                 generator: Any = None, stop_after_steps: int | None = None, progress: bool = True) -> None:
+                 generator: Any = None, stop_after_steps: int | None = None, progress: bool = True,
+                 solo: bool = False) -> None:
         self.started = time.perf_counter()  # this call's wall time (not across resumes)
         self.method, self.groups, self.student, self.budget, self.seed = method, groups, student, budget, seed
         self.work_dir, self.out_dir = Path(work_dir), Path(out_dir)
@@ -120,6 +128,7 @@ class Trainer:
         self.generator = generator
         self.stop_after_steps = stop_after_steps
         self.progress = progress
+        self.solo = solo  # alone in a launch (a tuning trial): harness.training.solo
         self.start_step = 0  # a resumed run starts at its checkpoint's step
         self.rows: list[dict[str, Any]] = []  # one per optimizer step done, restored on resume
         self.resume_notes: list[str] = []
@@ -138,13 +147,14 @@ class Trainer:
         from accelerate.utils import set_seed
 
         method, budget = self.method, self.budget
-        self.processes = launch_processes()
+        self.processes = 1 if self.solo else launch_processes()
         self.plan = plan_training(budget, len(self.groups), self.seed, self.processes)
         self.max_norm = budget.max_grad_norm if budget.max_grad_norm is not None else float("inf")
         self.model = self.student.model  # accelerate's wrapper once prepared (resume)
         load_dtype = fp32_master_weights(self.model)  # before the optimizer exists: it must hold fp32 copies
         disable_dropout(self.model)
-        self.accelerator = make_accelerator(budget, self.plan.accumulation_steps, load_dtype)
+        self.accelerator = (SoloAccelerator(budget.mixed_precision, self.plan.accumulation_steps, load_dtype)
+                            if self.solo else make_accelerator(budget, self.plan.accumulation_steps, load_dtype))
         if method.on_policy and self.generator is None:
             raise BudgetError(f"method {method.name!r} samples from the student during training (on-policy) but "
                               f"no generator was given to the trainer")
@@ -164,8 +174,13 @@ class Trainer:
         self.examples = self.method.build_examples(groups, random.Random(self.seed))
         prompt_lengths = [len(formatter.prompt_ids(g.messages)) for g in groups]
         scaffold = len(formatter.prompt_ids([{"role": "user", "content": ""}]))
-        return check_method_fits(self.method.name, len(groups), self.examples, prompt_lengths, self.budget,
+        info = check_method_fits(self.method.name, len(groups), self.examples, prompt_lengths, self.budget,
                                  scaffold)
+        if self.budget.truncation == "group_as_released":  # a prompt is cut only with its group: count exactly
+            response_lengths = [[len(formatter.response_ids(r, finished=done))
+                                 for r, done in zip(g.responses, g.finished_flags(), strict=True)] for g in groups]
+            info.update(truncation_counts(prompt_lengths, response_lengths, self.budget))
+        return info
 
     def _setup_accounting(self, fit_info: dict[str, int]) -> None:
         budget, accelerator = self.budget, self.accelerator
@@ -176,7 +191,8 @@ class Trainer:
         self.method_rng = random.Random(self.seed + 1)
         self.ctx = TrainContext(formatter=self.student.formatter, max_length=budget.max_length,
                                 max_prompt_length=budget.max_prompt_length,
-                                share_prompts=shares_prompts(self.model), accounting=self.accounting,
+                                share_prompts=shares_prompts(self.model), truncation=budget.truncation,
+                                accounting=self.accounting,
                                 generator=self.generator, rng=self.method_rng)
         # Set once ctx exists: the loader counts into ctx.accounting, which a resume replaces.
         self.ctx.teacher_loader = counting_loader(self.teacher_loader, self.ctx)
@@ -385,6 +401,7 @@ def train(
     generator: Any = None,
     stop_after_steps: int | None = None,
     progress: bool = True,
+    solo: bool = False,
 ) -> TrainResult:
     """Train `student.model` in place with `method` under `budget`; resume from work_dir if possible.
 
@@ -393,4 +410,4 @@ def train(
     """
     return Trainer(method, groups, student, budget, seed, work_dir, out_dir, logging=logging,
                    precompute_accounting=precompute_accounting, teacher_loader=teacher_loader,
-                   generator=generator, stop_after_steps=stop_after_steps, progress=progress).run()
+                   generator=generator, stop_after_steps=stop_after_steps, progress=progress, solo=solo).run()

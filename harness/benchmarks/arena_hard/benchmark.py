@@ -48,6 +48,13 @@ from harness.benchmarks.base import (
 from harness.errors import JudgeError
 from harness.judges.base import Judge, JudgeRequest
 
+# The answer length each version's own pipeline gives the models that answer (arena-hard-auto, commit 196f6b8).
+# v0.1: config/gen_answer_config.yaml `max_tokens: 4096` (that file until commit 9a1d386 switched it to v2.0).
+# v2.0: gen_answer_config.yaml sets no length; gen_answer.py passes each model's config/api_config.yaml entry,
+# where both non-reasoning answer models, gpt-4o-mini-2024-07-18 and the local-inference example gemma-3-27b-it
+# (an open model behind an OpenAI-compatible server, as a student would be served), have `max_tokens: 8196`.
+ANSWER_MAX_TOKENS = {"v0.1": 4096, "v2.0": 8196}
+
 
 class ArenaHardParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -87,8 +94,15 @@ class ArenaHard(Benchmark):
     headline: ClassVar[str] = "score"
     decoding: ClassVar[dict[str, Any]] = {"temperature": 0.0, "turns": 1,
                                           "note": "greedy, as arena-hard-auto's gen_answer temperature 0"}
-    default_max_new_tokens: ClassVar[int] = 4096  # arena-hard-auto's gen_answer_config max_tokens
+    default_max_new_tokens: ClassVar[int] = 4096  # v0.1; v2.0: ANSWER_MAX_TOKENS (`__init__`)
+    answers_version: ClassVar[int] = 1  # 1: v2.0 answers up to 8196 tokens, not v0.1's 4096
     params: ArenaHardParams
+
+    def __init__(self, params: BaseModel | dict[str, Any] | None = None, subset: int | None = None,
+                 max_new_tokens: int | None = None) -> None:
+        super().__init__(params, subset, max_new_tokens)
+        if max_new_tokens is None:  # the answer length of the version's own pipeline
+            self.max_new_tokens = ANSWER_MAX_TOKENS[self.params.version]
 
     def official_judge(self) -> str | None:
         return OFFICIAL_JUDGE[self.params.version]  # v0.1: gpt-4-1106-preview, v2.0: gpt-4.1

@@ -29,12 +29,12 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from harness.benchmarks.arena_hard.formats import V01_LABELS, V2_LABEL_TO_A_SCORE
+from harness.benchmarks.arena_hard.tokens import INSTALL_HINT, tiktoken_encoding
 from harness.benchmarks.base import ScoreResult
 
 
@@ -296,20 +296,14 @@ APPROX_COUNTER = "approx:words+punctuation"
 ANSWER_FILE_COUNTER = "arena-hard-auto answer file"  # token_len read from an official answer file
 
 
-@lru_cache(maxsize=4)
 def _tiktoken_encoder(encoding: str) -> Any:
-    try:
-        import tiktoken
-
-        return tiktoken.get_encoding(encoding)
-    except Exception:  # not installed, or its BPE file is neither cached nor downloadable (offline)
-        return None
+    return tiktoken_encoding(encoding)
 
 
 def count_tokens(text: str, encoding: str = "o200k_base") -> tuple[int, str]:
-    """(token count, counter): tiktoken `encoding` as upstream, else a word/punctuation approximation.
-    No installable package that a user can trust ships the BPE files, so offline the count is approximate
-    and the counter says so (`APPROX_COUNTER`)."""
+    """(token count, counter): tiktoken `encoding` as upstream (offline, its BPE file from the `bpe-openai`
+    package, verified: `tokens.py`), else a word/punctuation approximation that the counter names
+    (`APPROX_COUNTER`)."""
     enc = _tiktoken_encoder(encoding)
     if enc is not None:
         return len(enc.encode(text, disallowed_special=())), f"tiktoken:{encoding}"
@@ -380,7 +374,7 @@ def _avg_tokens(rows: list[dict[str, Any]], version: str, notes: list[str]) -> d
         return {"avg_tokens": mean}
     notes.append(f"avg_tokens_approx: answer tokens counted with {', '.join(counters)}, an approximation; "
                  f"arena-hard-auto {version} counts them with tiktoken {OFFICIAL_ENCODING[version]}, whose "
-                 "BPE file is neither in tiktoken's cache nor downloadable here (no trusted package ships it)")
+                 f"BPE file is neither in tiktoken's cache nor downloadable here; offline, {INSTALL_HINT}")
     return {"avg_tokens_approx": mean}
 
 
