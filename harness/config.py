@@ -278,8 +278,8 @@ class JudgeSpec(Frozen):
 class BenchmarkSpec(Frozen):
     name: str
     subset: int | None = Field(None, ge=1)  # first N items (in the data's own order); None = all
-    # Answer length; None = the benchmark's official default (Arena-Hard 4096, MT-Bench 1024, AlpacaEval
-    # 2 2048, ...), never above the model's context (checked by `validate`).
+    # Answer length; None = the benchmark's official default (Arena-Hard v0.1 4096 and v2.0 8196, MT-Bench
+    # 1024, AlpacaEval 2 2048, ...), never above the model's context (checked by `validate`).
     max_new_tokens: int | None = Field(None, ge=1)
     params: dict[str, Any] = Field(default_factory=dict)
     # When its data cannot be found (e.g. offline), an optional benchmark is skipped and the report says
