@@ -144,19 +144,6 @@ class Scorer:
         self.forward_tokens += run
         return logits, cache, attn
 
-    def _chunks(self, groups: list[Group]) -> Iterator[list[int]]:
-        """Indices of consecutive groups holding at most `batch_size` responses (a group is never split)."""
-        chunk: list[int] = []
-        rows = 0
-        for g, (_, responses) in enumerate(groups):
-            if chunk and rows + len(responses) > self.batch_size:
-                yield chunk
-                chunk, rows = [], 0
-            chunk.append(g)
-            rows += len(responses)
-        if chunk:
-            yield chunk
-
     def _buckets(self, lengths: list[int]) -> list[list[int]]:
         """Responses (by index) grouped by similar length (kv.length_buckets)."""
         return length_buckets(lengths, pad_tolerance(self.loaded.device))
@@ -176,7 +163,7 @@ class Scorer:
         offsets = [0]
         for _, responses in groups:
             offsets.append(offsets[-1] + len(responses))
-        for chunk in self._chunks(groups):
+        for chunk in group_chunks(groups, self.batch_size):
             items = [(c, g, r) for c, g in enumerate(chunk) for r in groups[g][1]]  # (chunk slot, group, ids)
             rows = [offsets[g] + j for g in chunk for j in range(len(groups[g][1]))]
             if items:
@@ -223,3 +210,17 @@ def _regroup(flat: list[Any], groups: list[Group]) -> list[list[Any]]:
         out.append(flat[pos : pos + len(responses)])
         pos += len(responses)
     return out
+
+
+def group_chunks(groups: list[Group], batch_size: int) -> Iterator[list[int]]:
+    """Indices of consecutive groups holding at most `batch_size` responses (a group is never split)."""
+    chunk: list[int] = []
+    rows = 0
+    for g, (_, responses) in enumerate(groups):
+        if chunk and rows + len(responses) > batch_size:
+            yield chunk
+            chunk, rows = [], 0
+        chunk.append(g)
+        rows += len(responses)
+    if chunk:
+        yield chunk

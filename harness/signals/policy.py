@@ -17,7 +17,6 @@ exactly 0 unless the layouts coincide (docs/fidelity.md).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -25,23 +24,10 @@ import torch
 from harness.methods.common import pack_sequences
 from harness.methods.shared_prompt import pack_groups, shares_prompts
 from harness.models.base import LoadedModel
+from harness.models.scoring import group_chunks
 from harness.training.precision import PolicyPrecision, in_policy_precision
 
 _NO_CUT = 1 << 40  # the ids come already cut to the budget (`_scoring_groups`); the packers cut nothing more
-
-
-def _chunks(groups: list[tuple[list[int], list[list[int]]]], batch_size: int) -> Iterator[list[int]]:
-    """Consecutive groups holding at most `batch_size` responses (a group is never split)."""
-    chunk: list[int] = []
-    rows = 0
-    for g, (_, responses) in enumerate(groups):
-        if chunk and rows + len(responses) > batch_size:
-            yield chunk
-            chunk, rows = [], 0
-        chunk.append(g)
-        rows += len(responses)
-    if chunk:
-        yield chunk
 
 
 def policy_sequence_scores(model: LoadedModel, groups: list[Any], precision: PolicyPrecision, batch_size: int = 8,
@@ -64,7 +50,7 @@ def policy_sequence_scores(model: LoadedModel, groups: list[Any], precision: Pol
 
         bar = progress_bar(total=len(tokens), desc=progress, unit="prompt")
     with torch.no_grad(), in_policy_precision(model.model, precision):
-        for chunk in _chunks(tokens, batch_size):
+        for chunk in group_chunks(tokens, batch_size):
             prompts = [tokens[g][0] for g in chunk]
             responses = [tokens[g][1] for g in chunk]
             if share:
