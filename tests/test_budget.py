@@ -27,10 +27,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 def independent_tokens(text_prompt: str, response: str, budget: Budget) -> int:
     """Byte tokenizer + ChatML: '<|im_start|>user\\n{p}<|im_end|>\\n<|im_start|>assistant\\n' has 3 specials
-    and the bytes in between; a response is its bytes + one end-of-turn token. Then the budget's cuts:
+    and the bytes in between; a response is its bytes + the template's whole turn suffix '<|im_end|>\\n'
+    (an end-of-turn token and one newline byte). Then the budget's cuts:
     prompt from the left to max_prompt_length, response to the room left."""
     prompt = 3 + len(f"user\n{text_prompt}\nassistant\n".encode())
-    resp = len(response.encode()) + 1
+    resp = len(response.encode()) + 2
     prompt = min(prompt, budget.max_prompt_length)
     return prompt + min(resp, max(1, budget.max_length - prompt))
 

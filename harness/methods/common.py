@@ -13,8 +13,6 @@ from typing import Any
 
 import torch
 
-from harness.config import Truncation
-
 
 @dataclass
 class Packed:
@@ -57,11 +55,12 @@ def fit_group_as_released(prompt: list[int], responses: list[list[int]], max_len
 
 
 def fit_group(prompt: list[int], responses: list[list[int]], max_length: int, max_prompt: int,
-              truncation: Truncation = "per_response") -> tuple[list[int], list[list[int]]]:
+              truncation: str = "per_response") -> tuple[list[int], list[list[int]]]:
     """One prompt and its group of responses (every response sampled for it) cut to the budget
     (`budget.truncation`): `per_response` cuts the prompt to `max_prompt` and each response on its own to what
     the prompt leaves (`fit_lengths`); `group_as_released` is `fit_group_as_released`. Every response of a
-    group shares one cut prompt either way."""
+    group shares one cut prompt either way. (`truncation` is typed `str`, not `config.Truncation`: the GPU
+    check runs this module on a bare box without harness.config and its yaml import.)"""
     if truncation == "group_as_released":
         return fit_group_as_released(prompt, responses, max_length, max_prompt)
     if truncation != "per_response":
@@ -133,7 +132,6 @@ def nll_loss(model: torch.nn.Module, packed: Packed) -> torch.Tensor:
 
 __all__ = [
     "Packed",
-    "Truncation",
     "fit_group",
     "fit_group_as_released",
     "fit_lengths",

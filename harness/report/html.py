@@ -371,7 +371,6 @@ def html_text(lb: Leaderboard) -> str:
     if lb.resolution:  # short: right under the scores; the full per-row table follows the plots
         parts += ["<h2>What this run can resolve</h2>", f'<p class="legend">{escape(RESOLUTION_LEGEND)}</p>',
                   _simple_table(RESOLUTION_HEADER, resolution_lines(lb), "resolution")]
-    parts += _tuning(lb)
     if acct:
         parts += [
             "<h2>Budget accounting (mean per seed)</h2>",
@@ -380,6 +379,7 @@ def html_text(lb: Leaderboard) -> str:
             "declared budget; these are the measured costs.</p>",
         ]
     parts += _plots(lb)
+    parts += _tuning(lb)  # after the plots: the scores table's Tuning column already says tuned or not
     if lb.vs_untrained:
         parts += ["<h2>Versus the untrained student</h2>", f'<p class="legend">{escape(VS_UNTRAINED_LEGEND)}</p>',
                   _simple_table(VS_UNTRAINED_HEADER, vs_untrained_lines(lb), "vs-untrained")]

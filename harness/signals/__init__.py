@@ -39,9 +39,9 @@ from typing import Any
 
 import torch
 
-from harness.config import SamplingConfig
+from harness.config import SamplingConfig, Truncation
 from harness.errors import ConfigError, ModelSourceError
-from harness.methods.common import Truncation, fit_group
+from harness.methods.common import fit_group
 from harness.models.base import GenerationRequest, Generator, LoadedModel, SamplingParams
 from harness.models.scoring import Scorer
 from harness.sampling import prompt_seed
