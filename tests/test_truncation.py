@@ -196,10 +196,10 @@ def test_every_method_cuts_a_response_as_its_whole_group_is_cut(truncation: str,
 @pytest.mark.parametrize("truncation", ["group_as_released", "per_response"])
 def test_signals_score_exactly_what_training_packs(truncation: str) -> None:
     from baselines.kd import KDMethod
-    from harness.signals import _scoring_groups
+    from harness.signals import scoring_inputs
 
     model = SimpleNamespace(formatter=IdsFormatter())
-    scored = _scoring_groups(model, _groups(), MAX_LENGTH, MAX_PROMPT, truncation)  # type: ignore[arg-type]
+    scored = scoring_inputs(model, _groups(), MAX_LENGTH, MAX_PROMPT, truncation)  # type: ignore[arg-type]
     assert [(p, rs) for p, rs in scored] == _expected(truncation)
     groups = _groups()
     for group, (_, responses) in zip(groups, scored, strict=True):  # top-k rows as the teacher scored them

@@ -3,8 +3,9 @@
 Counts mirror how the stages run (harness/stages, harness/signals, the methods' collate functions):
 
 - samples: `prompts.count x sampling.candidates` responses decoded (each prompt prefilled once).
-- signal: log-prob and top-k sources score each kept prompt ONCE plus its n responses (prompt cut to
-  `max_prompt_length`, response to what `max_length` leaves, end-of-turn included); MCQ preference encodes
+- signal: log-prob and top-k sources score each kept prompt ONCE plus its n responses (the student's prompt
+  cut to `max_prompt_length`, the response to what `max_length` leaves, end-of-turn included; the teacher's
+  prompt whole, with the student's cut responses); MCQ preference encodes
   the teacher's context + the question once per prompt, then per pair both responses and the template's
   tail (pairs: n(n-1)/2 under `signals.mcq: released`, n(n-1) under `debiased`); teacher samples: one per
   prompt.
@@ -94,18 +95,20 @@ class Shapes:
     def scored(self, who: str) -> tuple[float, float]:
         """(prompt, response) tokens of one sampled response as training and scoring cut them
         (`budget.truncation`; under `group_as_released` the assumed response length stands for its group's
-        longest)."""
+        longest). The cut is the STUDENT's; the teacher scores the same response tokens in its WHOLE prompt
+        (its context: `signals.scoring_inputs`)."""
         budget = self.exp.budget
-        full, response = self.prompt[who], Lengths.response(self.exp.sampling.max_new_tokens) + 1
+        full, response = self.prompt["student"], Lengths.response(self.exp.sampling.max_new_tokens) + 1
         if budget.truncation == "group_as_released":
-            if full + response <= budget.max_length:
-                return full, response
+            prompt = full
+            if full + response > budget.max_length:
+                prompt = min(full, budget.max_prompt_length)
+                if prompt + response > budget.max_length:
+                    response = budget.max_length - budget.max_prompt_length
+        else:
             prompt = min(full, budget.max_prompt_length)
-            if prompt + response > budget.max_length:
-                response = budget.max_length - budget.max_prompt_length
-            return prompt, response
-        prompt = min(full, budget.max_prompt_length)
-        return prompt, min(response, budget.max_length - prompt)
+            response = min(response, budget.max_length - prompt)
+        return (self.prompt["teacher"] if who == "teacher" else prompt), response
 
     def score_tokens(self, who: str, groups: float, responses: int, response_tokens: float, batch: int, *,
                      cut: bool = True, extra_prompt: float = 0.0) -> float:

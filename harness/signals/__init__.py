@@ -43,6 +43,7 @@ from harness.config import SamplingConfig, Truncation
 from harness.errors import ConfigError, ModelSourceError
 from harness.methods.common import fit_group
 from harness.models.base import GenerationRequest, Generator, LoadedModel, SamplingParams
+from harness.models.chat import ChatFormatter
 from harness.models.scoring import Scorer
 from harness.sampling import prompt_seed
 
@@ -93,22 +94,37 @@ def _finished(group: Any) -> list[bool]:
     return list(flags) if flags is not None else [True] * len(_field(group, "responses"))
 
 
-def _scoring_groups(
+def scoring_inputs(
     model: LoadedModel, groups: list[Any], max_length: int | None, max_prompt_length: int | None,
-    truncation: Truncation = "per_response",
+    truncation: Truncation = "per_response", cut_as: ChatFormatter | None = None,
 ) -> list[tuple[list[int], list[list[int]]]]:
     """Token ids exactly as training packs them (`fit_group` under the budget's truncation rule, the group
     being every sampled response of the prompt), so a reference log-prob covers exactly the tokens the
-    trainer scores."""
+    trainer scores.
+
+    `cut_as`: the student's chat format, when `model` is another model (the teacher). Training's cut is the
+    STUDENT's: its prompt, its response tokens. The teacher keeps its WHOLE prompt (its context: system
+    prompt, demonstrations; the budget's `max_prompt_length` limits training inputs, not the teacher's
+    context), and each of its responses is cut to the number of tokens training keeps of the student's: the
+    same tokens when they share a tokenizer (token-level KD needs that); with another tokenizer, the same
+    count of the teacher's own tokens (an approximation, said in docs/fidelity.md)."""
     fmt = model.formatter
     out = []
     for g in groups:
-        prompt = fmt.prompt_ids(_field(g, "messages"))
-        responses = [fmt.response_ids(r, finished=done) for r, done in zip(_field(g, "responses"), _finished(g),
+        messages = _field(g, "messages")
+        finished = _finished(g)
+        prompt = fmt.prompt_ids(messages)
+        responses = [fmt.response_ids(r, finished=done) for r, done in zip(_field(g, "responses"), finished,
                                                                              strict=True)]
-        if max_length is not None:
+        if cut_as is not None and max_length is not None:
+            whole = [cut_as.response_ids(r, finished=done) for r, done in zip(_field(g, "responses"), finished,
+                                                                              strict=True)]
+            _, kept = fit_group(cut_as.prompt_ids(messages), whole, max_length, max_prompt_length or max_length,
+                                truncation)
+            responses = [r[: len(k)] if len(k) < len(w) else r for r, k, w in zip(responses, kept, whole, strict=True)]
+        elif max_length is not None:
             prompt, responses = fit_group(prompt, responses, max_length, max_prompt_length or max_length, truncation)
-        elif max_prompt_length is not None:
+        elif max_prompt_length is not None and cut_as is None:
             prompt = prompt[-max_prompt_length:]
         out.append((prompt, responses))
     return out
@@ -125,10 +141,13 @@ class SequenceScores:
 def sequence_scores(
     model: LoadedModel, groups: list[Any], batch_size: int = 8, max_length: int | None = None,
     max_prompt_length: int | None = None, progress: str | None = "log-probs", truncation: Truncation = "per_response",
+    cut_as: ChatFormatter | None = None,
 ) -> SequenceScores:
-    """Mean and sum log-probs of every response in one scoring pass (both come from the same forward)."""
+    """Mean and sum log-probs of every response in one scoring pass (both come from the same forward).
+    `cut_as`: the student's chat format when `model` is the teacher (see `scoring_inputs`)."""
     scorer = Scorer(model, batch_size=batch_size)
-    scores = scorer.score_groups(_scoring_groups(model, groups, max_length, max_prompt_length, truncation), progress)
+    tokens = scoring_inputs(model, groups, max_length, max_prompt_length, truncation, cut_as)
+    scores = scorer.score_groups(tokens, progress)
     return SequenceScores(
         mean=[[s.mean_logprob for s in row] for row in scores],
         sum=[[s.sum_logprob for s in row] for row in scores],
@@ -296,12 +315,14 @@ def _released_mcq(teacher: LoadedModel, groups: list[Any], batch_size: int, temp
 def teacher_topk(
     teacher: LoadedModel, groups: list[Any], k: int = 20, batch_size: int = 8, max_length: int | None = None,
     max_prompt_length: int | None = None, progress: str | None = "teacher top-k", truncation: Truncation = "per_response",
+    cut_as: ChatFormatter | None = None,
 ) -> SignalResult:
     """Per group {"ids": [LongTensor[T_i, k]] * n, "logprobs": [FloatTensor[T_i, k]] * n}; row t holds the
-    teacher's top-k log-probs for predicting response token t (end-of-turn included)."""
+    teacher's top-k log-probs for predicting response token t (end-of-turn included). `cut_as`: the student's
+    chat format (the teacher keeps its whole context; see `scoring_inputs`)."""
     scorer = Scorer(teacher, batch_size=batch_size)
-    topk = scorer.topk_groups(_scoring_groups(teacher, groups, max_length, max_prompt_length, truncation), k,
-                              progress)
+    topk = scorer.topk_groups(scoring_inputs(teacher, groups, max_length, max_prompt_length, truncation, cut_as),
+                              k, progress)
     values = [{"ids": [ids for ids, _ in row], "logprobs": [lp for _, lp in row]} for row in topk]
     return SignalResult(values, forward_tokens=scorer.forward_tokens)
 

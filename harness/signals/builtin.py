@@ -30,6 +30,12 @@ def _lengths(ctx: SignalContext) -> dict[str, Any]:
     return {"max_length": budget.max_length, "max_prompt_length": budget.max_prompt_length, **rule}
 
 
+def _cut_as(ctx: SignalContext, who: Who) -> dict[str, Any]:
+    """A teacher signal is cut as training cuts the STUDENT's inputs (the teacher keeps its whole context:
+    `signals.scoring_inputs`), so the student's identity is one of its inputs."""
+    return {"cut_as": ctx.model_key("student")} if who == "teacher" else {}
+
+
 def _read_values(path: Path) -> dict[str, Any]:
     return json.loads((path / "values.json").read_text())
 
@@ -38,15 +44,16 @@ class _LogProbs(SignalSource):
     """Mean and SUM log-probs of every sampled response under one model (one forward pass)."""
 
     def inputs(self, ctx: SignalContext) -> dict[str, Any]:
-        return {"model": ctx.model_key(self.model), **_lengths(ctx)}
+        return {"model": ctx.model_key(self.model), **_lengths(ctx), **_cut_as(ctx, self.model)}
 
     def compute(self, ctx: SignalContext, out: Path) -> dict[str, Any]:
         from harness.signals import sequence_scores
 
         budget = ctx.exp.budget
+        cut_as = ctx.model("student").formatter if self.model == "teacher" else None
         scores = sequence_scores(ctx.model(self.model), ctx.groups(), batch_size=ctx.exp.signals.batch_size,
                                  max_length=budget.max_length, max_prompt_length=budget.max_prompt_length,
-                                 truncation=budget.truncation)
+                                 truncation=budget.truncation, cut_as=cut_as)
         write_json_atomic(out / "values.json", {"mean": scores.mean, "sum": scores.sum})
         return {"accounting": {f"{self.model}_forward_tokens": scores.forward_tokens}}
 
@@ -121,15 +128,17 @@ class TeacherTopK(SignalSource):
     provides: ClassVar[tuple[str, ...]] = (Signal.TEACHER_TOPK,)
 
     def inputs(self, ctx: SignalContext) -> dict[str, Any]:
-        return {"model": ctx.model_key("teacher"), "k": ctx.exp.signals.topk, **_lengths(ctx)}
+        return {"model": ctx.model_key("teacher"), "k": ctx.exp.signals.topk, **_lengths(ctx),
+                **_cut_as(ctx, "teacher")}
 
     def compute(self, ctx: SignalContext, out: Path) -> dict[str, Any]:
         from harness.signals import save_topk, teacher_topk
 
         exp = ctx.exp
+        cut_as = ctx.model("student").formatter  # first: loading the student may park an `offload` teacher
         result = teacher_topk(ctx.model("teacher"), ctx.groups(), k=exp.signals.topk, batch_size=exp.signals.batch_size,
                               max_length=exp.budget.max_length, max_prompt_length=exp.budget.max_prompt_length,
-                              truncation=exp.budget.truncation)
+                              truncation=exp.budget.truncation, cut_as=cut_as)
         save_topk(out / "topk.safetensors", result.values)
         return {"accounting": {"teacher_forward_tokens": result.forward_tokens}}
 

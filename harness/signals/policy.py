@@ -27,7 +27,7 @@ from harness.models.base import LoadedModel
 from harness.models.scoring import group_chunks
 from harness.training.precision import PolicyPrecision, in_policy_precision
 
-_NO_CUT = 1 << 40  # the ids come already cut to the budget (`_scoring_groups`); the packers cut nothing more
+_NO_CUT = 1 << 40  # the ids come already cut to the budget (`scoring_inputs`); the packers cut nothing more
 
 
 def policy_sequence_scores(model: LoadedModel, groups: list[Any], precision: PolicyPrecision, batch_size: int = 8,
@@ -35,9 +35,9 @@ def policy_sequence_scores(model: LoadedModel, groups: list[Any], precision: Pol
                            progress: str | None = "student log-probs", truncation: str = "per_response") -> Any:
     """Mean and SUM log-probs of every response under `model` run as the trainer runs it (module docstring);
     a `harness.signals.SequenceScores`."""
-    from harness.signals import SequenceScores, _scoring_groups
+    from harness.signals import SequenceScores, scoring_inputs
 
-    tokens = _scoring_groups(model, groups, max_length, max_prompt_length, truncation)  # type: ignore[arg-type]
+    tokens = scoring_inputs(model, groups, max_length, max_prompt_length, truncation)  # type: ignore[arg-type]
     share = shares_prompts(model.model)
     pad_id = model.formatter.pad_id
     sums: list[list[float]] = []
