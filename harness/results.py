@@ -37,6 +37,7 @@ class BenchmarkResult:
     answers: int = 0  # answer records (items)
     truncated: int | None = None  # answers cut at max_new_tokens (any turn); None: not recorded
     headline: str = ""  # the headline metric where the benchmark's depends on its params (`ScoreResult.headline`)
+    lower_is_better: list[str] = field(default_factory=list)  # `ScoreResult.lower_is_better`
 
 
 @dataclass

@@ -48,8 +48,8 @@ Which failure each assertion catches, as tried on a broken copy of the code (rep
   on-policy half still asks the teacher, fails (a) only).
 
 The teacher here differs from the student by its weights, not by a context: a teacher made by a system
-prompt was not learnable by tiny models (tests/helpers/case_style.py), and found a bug on the way: the
-signals cut a teacher's context to the budget's `max_prompt_length` (tests/test_teacher_context_signals.py).
+prompt was not learnable by tiny models (tests/helpers/case_style.py), and found a bug on the way (fixed):
+the signals cut a teacher's context to the budget's `max_prompt_length` (tests/test_teacher_context_signals.py).
 """
 
 from __future__ import annotations

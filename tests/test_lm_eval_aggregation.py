@@ -76,6 +76,8 @@ def test_perplexities_are_weighted_as_lm_eval_weights_them(tmp_path: Path) -> No
     words = [len(d["text"].split()) for d in docs]
     assert result.metrics["word_perplexity,none"] == pytest.approx(math.exp(-sum(lls) / sum(words)))
     assert result.headline == "word_perplexity,none"  # not the alphabetical bits_per_byte
+    # lm-eval ranks all three smaller-is-better; the report must too.
+    assert set(result.lower_is_better) == {"word_perplexity,none", "byte_perplexity,none", "bits_per_byte,none"}
 
 
 def test_hand_made_samples_against_lm_evals_functions() -> None:
@@ -112,3 +114,23 @@ def test_the_report_heads_an_lm_eval_task_by_its_own_headline() -> None:
     lb = build_leaderboard(results, n_boot=20)
     heads = [c.metric for c in lb.columns if c.benchmark == "lm_eval" and c.headline]
     assert heads == ["mcc,none"]
+
+
+def test_the_report_ranks_a_perplexity_smaller_is_better() -> None:
+    """A row with the LOWER perplexity is the best one (bold, and the side the bootstrap favours)."""
+    from harness.report.leaderboard import build_leaderboard
+    from harness.report.sample import sample_results
+    from harness.results import BenchmarkResult
+
+    results = sample_results(methods=("dpo", "simpo"), seeds=(0,))
+    for r in results.rows:
+        ppl = {"dpo": 9.0, "simpo": 30.0}.get(r.method or "", 20.0)
+        r.benchmarks["lm_eval"] = BenchmarkResult("lm_eval", {"word_perplexity,none": ppl, "acc,none": 0.5},
+                                                  headline="word_perplexity,none",
+                                                  lower_is_better=["word_perplexity,none"])
+    lb = build_leaderboard(results, n_boot=20)
+    cols = {c.metric: c for c in lb.columns if c.benchmark == "lm_eval"}
+    assert not cols["word_perplexity,none"].higher_is_better and cols["acc,none"].higher_is_better
+    from harness.report.html import _best
+
+    assert _best(lb, cols["word_perplexity,none"]) == "dpo" and _best(lb, cols["acc,none"]) in ("dpo", "simpo")

@@ -130,6 +130,9 @@ class ScoreResult:
     # The headline metric of this result, for a benchmark whose headline depends on its params (`lm_eval`:
     # the task's first declared metric); "" = the class's `headline`.
     headline: str = ""
+    # Metrics whose SMALLER value is better, for a benchmark that declares no columns (`lm_eval`: a task's
+    # perplexity or word_perplexity, as lm-eval's `higher_is_better` says); the report ranks them so.
+    lower_is_better: list[str] = field(default_factory=list)
 
 
 class Benchmark(ABC):

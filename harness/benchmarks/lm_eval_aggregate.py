@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 Aggregation = Callable[[list[Any]], float]
@@ -74,6 +74,7 @@ class Aggregated:
     headline: str  # the first declared metric under the first filter that has values
     per_item_mean: bool  # the headline aggregates by the mean, so per-sample values are in its units
     aggregations: dict[str, str]  # key -> aggregation name
+    lower_is_better: list[str] = field(default_factory=list)  # keys whose metric lm-eval ranks smaller-is-better
 
 
 def aggregate(records: list[dict[str, Any]], spec: dict[str, Any]) -> Aggregated:
@@ -106,7 +107,8 @@ def aggregate(records: list[dict[str, Any]], spec: dict[str, Any]) -> Aggregated
             metrics[f"{key}_stderr"] = _number(stderr(values))
     headline = next((k for k in keys if metrics.get(k) is not None), keys[0] if keys else "")
     head_fn = by_name[headline.partition(",")[0]].aggregation if headline.partition(",")[0] in by_name else mean
-    return Aggregated(metrics, headline, head_fn is mean, names)
+    lower = [k for k in keys if k.partition(",")[0] in by_name and by_name[k.partition(",")[0]].higher_is_better is False]
+    return Aggregated(metrics, headline, head_fn is mean, names, lower)
 
 
 def json_value(value: Any) -> Any:

@@ -148,4 +148,5 @@ class LMEvalTask(Benchmark):
         # Per-item scores only where the headline is a mean of them (a corpus metric has no per-item value).
         per_item = ([{"id": j["id"], "score": j.get(result.headline)} for j in judgements]
                     if result.per_item_mean else [])
-        return ScoreResult(metrics=metrics, notes=notes, per_item=per_item, headline=result.headline)
+        return ScoreResult(metrics=metrics, notes=notes, per_item=per_item, headline=result.headline,
+                           lower_is_better=result.lower_is_better)

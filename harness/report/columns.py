@@ -89,16 +89,17 @@ def _has_value(v: object) -> bool:
 
 
 def benchmark_columns(benchmark: str, cls: type[Benchmark] | None, metrics: Mapping[str, object],
-                      headline: str = "") -> list[Column]:
+                      headline: str = "", lower_is_better: frozenset[str] = frozenset()) -> list[Column]:
     """The columns of the results named `benchmark` (`cls`: its registered class, if any), given the metrics
     its rows recorded (`metrics`: each a number where any row has one). The declared headline stays the
     headline unless no row has a value of it and a `headline_fallback` column has one: that one leads then.
     `headline`: the results' own headline metric, for a class that declares none (one whose headline
-    depends on its params)."""
+    depends on its params); `lower_is_better`: the results' metrics ranked smaller-is-better, likewise."""
     title = (cls.title if cls is not None else "") or benchmark
     declared = cls.columns() if cls is not None else ()
     if not declared:
-        return extra_columns(benchmark, metrics, title, (cls.headline if cls is not None else "") or headline)
+        return extra_columns(benchmark, metrics, title, (cls.headline if cls is not None else "") or headline,
+                             lower_is_better)
     cols = [_column(benchmark, title, c) for c in declared]
 
     def recorded(c: ReportColumn) -> bool:
@@ -132,9 +133,9 @@ def _column(benchmark: str, title: str, c: ReportColumn) -> Column:
 
 
 def extra_columns(benchmark: str, metrics: Mapping[str, object], title: str | None = None,
-                  headline: str = "") -> list[Column]:
+                  headline: str = "", lower_is_better: frozenset[str] = frozenset()) -> list[Column]:
     """Columns for a benchmark that declares none: one per numeric metric it reports, the `headline` metric
-    (else the first) as the headline."""
+    (else the first) as the headline, those in `lower_is_better` ranked smaller-is-better."""
     cols: list[Column] = []
     numeric = [k for k, v in metrics.items() if _is_number(v)]
     if headline not in numeric:
@@ -152,6 +153,7 @@ def extra_columns(benchmark: str, metrics: Mapping[str, object], title: str | No
                 metric,
                 se_metric=se,
                 headline=metric == headline if headline else not cols,
+                higher_is_better=metric not in lower_is_better,
             )
         )
     return cols

@@ -107,10 +107,12 @@ def _columns_for(results: RunResults) -> list[Column]:
     each asked of the benchmark's registered class, then the accounting columns."""
     bench_metrics: dict[str, dict[str, object]] = {}
     headlines: dict[str, str] = {}  # a result's own headline (benchmarks whose headline depends on params)
+    lower: dict[str, set[str]] = {}  # and its metrics ranked smaller-is-better
     for r in results.rows:
         for name, b in r.benchmarks.items():
             if b.headline:
                 headlines.setdefault(name, b.headline)
+            lower.setdefault(name, set()).update(b.lower_is_better)
             seen = bench_metrics.setdefault(name, {})
             for metric, v in b.metrics.items():
                 if metric not in seen or is_number(v):  # a number from any row counts as recorded
@@ -120,7 +122,8 @@ def _columns_for(results: RunResults) -> list[Column]:
     order += sorted(set(bench_metrics) - set(order))
     scores: list[Column] = []
     for name in order:
-        scores.extend(benchmark_columns(name, benchmark_class(name), bench_metrics[name], headlines.get(name, "")))
+        scores.extend(benchmark_columns(name, benchmark_class(name), bench_metrics[name], headlines.get(name, ""),
+                                        frozenset(lower.get(name, ()))))
     return scores + list(ACCOUNTING_COLUMNS)
 
 

@@ -125,7 +125,7 @@ def _row_result(ctx: RunContext, plan: Plan, row: ModelRow, sources: dict[str, s
             decoding={**(answers_manifest.get("decoding") or {}), "max_new_tokens": ctx.benchmark(b).max_new_tokens},
             subset=spec.subset, official_judge=judge_manifest.get("official_judge"),
             judge_is_official=judge_manifest.get("judge_is_official"), answers=answered, truncated=truncated,
-            headline=score.headline)
+            headline=score.headline, lower_is_better=list(score.lower_is_better))
     return result
 
 
