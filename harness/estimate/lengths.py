@@ -62,6 +62,12 @@ class Tokens:
         return sum(self.text(m["content"]) + TEMPLATE_TOKENS_PER_TURN for m in turns) + TEMPLATE_TOKENS_PER_TURN
 
     @cached_property
+    def turn_end(self) -> int:
+        """Tokens that end a finished response in training and scoring: the template's turn suffix
+        (ChatML and Gemma-2: end-of-turn + newline, 2; Llama-3: 1), else 1."""
+        return len(self.formatter.turn_suffix_ids) if self.formatter is not None else 1
+
+    @cached_property
     def shared_prefix(self) -> float:
         """Tokens every prompt of this model starts with (chat template scaffold, system prompt,
         demonstrations): a scorer encodes them once per batch (harness.models.kv.encode_shared_prefix)."""

@@ -98,7 +98,8 @@ class Shapes:
         longest). The cut is the STUDENT's; the teacher scores the same response tokens in its WHOLE prompt
         (its context: `signals.scoring_inputs`)."""
         budget = self.exp.budget
-        full, response = self.prompt["student"], Lengths.response(self.exp.sampling.max_new_tokens) + 1
+        full = self.prompt["student"]
+        response = Lengths.response(self.exp.sampling.max_new_tokens) + self.lengths.student.turn_end
         if budget.truncation == "group_as_released":
             prompt = full
             if full + response > budget.max_length:
