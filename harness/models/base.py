@@ -59,6 +59,18 @@ class NoParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+
+_ENGINE_STARTS = [0]  # generation engines started in this process, by every backend
+
+
+def count_engine_start() -> None:
+    """A backend that starts an engine (vLLM) counts it here, besides its own `engine_starts`."""
+    _ENGINE_STARTS[0] += 1
+
+
+def engine_starts_in_process() -> int:
+    return _ENGINE_STARTS[0]
+
 class Generator(ABC):
     """A generation backend (`hf`, `vllm`). Registered in the `harness.backends` entry-point group, built
     as `cls(loaded, batch_size=..., **params)` with `params` from the experiment file's `backends.<name>`,

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from harness.config import ModelSpec
-from harness.models.base import Generator, LoadedModel
+from harness.models.base import Generator, LoadedModel, engine_starts_in_process
 from harness.models.handles import ModelHandle, trained_identity
 from harness.models.residency import park, unpark
 from harness.models.scoring import Scorer
@@ -51,22 +51,21 @@ class EnginePool:
     until shut down. The plan runs a row's answers steps back to back (then its judgements), so the pool
     keeps the row's generator across those steps and shuts it down as soon as any other step runs: at most
     one engine is alive, and never beside a judge or a training run. `starts` counts the engines started by
-    every generator the run built (`track`: the pool's, the samplers', GKD's live sampler), for the run summary.
+    every generator the run built (the pool's, the samplers', GKD's live sampler), for the run summary.
+
+    `starts` reads the process's engine-start counter (`harness.models.base.count_engine_start`) rather than
+    the generators themselves: holding every generator the run built would hold every row's weights with
+    them (a tuned run of 45 rows of SmolLM2 ran out of 24 GB that way).
     """
 
     def __init__(self) -> None:
         self.key: str | None = None
         self.generator: Any = None
-        self._tracked: list[Any] = []
-
-    def track(self, generator: Any) -> Any:
-        """Count `generator`'s engine starts (`engine_starts`, e.g. vLLM's) in `starts`."""
-        self._tracked.append(generator)
-        return generator
+        self._starts_before = engine_starts_in_process()
 
     @property
     def starts(self) -> int:
-        return sum(int(g.engine_starts) for g in self._tracked)
+        return engine_starts_in_process() - self._starts_before
 
     def get(self, key: str, build: Callable[[], Any]) -> Any:
         """The generator for `key`, built once while consecutive steps ask for the same key."""
@@ -172,13 +171,12 @@ class ModelPool:
         if not cls.uses_loaded_weights:
             self.make_room()
         loaded = self.loaded(handle, weights=cls.uses_loaded_weights)
-        return self.engines.track(cls(loaded, batch_size=self.batch_size, **self.backend_params(backend)))
+        return cls(loaded, batch_size=self.batch_size, **self.backend_params(backend))
 
     def live_sampler(self, handle: ModelHandle, backend: str) -> Any:
         """On-policy sampling from the student being trained (GKD), through `backend`."""
-        sampler = BACKENDS.get(backend).live_sampler(self.loaded(handle), batch_size=self.batch_size,
-                                                     **self.backend_params(backend))
-        return self.engines.track(sampler)
+        return BACKENDS.get(backend).live_sampler(self.loaded(handle), batch_size=self.batch_size,
+                                                  **self.backend_params(backend))
 
     @staticmethod
     def engine_key(handle: ModelHandle, backend: str) -> str:

@@ -28,7 +28,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from harness.console import bars_enabled
 from harness.errors import ModelSourceError
-from harness.models.base import GenerationOutput, GenerationRequest, Generator, LoadedModel, SamplingParams
+from harness.models.base import (
+    GenerationOutput,
+    GenerationRequest,
+    Generator,
+    LoadedModel,
+    SamplingParams,
+    count_engine_start,
+)
 from harness.models.vllm_policy import VLLMLiveSampler
 
 
@@ -148,6 +155,7 @@ class VLLMGenerator(Generator):
             vllm = _import_vllm()
             self._llm = vllm.LLM(**self.engine_kwargs())
             self.engine_starts += 1
+            count_engine_start()
         return self._llm
 
     def close(self) -> None:
