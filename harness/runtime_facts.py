@@ -131,4 +131,5 @@ def plan_runtime(steps: Iterable[Any]) -> dict[str, Any]:
     """For a report's provenance: the distinct facts the finished steps were made under, and the warning."""
     manifests = _finished_manifests(step.artifact for step in steps)
     facts = distinct(f for _, m in manifests for f in _each(m.get("runtime")))
-    return {"facts": facts, "warning": mixed_runtime(manifests)}
+    warning = mixed_runtime(manifests)
+    return {"facts": facts, **({"warning": warning} if warning else {})}  # no empty "warning" line in reports

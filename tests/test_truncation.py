@@ -225,7 +225,7 @@ def test_the_estimate_prices_lengths_as_the_rule_cuts_them(prompt, max_new, per_
     from harness.config import Experiment
     from harness.estimate.work import Shapes
 
-    lengths = SimpleNamespace(prompt_tokens=lambda who: prompt, student=SimpleNamespace(shared_prefix=0.0),
+    lengths = SimpleNamespace(prompt_tokens=lambda who: prompt, student=SimpleNamespace(shared_prefix=0.0, turn_end=1),
                               teacher=SimpleNamespace(shared_prefix=0.0))
     for rule, want in (("per_response", per_response), ("group_as_released", released)):
         exp = Experiment.model_validate({

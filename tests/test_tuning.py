@@ -220,3 +220,23 @@ def test_tuning_end_to_end(tmp_path):
     grown = Pipeline(parse(more), tmp_path, progress=False).build_plan()
     new_trains = [s for s in grown.steps if s.kind == "train" and not s.done]
     assert [s.detail for s in new_trains] == ["trial 3/3: optimizer.learning_rate=0.01, params.beta=0.1"]
+
+
+def test_the_offline_default_trains_each_method_as_one_of_smol_tuneds_trials():
+    """leaderboards/smol.yaml states that each method runs at the settings smol-tuned.yaml selected: each of
+    its method entries must BE one of that preset's trials (same method, params and optimizer settings), and
+    the two files must share everything a trial's training depends on."""
+    from pathlib import Path
+
+    from harness.config import load_experiment
+    from harness.tuning import trials_for
+
+    root = Path(__file__).resolve().parents[1] / "leaderboards"
+    default, tuned_exp = load_experiment(root / "smol.yaml"), load_experiment(root / "smol-tuned.yaml")
+    for field in ("teacher", "student", "prompts", "sampling", "signals", "budget", "seeds"):
+        assert getattr(default, field) == getattr(tuned_exp, field), field
+    assert tuned_exp.tuning is not None
+    searched = {m.row_name: m for m in tuned_exp.methods}
+    for method in default.methods:
+        trials = [t.spec.model_dump(exclude={"search"}) for t in trials_for(searched[method.row_name], tuned_exp.tuning)]
+        assert method.model_dump(exclude={"search"}) in trials, method.row_name
