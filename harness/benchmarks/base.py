@@ -46,6 +46,16 @@ class Answer:
         return self.text if self.raw is None else self.raw
 
 
+@dataclass(frozen=True)
+class OfficialExport:
+    """Where and under which names `Benchmark.export_official` writes one row's files."""
+
+    out: Path  # this row's folder for this benchmark (created by the caller)
+    model: str  # the row's model name in the files (`generator`, `model_id`, file names): safe for a path
+    judge: str | None = None  # the judge's model name (`annotator`, `model_judgment/<judge>/`), None: judge-free
+    tstamp: float = 0.0  # the time written into records that carry one (the answers artifact's creation)
+
+
 class AnswerModel(ABC):
     """What a benchmark may ask of the model under test: chat completions with fixed decoding."""
 
@@ -248,6 +258,35 @@ class Benchmark(ABC):
     def scores_official_files(cls) -> bool:
         """Whether this benchmark implements `score_official` (overrides the base's refusal)."""
         return any("score_official" in vars(k) for k in cls.__mro__[:cls.__mro__.index(Benchmark)])
+
+    # ------------------------------------------------------------------ interop (harness.interop)
+    def export_official(self, data: BenchmarkData, answers: list[dict[str, Any]],
+                        judgements: list[dict[str, Any]] | None, export: OfficialExport) -> list[Path]:
+        """Write one row's answers (and, when given, its judgements) under `export.out` as the benchmark's
+        official tool writes them (AlpacaEval `model_outputs.json` + `annotations.json`, arena-hard-auto
+        `model_answer/<model>.jsonl` + `model_judgment/<judge>/<model>.jsonl`, FastChat's MT-Bench files,
+        lm-eval's `--log_samples` files); the paths written. `pad-harness export`. Benchmarks with an official
+        format override it (`exports_official_files()` then says so); the default writes nothing."""
+        return []
+
+    @classmethod
+    def exports_official_files(cls) -> bool:
+        """Whether this benchmark implements `export_official`."""
+        return any("export_official" in vars(k) for k in cls.__mro__[:cls.__mro__.index(Benchmark)])
+
+    def read_official_answers(self, path: Path, data: BenchmarkData) -> list[dict[str, Any]]:
+        """An external row's answers: the records `generate` would have written (same ids, `output` texts
+        and `finished` flags where the file says; None where it does not), read from an answers file in the
+        official tool's format, covering exactly `data.items`. Bad input (unreadable file, wrong schema,
+        another benchmark's file, a missing or an extra item) raises one `HarnessError` naming the file and
+        the first bad record. Benchmarks with an official answers format override it."""
+        raise HarnessError(f"benchmark {self.name!r} reads no official answers file; an external row can only "
+                           f"answer it as a model (external: - model: ...)")
+
+    @classmethod
+    def reads_official_answers(cls) -> bool:
+        """Whether this benchmark implements `read_official_answers`."""
+        return any("read_official_answers" in vars(k) for k in cls.__mro__[:cls.__mro__.index(Benchmark)])
 
 
 def benchmark_from_spec(spec: Any, subset: int | None | Literal["spec"] = "spec") -> Benchmark:
