@@ -1,4 +1,4 @@
-"""`pad-harness` command line: run, validate, list plugins, score official judgement files, report."""
+"""`pad-harness` command line: run, validate, list plugins, score official judgement files, report, export."""
 
 from __future__ import annotations
 
@@ -156,6 +156,28 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from harness.interop.export import export_run
+
+    rows = [r for chunk in args.rows or [] for r in chunk.split(",") if r]
+    formats = [f for chunk in args.format or [] for f in chunk.split(",") if f]
+    out = Path(args.out)
+    exported = export_run(Path(args.run_dir), out, rows=rows or None, formats=formats or None,
+                          link_models=args.link)
+    for row in exported:
+        for name, files in sorted(row.files.items()):
+            print(f"{row.folder:22s} {name:16s} {len(files)} file(s)")
+        for name, why in sorted(row.skipped.items()):
+            print(f"{row.folder:22s} {name:16s} skipped: {why}")
+    print(f"export written to {out} (index: {out / 'export.json'})")
+    if args.push_to_hub:
+        from harness.interop.push import push_export
+
+        url = push_export(Path(args.run_dir), out, exported, args.push_to_hub, private=args.private)
+        print(f"pushed to {url}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.report.merge import run_report
 
@@ -187,6 +209,19 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--judgments", required=True)
     score.add_argument("--json", action="store_true")
     score.add_argument("--verbose", action="store_true", help="show every log line, libraries' INFO lines too")
+    export = sub.add_parser("export", help="write a run's answers, judgements and students in the official formats")
+    export.add_argument("run_dir", help="a finished run directory (its results.json names the artifacts)")
+    export.add_argument("--out", required=True, help="the export folder (one folder per row inside)")
+    export.add_argument("--rows", action="append", metavar="ROW[,ROW]",
+                        help="only these rows (labels, or folder names such as pad-seed1); default: every row")
+    export.add_argument("--format", action="append", metavar="NAME[,NAME]",
+                        help="only these: benchmark names (alpaca_eval2, arena_hard, mt_bench, gsm8k, ...) and "
+                             "`model` (the trained students' directories); default: everything")
+    export.add_argument("--link", action="store_true", help="link the students' weights instead of copying them")
+    export.add_argument("--push-to-hub", metavar="REPO",
+                        help="upload to this Hugging Face repo (HF_TOKEN; HF_ENDPOINT honoured): one row with "
+                             "--format model pushes its model directory with a model card, else the whole export")
+    export.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     from harness.report.merge import configure_parser
 
     configure_parser(sub.add_parser("report", help="regenerate or merge leaderboard reports from run directories"))
@@ -211,6 +246,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             return cmd_score(args)
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "export":
+            return cmd_export(args)
     except HarnessError as exc:
         console.print_error(str(exc))
         return 2

@@ -289,6 +289,43 @@ class BenchmarkSpec(Frozen):
     judge: JudgeSpec | None = None
 
 
+class ExternalSpec(Frozen):
+    """A row not trained here (`external:`): a model trained elsewhere, evaluated and judged like every row,
+    or the answers another tool produced, in the benchmarks' official formats (judged like every row).
+
+        external:
+          - label: zephyr-7b                     # the leaderboard row
+            model: HuggingFaceH4/zephyr-7b-beta  # a hub id or local directory with its own chat template
+          - label: other-tool
+            answers: {alpaca_eval2: outputs/model_outputs.json, mt_bench: outputs/model_answer/m.jsonl}
+
+    Answers files are read by `Benchmark.read_official_answers` (paths relative to the experiment file);
+    a benchmark without a file is not evaluated for that row. The row is marked external on the
+    leaderboard: it did not train under the matched budget."""
+
+    label: str
+    model: ModelSpec | None = None
+    answers: dict[str, str] = Field(default_factory=dict)  # benchmark name -> answers file
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_shorthand(cls, data: Any) -> Any:
+        """`model: org/name` is `model: {model: org/name}`."""
+        if isinstance(data, dict) and isinstance(data.get("model"), str):
+            return {**data, "model": {"model": data["model"]}}
+        return data
+
+    @model_validator(mode="after")
+    def _model_or_answers(self) -> ExternalSpec:
+        if (self.model is None) == (not self.answers):
+            raise ValueError(f"external {self.label!r}: give either `model:` (a model to evaluate) or `answers:` "
+                             f"(benchmark -> official answers file), not both or neither")
+        if self.model is not None and (self.model.system_prompt or self.model.demonstrations):
+            raise ValueError(f"external {self.label!r}: model.system_prompt/demonstrations would give it a context "
+                             f"no other row answers with; remove them")
+        return self
+
+
 class LoggingConfig(Frozen):
     tensorboard: bool = False
     wandb: bool = False
@@ -326,6 +363,7 @@ class Experiment(Frozen):
     logging: LoggingConfig = LoggingConfig()
     data_parallel: DataParallelConfig = DataParallelConfig()
     tuning: TuningConfig | None = None
+    external: tuple[ExternalSpec, ...] = ()  # rows not trained here (ExternalSpec)
     setting: str = ""  # one plain sentence the report prints: what is being distilled into what
 
     @model_validator(mode="after")
@@ -343,6 +381,7 @@ class Experiment(Frozen):
         if repeated:
             raise ValueError(f"seeds: {list(self.seeds)} repeats {repeated}; give each training seed once "
                              f"(a repeated seed trains the same model twice)")
+        self._check_external(rows)
         budget = self.budget
         if self.student.offload:
             raise ValueError("student.offload: only the teacher can wait in host memory between stages (the "
@@ -352,6 +391,18 @@ class Experiment(Frozen):
                              f"budget.max_length ({budget.max_length}), which counts prompt + response tokens; "
                              f"lower the one or raise the other")
         return self
+
+    def _check_external(self, method_rows: list[str]) -> None:
+        taken = {"teacher", "student (untrained)", *method_rows}
+        benchmarks = {b.name for b in self.benchmarks}
+        for ext in self.external:
+            if ext.label in taken:
+                raise ValueError(f"external: label {ext.label!r} is already a row's name; give it another label")
+            taken.add(ext.label)
+            unknown = sorted(set(ext.answers) - benchmarks)
+            if unknown:
+                raise ValueError(f"external {ext.label!r}: answers for {unknown}, which this experiment does not "
+                                 f"evaluate; its benchmarks: {sorted(benchmarks)}")
 
     def run_dir(self, base: Path | None = None) -> Path:
         try:
@@ -432,7 +483,20 @@ def load_experiment(path: str | Path) -> Experiment:
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{where}: not valid YAML ({problem}); fix the file there") from None
-    return parse_experiment(data, str(path))
+    return parse_experiment(_external_paths_from(data, path.parent), str(path))
+
+
+def _external_paths_from(data: Any, base: Path) -> Any:
+    """`external[].answers` paths relative to the experiment file, as a reader of the file expects."""
+    if not isinstance(data, dict) or not isinstance(data.get("external"), list):
+        return data
+    entries = []
+    for entry in data["external"]:
+        if isinstance(entry, dict) and isinstance(entry.get("answers"), dict):
+            entry = {**entry, "answers": {name: str(base / path) if isinstance(path, str) else path
+                                          for name, path in entry["answers"].items()}}
+        entries.append(entry)
+    return {**data, "external": entries}
 
 
 def _validate_plugins(experiment: Experiment, source: str) -> None:

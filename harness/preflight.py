@@ -35,7 +35,7 @@ def preflight(exp: Experiment, source: str = "<experiment>") -> None:
     own = _benchmark_checks(benches)
     problems = (_backends(exp) + _output_dir(exp) + _judges(exp, benches) + _contexts(exp, benches) + own
                 + _subsets([b for b in benches if not any(p.startswith(f"benchmarks.{b[0]} ") for p in own)], exp)
-                + _prompts(exp))
+                + _prompts(exp) + _external_answers(exp))
     if len(problems) == 1:
         raise ConfigError(f"{source}: {problems[0]}")
     if problems:
@@ -52,6 +52,29 @@ def _backends(exp: Experiment) -> list[str]:
             BACKENDS.get(name)
         except Exception as exc:
             out.append(f"{where}: {exc}")
+    return out
+
+
+def _external_answers(exp: Experiment) -> list[str]:
+    """Each external answers file read as the run will read it: the right schema, every item of the
+    benchmark (as subset) once, nothing else (the benchmark's own `read_official_answers` says what is wrong,
+    naming the file and the first bad record)."""
+    specs = {spec.name: spec for spec in exp.benchmarks}
+    out = []
+    for ext in exp.external:
+        for name, file in ext.answers.items():
+            where = f"external {ext.label!r} answers.{name}"
+            bench = benchmark_from_spec(specs[name])
+            if not bench.reads_official_answers():
+                out.append(f"{where}: benchmark {name!r} reads no official answers file; evaluate a model instead "
+                           f"(external: - label: ..., model: ...)")
+            elif not Path(file).is_file():
+                out.append(f"{where}: file {file!r} not found (paths are relative to the experiment file)")
+            else:
+                try:
+                    bench.read_official_answers(Path(file), bench.load())
+                except HarnessError as exc:
+                    out.append(f"{where}: {exc}")
     return out
 
 

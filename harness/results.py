@@ -18,7 +18,7 @@ from harness.store import write_json_atomic
 # run was named or logged). Everything else - teacher, student, prompts, sampling, budget, benchmarks,
 # judge - must match for a comparison to be fair.
 MAY_DIFFER_BETWEEN_MERGED_RUNS = frozenset(
-    {"methods", "seeds", "name", "description", "setting", "output_dir", "logging", "tuning"}
+    {"methods", "seeds", "name", "description", "setting", "output_dir", "logging", "tuning", "external"}
 )
 
 
@@ -43,7 +43,7 @@ class BenchmarkResult:
 @dataclass
 class RowResult:
     row: str  # leaderboard row name: "teacher", "student (untrained)", or the method's row name
-    kind: Literal["teacher", "student", "method"]
+    kind: Literal["teacher", "student", "method", "external"]
     model: str  # model identity string: which model produced the answers
     method: str | None = None
     seed: int | None = None
@@ -54,6 +54,11 @@ class RowResult:
     optimizer: dict[str, Any] = field(default_factory=dict)
     # How its settings were chosen: {"tuned": bool, "trials": K, "selected_settings": {...}} (methods only).
     tuning: dict[str, Any] = field(default_factory=dict)
+    # Where its artifacts are, relative to the run dir: {"train": dir, "answers": {benchmark: dir},
+    # "judgements": {benchmark: dir}} (what `pad-harness export` reads). Empty in older results.
+    artifacts: dict[str, Any] = field(default_factory=dict)
+    # An external row (`external:`): what it is and where its answers came from (model or files).
+    external: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

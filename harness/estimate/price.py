@@ -119,6 +119,8 @@ def stage_work(step: Any, s: Shapes, ctx: Any, first_row: Any, judges: _Judges) 
     if step.kind in ("answers", "judgements"):
         answers = step if step.kind == "answers" else step.answers  # a tuning trial's: the dev split
         spec, bench = answers.bench_spec, answers.benchmark()
+        if step.kind == "answers" and getattr(step, "file", None) is not None:
+            return StageWork()  # an external row's answers read from a file: nothing generated
         if step.kind == "answers":
             return answers_work(s, step.row.kind, bench, spec, step.siblings[0] is step, step.row is first_row)
         from harness.judges.choice import judge_spec_for

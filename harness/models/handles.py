@@ -22,6 +22,7 @@ class ModelHandle:
     key: dict[str, Any] = field(compare=False)  # cache-key identity: {"teacher": fp} | {"student": fp} | {"trained": k}
     weights_dir: Path | None = None  # a trained row: the train artifact's directory (its weights)
     train_key: str | None = None
+    external: bool = False  # a model of an `external:` row (the pool holds one at a time)
 
     @property
     def trained(self) -> bool:

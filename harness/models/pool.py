@@ -96,6 +96,7 @@ class ModelPool:
         self._base: dict[str, LoadedModel] = {}  # teacher, student
         self._specs: dict[str, ModelSpec] = {}  # their specs (`offload`)
         self._trained: tuple[str, LoadedModel] | None = None
+        self._externals: set[str] = set()  # names in `_base` of external rows' models (at most one)
         self._scorers: dict[str, Scorer] = {}
         self.engines = EnginePool()
 
@@ -106,6 +107,8 @@ class ModelPool:
         parked in host memory stays there."""
         if handle.trained:
             return self._trained_model(handle, weights)
+        if handle.external:
+            self._drop_other_externals(handle.name)
         if handle.name not in self._base:
             from harness.models.sources import load_model
 
@@ -116,6 +119,16 @@ class ModelPool:
             return self._base[handle.name]
         self._offload_others(handle.name)
         return unpark(self._base[handle.name])
+
+    def _drop_other_externals(self, name: str) -> None:
+        """An external row's model is used by its own row only: the previous one goes before the next loads."""
+        for other in list(self._externals):
+            if other != name:
+                self._base.pop(other, None)
+                self._specs.pop(other, None)
+                self._scorers.pop(other, None)
+                self._externals.discard(other)
+        self._externals.add(name)
 
     def _offload_others(self, name: str) -> None:
         """Models marked `offload` wait in host memory while another model's weights are in use."""

@@ -23,7 +23,7 @@ from harness.report.stats import is_number, item_bootstrap_se, mean_ci, pooled_r
 from harness.report.tuning import tuning_status
 from harness.results import BenchmarkResult, RowResult, RunResults
 
-_KIND_ORDER = {"teacher": 0, "student": 1, "method": 2}
+_KIND_ORDER = {"teacher": 0, "student": 1, "method": 2, "external": 3}
 
 
 @dataclass
@@ -46,7 +46,9 @@ class LeaderRow:
     models: list[str]
     seeds: list[int | None]
     cells: dict[str, Cell] = field(default_factory=dict)
-    tuning: str = ""  # "tuned (4 trials)" | "untuned" (methods); "" for the teacher and the untrained student
+    # "tuned (4 trials)" | "untuned" (methods); "external (not trained here)"; "" for the teacher and the
+    # untrained student
+    tuning: str = ""
     optimizer: dict[str, Any] = field(default_factory=dict)  # the settings it trained with (every seed's)
 
 

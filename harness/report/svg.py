@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from html import escape
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#bcbd22")
-KIND_COLOURS = {"teacher": "#555555", "student": "#a0a0a0"}
+KIND_COLOURS = {"teacher": "#555555", "student": "#a0a0a0", "external": "#b07d2b"}
 FONT = "font-family:Helvetica,Arial,sans-serif;font-size:11px"
 
 

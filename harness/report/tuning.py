@@ -24,6 +24,8 @@ LEGEND = ("Optimizer settings are each method's own (the budget's defaults where
 def tuning_status(runs: list[Any]) -> str:
     """What a leaderboard row says of how its settings were chosen."""
     info = runs[0].tuning if runs else {}
+    if runs and runs[0].kind == "external":  # evaluated here, trained elsewhere: no budget of this run
+        return "external (not trained here)"
     if runs and runs[0].kind != "method":
         return ""
     if info.get("tuned"):

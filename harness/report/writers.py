@@ -112,7 +112,7 @@ def write_json(lb: Leaderboard, path: Path) -> Path:
 def csv_text(lb: Leaderboard) -> str:
     """One line per row; each metric with its seed interval and the run's own error, machine-readable."""
     header = ["row", "kind", "method", "models", "n_seeds"]
-    tuning_columns = any(r.kind == "method" for r in lb.rows)
+    tuning_columns = any(r.kind in ("method", "external") for r in lb.rows)
     for col in lb.columns:
         header.append(col.key)
         if not col.is_accounting:

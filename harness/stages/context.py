@@ -63,9 +63,9 @@ class RunContext:
         self.progress = progress and self.processes.is_main  # one set of progress bars per run
         self.methods: dict[str, Method] = {spec.row_name: METHODS.get(spec.name)(spec.params) for spec in exp.methods}
         self.models = ModelPool(dict(exp.backends), batch_size=exp.sampling.batch_size)
-        identify = named_identity if named_identities else model_key
-        self.teacher_key = identify(exp.teacher)
-        self.student_key = identify(exp.student)
+        self.identify = named_identity if named_identities else model_key  # a model's identity (cache keys)
+        self.teacher_key = self.identify(exp.teacher)
+        self.student_key = self.identify(exp.student)
         self.teacher = ModelHandle("teacher", exp.teacher, {"teacher": self.teacher_key})
         self.student = ModelHandle("student", exp.student, {"student": self.student_key})
         self._judges: dict[str, CachedJudge] = {}

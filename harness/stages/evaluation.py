@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness.benchmarks.base import Answer, AnswerModel, Benchmark
-from harness.config import BenchmarkSpec, JudgeSpec, MethodSpec
+from harness.config import BenchmarkSpec, ExternalSpec, JudgeSpec, MethodSpec
 from harness.judges.base import Judge
 from harness.judges.choice import is_official, judge_key, judge_spec_for
 from harness.models.base import GenerationRequest, LoadedModel, SamplingParams
@@ -38,6 +38,7 @@ class ModelRow:
     method: MethodSpec | None = None
     seed: int | None = None
     train_stage: TrainStage | None = None
+    external: ExternalSpec | None = None  # an `external:` row (harness.stages.external)
 
     @property
     def key(self) -> dict[str, Any]:

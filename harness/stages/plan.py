@@ -2,6 +2,7 @@
 
     prompts -> samples -> signals (each source once, shared) -> trainset -> train (method x seed)
             -> answers (row x benchmark) -> judgements
+    external rows (harness.stages.external): a model's answers, or answers read from files -> judgements
     with tuning: trainset -> trials (train + dev answers + dev judgements) -> selection -> the tuned
             method's train (x seed, the selected settings) -> its answers -> judgements
 
@@ -20,6 +21,7 @@ from harness.stages.base import Stage
 from harness.stages.context import RunContext
 from harness.stages.data import PromptsStage, SamplesStage
 from harness.stages.evaluation import AnswersStage, JudgementsStage, ModelRow, describe_judge
+from harness.stages.external import answered_benchmarks, answers_stage, external_rows
 from harness.stages.signals_stage import SignalStage, TrainsetStage, signal_stages
 from harness.stages.training import TrainStage
 from harness.stages.tuning import SelectionStage, tuning_stages
@@ -39,6 +41,10 @@ class Plan:
 
     def judged(self, row: ModelRow, index: int) -> JudgementsStage:
         return self.judgements[(f"{row.row}|{row.seed}", index)]
+
+    def evaluates(self, row: ModelRow, index: int) -> bool:
+        """Whether the row answers benchmark `index` (an answers-files external row: only where it has a file)."""
+        return (f"{row.row}|{row.seed}", index) in self.judgements
 
     def answers(self, row: ModelRow, index: int) -> AnswersStage:
         return self.judged(row, index).answers
@@ -67,13 +73,13 @@ def build_plan(ctx: RunContext, project_selections: bool = False) -> Plan:
             train = TrainStage(ctx, trained, seed, trainset, signals)
             steps.append(train)
             rows.append(ModelRow(spec.row_name, "method", train.handle(), trained, seed, train))
+    rows += external_rows(ctx)
     plan = Plan(steps, rows, prompts, samples, signals, trainset, selections=selections, awaiting_selection=awaiting)
-    indices = ctx.benchmark_indices()
-    judges = {b: describe_judge(ctx, b) for b in indices}
+    judges = {b: describe_judge(ctx, b) for b in ctx.benchmark_indices()}
     for position, row in enumerate(rows):
         answers: list[AnswersStage] = []
-        for b in indices:
-            answers.append(AnswersStage(ctx, row, b, answers))
+        for b in answered_benchmarks(ctx, row):
+            answers.append(answers_stage(ctx, row, b, answers))
         steps.extend(answers)
         for stage in answers:
             stage.owner = position  # a launch's processes evaluate different rows

@@ -109,8 +109,19 @@ def _row_result(ctx: RunContext, plan: Plan, row: ModelRow, sources: dict[str, s
     for name, reason in ctx.unavailable_benchmarks().items():
         result.benchmarks[name] = BenchmarkResult(benchmark=name, metrics={},
                                                   notes=[f"skipped, data unavailable: {reason}"])
+    run_dir = ctx.run_dir
+    if train is not None:
+        result.artifacts["train"] = _relative(train.path, run_dir)
+    if row.external is not None:
+        from harness.stages.external import describe_external
+
+        result.external = describe_external(row.external)
     for b in ctx.benchmark_indices():
+        if not plan.evaluates(row, b):
+            continue
         spec, judged = ctx.exp.benchmarks[b], plan.judged(row, b)
+        result.artifacts.setdefault("answers", {})[spec.name] = _relative(judged.answers.artifact.path, run_dir)
+        result.artifacts.setdefault("judgements", {})[spec.name] = _relative(judged.artifact.path, run_dir)
         score, answers_manifest, judge_manifest = judged.score()
         sources[spec.name] = answers_manifest.get("source", "")
         identity = answers_manifest.get("model") or {}
@@ -127,6 +138,14 @@ def _row_result(ctx: RunContext, plan: Plan, row: ModelRow, sources: dict[str, s
             judge_is_official=judge_manifest.get("judge_is_official"), answers=answered, truncated=truncated,
             headline=score.headline, lower_is_better=list(score.lower_is_better))
     return result
+
+
+def _relative(path: Path, run_dir: Path) -> str:
+    """An artifact's path relative to the run dir (a run dir moved elsewhere keeps working)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(run_dir).resolve()))
+    except ValueError:  # a store outside the run dir (PAD_HARNESS_CACHE-like setups): absolute
+        return str(Path(path).resolve())
 
 
 def count_truncated(answers_path: Path) -> tuple[int, int | None]:
@@ -181,6 +200,10 @@ def _model_description(ctx: RunContext, row: ModelRow) -> str:
         return f"{exp.teacher.model}{context}"
     if row.kind == "student":
         return exp.student.model
+    if row.external is not None:
+        ext = row.external
+        return (f"{ext.model.model} (external model)" if ext.model is not None
+                else "external answers: " + ", ".join(f"{b} {Path(p).name}" for b, p in ext.answers.items()))
     assert row.method is not None
     return f"{exp.student.model} trained with {row.method.name} (seed {row.seed})"
 
