@@ -14,6 +14,8 @@ from harness.errors import HarnessError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_EXPERIMENT = "leaderboards/smol.yaml"
+SET_HELP = ("override one key (repeatable): dotted path, list entries by name or label, value as YAML; e.g. "
+            "--set budget.learning_rate=2e-5 --set methods.dpo.params.beta=0.05 (harness/config_layers.py)")
 
 
 def _default_experiment() -> Path:
@@ -35,7 +37,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         accelerator(args.estimate_on)  # an unknown name fails here, before any planning
     path = Path(args.file) if args.file else _default_experiment()
-    exp = load_experiment(path)
+    exp = load_experiment(path, args.set or ())
     if not args.dry_run:
         from harness.preflight import preflight
 
@@ -114,7 +116,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     failed = 0
     for file in args.files:  # every file is checked and reported, not only up to the first bad one
         try:
-            exp = load_experiment(file)
+            exp = load_experiment(file, args.set or ())
             preflight(exp, file)
         except HarnessError as exc:
             console.print_error(str(exc))
@@ -186,8 +188,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("pad-harness")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pad-harness", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"pad-harness {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run an experiment (default: leaderboards/smol.yaml, offline)")
     run.add_argument("file", nargs="?", help="experiment YAML")
@@ -196,10 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --dry-run: price the plan on this accelerator: tokens, FLOPs and device-hours per "
                           "stage, the peak and assumed MFUs stated (harness/estimate/hardware.py)")
     run.add_argument("--run-dir", help="override the experiment's output directory")
+    run.add_argument("--set", action="append", metavar="PATH=VALUE", help=SET_HELP)
     run.add_argument("--quiet", action="store_true", help="print only the scores table and the report paths")
     run.add_argument("--verbose", action="store_true", help="show every log line, libraries' INFO lines too")
     val = sub.add_parser("validate", help="check experiment files without running them")
     val.add_argument("files", nargs="+")
+    val.add_argument("--set", action="append", metavar="PATH=VALUE", help=SET_HELP)
     sub.add_parser("methods", help="list installed methods")
     sub.add_parser("benchmarks", help="list installed benchmarks")
     sub.add_parser("judges", help="list installed judges")

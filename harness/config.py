@@ -11,11 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SerializerFunctionWrapHandler,
     ValidationError,
     model_serializer,
@@ -365,6 +365,18 @@ class Experiment(Frozen):
     tuning: TuningConfig | None = None
     external: tuple[ExternalSpec, ...] = ()  # rows not trained here (ExternalSpec)
     setting: str = ""  # one plain sentence the report prints: what is being distilled into what
+    # Where it came from (`load_experiment`): the file, its `extends:` chain, the `--set` overrides. Not a
+    # field: in no key, no hash, no dump.
+    _origin: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @property
+    def origin(self) -> dict[str, Any]:
+        return dict(self._origin)
+
+    @property
+    def layered(self) -> bool:
+        """Made from more than one file's text (`extends:` or `--set`)."""
+        return bool(self._origin.get("extends") or self._origin.get("overrides"))
 
     @model_validator(mode="after")
     def _unique_rows(self) -> Experiment:
@@ -470,20 +482,17 @@ def parse_experiment(data: Any, source: str = "<experiment>") -> Experiment:
     return experiment
 
 
-def load_experiment(path: str | Path) -> Experiment:
-    from harness.textfiles import check_is_file, read_utf8
+def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Experiment:
+    """An experiment file, with its `extends:` chain and the `--set` overrides applied (harness.config_layers)."""
+    from harness.config_layers import apply_overrides, resolve_extends
 
     path = Path(path)
-    check_is_file(path, "experiment file", ConfigError, pattern="*.y*ml")
-    text = read_utf8(path, "experiment file", ConfigError)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{where}: not valid YAML ({problem}); fix the file there") from None
-    return parse_experiment(_external_paths_from(data, path.parent), str(path))
+    data, chain = resolve_extends(path, local_paths=_external_paths_from)
+    data = apply_overrides(data, overrides)
+    source = str(path) + (f" (with --set {' '.join(overrides)})" if overrides else "")
+    experiment = parse_experiment(data, source)
+    experiment._origin = {"file": str(path), "extends": chain[:-1], "overrides": list(overrides)}
+    return experiment
 
 
 def _external_paths_from(data: Any, base: Path) -> Any:

@@ -107,7 +107,9 @@ class Pipeline:
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
         main = self.ctx.processes.is_main
-        if self.source_file and main:
+        if main and self.exp.layered:  # `extends:` / `--set`: the experiment as resolved, not one file's text
+            (self.run_dir / "experiment.yaml").write_text(resolved_yaml(self.exp))
+        elif self.source_file and main:
             (self.run_dir / "experiment.yaml").write_text(Path(self.source_file).read_text())
         started = time.time()
         try:
@@ -231,6 +233,17 @@ def _merge_manifest(out: Path, manifest: dict[str, Any]) -> None:
     path = out / "manifest.json"
     existing = json.loads(path.read_text()) if path.is_file() else {}
     path.write_text(json.dumps({**existing, **manifest}, indent=2, sort_keys=True, default=str))
+
+
+def resolved_yaml(exp: Experiment) -> str:
+    """The experiment as YAML, with where it came from in a comment (the file, `extends:`, `--set`)."""
+    import yaml
+
+    origin = exp.origin
+    head = [f"# resolved from {origin.get('file')}"]
+    head += [f"#   extends {base}" for base in origin.get("extends") or []]
+    head += [f"#   --set {item}" for item in origin.get("overrides") or []]
+    return "\n".join(head) + "\n" + yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False)
 
 
 def run_experiment(path_or_experiment: str | Path | Experiment, run_dir: Path | None = None,

@@ -12,13 +12,13 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers.experiments import small_experiment
 
 from harness.config import parse_experiment
 from harness.errors import ConfigError
 from harness.pipeline import Pipeline, run_experiment
 from harness.results import RunResults
 from harness.store import read_jsonl
-from helpers.experiments import small_experiment
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -83,6 +83,7 @@ def collect_results(ctx: RunContext, plan: Plan) -> RunResults:
         "training_data": training_data_summary(plan),
         "generation": {"backend": exp.generation_backend, "engine_starts_this_run": ctx.models.engines.starts},
         "runtime": plan_runtime(plan.steps),  # threads, device, torch: what the low bits depend on
+        "origin": exp.origin,  # the experiment file, its `extends:` chain and the `--set` overrides
     }
     tuning = {name: {**stage.selection(), "select_on": exp.tuning.select_on.model_dump(mode="json") if exp.tuning
                      else None, "trials_per_method": exp.tuning.trials if exp.tuning else None}
