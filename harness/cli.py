@@ -57,9 +57,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"pad-harness: running {path} -> {run_dir}", flush=True)
     pipe.run()
     board = run_dir / "LEADERBOARD.md"
-    if board.is_file():
+    if board.is_file():  # the scores table (the whole Markdown with --verbose); the rest is in the reports
         text = board.read_text()
-        print(scores_section(text) + "\n" if args.quiet else "\n" + text)
+        print(text if args.verbose else ("" if args.quiet else "\n") + scores_section(text) + "\n")
     if not args.quiet:
         uses_engines = exp.generation_backend != "hf" or exp.sampling.backend != "hf"
         engines = f"; {pipe.engines.starts} generation engine start(s)" if uses_engines else ""

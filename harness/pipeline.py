@@ -24,6 +24,7 @@ from harness.integrity import TENSOR_FILES, PlanRunner, keys_in, require_intact
 from harness.methods.base import Method
 from harness.processes import ProcessInfo, wait_for
 from harness.results import RunResults
+from harness.run_progress import RunProgress, local_accelerator, plan_estimates, say
 from harness.runtime_facts import plan_runtime_warning
 from harness.stages.base import Stage
 from harness.stages.comparable import experiment_hash
@@ -47,6 +48,7 @@ class Pipeline:
         self.ctx = RunContext(experiment, self.run_dir, progress=progress, named_identities=named_identities)
         self.source_file = source_file
         self.timings: dict[str, float] = {}
+        self._progress: RunProgress | None = None
         self.report_paths: dict[str, Path] = {}
 
     # The run's shared state, for callers and tests that look at it.
@@ -137,6 +139,7 @@ class Pipeline:
             same_plan_everywhere(plan, self.run_dir, self.ctx.processes, phase=phase)
         self._check_models_early(plan)
         mine = [step for step in plan.steps if step.runs_on(rank, world)]
+        self._progress = self._run_progress(plan, mine) if main else None
         if main:  # inputs verified before each step; a damaged one is rebuilt (harness.integrity)
             for step in plan.steps:
                 for leftover in step.leftovers() if step.done else []:
@@ -151,6 +154,15 @@ class Pipeline:
             wait_for(step.artifact)  # what the other processes compute (their rows' evaluation)
             if main and step not in mine:
                 require_intact(step.artifact, TENSOR_FILES)  # verified before the reports, like main's own
+
+    def _run_progress(self, plan: Plan, mine: list[Stage]) -> RunProgress | None:
+        """The plan in one line and, per computed stage, one line with an ETA (harness.run_progress)."""
+        if not self.ctx.progress or all(step.done for step in mine):
+            return None
+        device = local_accelerator()
+        progress = RunProgress(mine, plan_estimates(plan, self.ctx, device), device)
+        say(progress.summary(plan.steps))
+        return progress
 
     def _run_step(self, step: Stage) -> None:
         """Compute one artifact and store it (atomically: a failure leaves nothing half-written)."""
@@ -171,6 +183,8 @@ class Pipeline:
             raise
         step.after_commit()
         self.timings[f"{step.kind}:{step.label}"] = round(time.time() - t0, 2)
+        if self._progress is not None:
+            say(self._progress.stage_done(step, time.time() - t0))
 
     def _follow_step(self, step: Stage, by_key: dict[str, Stage]) -> None:
         """A worker of a multi-process launch (harness/processes.py): take part in collective steps (its

@@ -32,6 +32,33 @@ SMALL: dict[str, Any] = small_experiment(
     "quiet", budget={"max_steps": 1, "micro_batch": 2, "learning_rate": 1e-3, "warmup_ratio": 0.0})
 
 
+def test_a_normal_run_prints_its_plan_a_line_per_stage_and_the_scores_table_only(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({**SMALL, "output_dir": str(tmp_path / "run")}))
+    assert main(["run", str(path)]) == 0
+    out, err = capfd.readouterr()
+    plan_line = next(line for line in err.splitlines() if line.startswith("plan: "))
+    to_run = int(plan_line.split(" cached, ")[1].split(" to run")[0])
+    assert to_run > 5 and "estimated" in plan_line and "on cpu" in plan_line  # priced by the estimator
+    stage_lines = [line for line in err.splitlines() if line.startswith("[") and " done in " in line]
+    assert len(stage_lines) == to_run and stage_lines[-1].startswith(f"[{to_run}/{to_run}]")
+    assert all(" · ETA " in line for line in stage_lines[:-1])
+    assert "## Scores" in out and "## Where every number comes from" not in out  # not the whole Markdown
+    assert main(["run", str(path), "--verbose"]) == 0  # everything cached: no plan line; the whole Markdown
+    out, err = capfd.readouterr()
+    assert "plan: " not in err and "## Where every number comes from" in out
+
+
+def test_version_is_the_installed_packages(capsys: pytest.CaptureFixture[str]) -> None:
+    from importlib import metadata
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"pad-harness {metadata.version('pad-harness')}"
+
+
 def requests_for(n: int) -> list[JudgeRequest]:
     return [JudgeRequest.chat([{"role": "user", "content": f"Compare A{i} and B{i}."}], max_tokens=8)
             for i in range(n)]

@@ -104,7 +104,7 @@ def _value(row: RowResult, col: Column, names: Sequence[str] | None = None) -> f
     return None
 
 
-def _columns_for(results: RunResults) -> list[Column]:
+def columns_for(results: RunResults) -> list[Column]:
     """The columns of every benchmark the rows have (in the experiment's order, then any other by name),
     each asked of the benchmark's registered class, then the accounting columns."""
     bench_metrics: dict[str, dict[str, object]] = {}
@@ -259,7 +259,7 @@ def build_leaderboard(
 ) -> Leaderboard:
     """`proposed`: the methods compared with the best baseline rather than counted among the baselines;
     None: those of the run's methods whose class says it is `proposed`."""
-    columns = _columns_for(results)
+    columns = columns_for(results)
     groups = _group_rows(results)
     if proposed is None:
         proposed = proposed_methods(runs[0].method for _, runs in groups if runs[0].kind == "method")
