@@ -218,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("benchmarks", help="list installed benchmarks")
     sub.add_parser("judges", help="list installed judges")
     sub.add_parser("backends", help="list installed generation backends")
+    sub.add_parser("signals", help="list installed signal sources (what methods read from teacher and student)")
     score = sub.add_parser("score", help="score official judgement files (AlpacaEval, arena-hard-auto, FastChat)")
     score.add_argument("benchmark")
     score.add_argument("--judgments", required=True)
@@ -254,7 +255,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             return cmd_run(args)
         if args.command == "validate":
             return cmd_validate(args)
-        if args.command in ("methods", "benchmarks", "judges", "backends"):
+        if args.command in ("methods", "benchmarks", "judges", "backends", "signals"):
             return cmd_list(args.command.upper())
         if args.command == "score":
             return cmd_score(args)

@@ -71,13 +71,13 @@ class Registry(Generic[T]):
         return obj
 
     def describe(self, name: str) -> str:
-        """First line of the plugin's docstring, for `pad-harness methods` and friends."""
+        """The first paragraph of the plugin's docstring on one line, for `pad-harness methods` and friends."""
         try:
             obj = self.get(name)
         except Exception as exc:  # a broken plugin is listed, not fatal for listing the others
             return f"(failed to load: {type(exc).__name__}: {exc})"
-        doc = (obj.__doc__ or "").strip().splitlines()
-        return doc[0] if doc else ""
+        doc = (obj.__doc__ or "").strip().split("\n\n")[0]
+        return " ".join(line.strip() for line in doc.splitlines())
 
 
 METHODS: Registry = Registry("harness.methods", "method")

@@ -55,3 +55,14 @@ def test_loading_is_lazy(monkeypatch):
         reg.get("broken")
     assert reg.describe("broken").startswith("(failed to load: ModuleNotFoundError")
     assert loads == ["good", "broken", "broken"]
+
+
+def test_every_builtin_plugin_says_what_it_is_in_one_line():
+    """`pad-harness methods | benchmarks | judges | backends | signals` print each plugin's description."""
+    from harness.registry import BACKENDS, BENCHMARKS, JUDGES, METHODS, SIGNALS
+
+    for registry in (METHODS, BENCHMARKS, JUDGES, BACKENDS, SIGNALS):
+        for name in registry.names():
+            text = registry.describe(name)
+            assert len(text) >= 20 and "\n" not in text, (registry, name, text)
+            assert text.rstrip(")").endswith("."), (name, text)  # a sentence, not a cut-off first line

@@ -67,6 +67,9 @@ def agreement(row_rewards: list[float], teacher_rewards: list[float], beta: floa
 
 
 class TeacherAgreement(Benchmark):
+    """Judge-free: how well each row's answers agree with the teacher (its log-likelihood, PL ranking) on
+    held-out prompts of the run's own source, with a dev split for tuning."""
+
     name = "teacher_agreement"
     title = "Teacher agreement"
     Params = TeacherAgreementParams

