@@ -21,7 +21,6 @@ import codecs
 import gzip
 import hashlib
 import json
-import os
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -200,7 +199,9 @@ def hub_unreachable(timeout_s: float = 3.0) -> str | None:
 
     With HF_HUB_OFFLINE / HF_DATASETS_OFFLINE set, the libraries read their local cache only, fast: None.
     """
-    if any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+    from harness.environment import hub_offline
+
+    if hub_offline():
         return None
     try:
         socket.create_connection(("huggingface.co", 443), timeout=timeout_s).close()

@@ -11,13 +11,15 @@ Layers, lowest first. A module may import from its own layer or a lower one:
 
     0 core            leaf utilities and the experiment schema: harness (package), errors, config, registry,
                       store, textfiles, fsmode, console, diskspace, processes, results, rundir_lock, prompts,
-                      tuning (the search grid and its checks), runtime_facts
+                      tuning (the search grid and its checks), runtime_facts, environment (cache root,
+                      hub offline), config_layers (extends: and --set)
     1 api             the plugin interfaces: models.base (+ models.chat: LoadedModel's ChatFormatter),
                       methods.base (+ methods.vocab: its default model check), benchmarks.base,
                       judges.base, signals.base
     2 implementations models.*, methods.*, judges.*, benchmarks.*, training.*, signals, sampling
-    3 engine          pipeline, stages.*, integrity, report.*, preflight, estimate.*
-    4 cli             cli, __main__
+    3 engine          pipeline, stages.*, integrity, report.*, preflight, estimate.*, run_progress,
+                      interop.* (model dirs, export, hub), tracking.*
+    4 cli             cli, __main__, api (the Python API: the command line's twin)
 
 Every module of harness/ must have a layer: a new module fails here until it is placed in LAYERS.
 """
@@ -50,6 +52,8 @@ LAYERS: dict[str, int] = {
     "harness.runtime_facts": CORE,
     "harness.prompts": CORE,
     "harness.tuning": CORE,
+    "harness.environment": CORE,
+    "harness.config_layers": CORE,
     "harness.models.base": API,
     "harness.models.chat": API,
     "harness.methods.base": API,
@@ -61,7 +65,9 @@ LAYERS: dict[str, int] = {
     "harness.pipeline": ENGINE,
     "harness.integrity": ENGINE,
     "harness.preflight": ENGINE,
+    "harness.run_progress": ENGINE,
     "harness.cli": CLI,
+    "harness.api": CLI,
     "harness.__main__": CLI,
 }
 PACKAGE_LAYERS: dict[str, int] = {
@@ -74,6 +80,8 @@ PACKAGE_LAYERS: dict[str, int] = {
     "harness.stages": ENGINE,
     "harness.estimate": ENGINE,
     "harness.report": ENGINE,
+    "harness.interop": ENGINE,
+    "harness.tracking": ENGINE,
 }
 
 # Known cycles, each as the exact set of modules its strongly connected component may hold. A new cycle,

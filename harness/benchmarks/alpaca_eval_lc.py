@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.environment import cache_root, hub_offline
 from harness.errors import DataSourceError
 from harness.fsmode import honour_umask
 
@@ -60,9 +61,7 @@ class LCData:
 
 
 def cache_path(revision: str = DF_GAMED_REVISION) -> Path:
-    env = os.environ.get("PAD_HARNESS_CACHE")
-    root = Path(env) if env else Path.home() / ".cache" / "pad-harness"
-    return root / "alpaca_eval" / revision / DF_GAMED
+    return cache_root() / "alpaca_eval" / revision / DF_GAMED
 
 
 def hub_url(revision: str = DF_GAMED_REVISION) -> str:
@@ -129,10 +128,6 @@ def _hub_cache_copy() -> Path | None:
     return None
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def resolve_df_gamed(local_path: str | None = None) -> LCData:
     """df_gamed.csv for the GLM (see the module docstring for the order), or `LCDataUnavailable`."""
     if local_path:
@@ -153,7 +148,7 @@ def resolve_df_gamed(local_path: str | None = None) -> LCData:
     if hub_copy is not None:
         return LCData(hub_copy, f"Hugging Face cache {hub_copy} (SHA-256 of {_pinned()} verified)")
     url = os.environ.get(URL_ENV) or hub_url()
-    if not os.environ.get(URL_ENV) and _offline():
+    if not os.environ.get(URL_ENV) and hub_offline():
         raise LCDataUnavailable(f"it is not in the pad-harness cache ({cached}) and HF_HUB_OFFLINE is set")
     download_verified(url, cached, DF_GAMED_SHA256)
     return LCData(cached, f"downloaded from {url} into {cached} ({_pinned()}, SHA-256 verified)")

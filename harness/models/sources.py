@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from harness import environment
 from harness.config import ModelSpec
 from harness.errors import ModelSourceError
 from harness.models.base import LoadedModel
@@ -38,13 +39,8 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def cache_root() -> Path:
-    env = os.environ.get("PAD_HARNESS_CACHE")
-    return Path(env) / "models" if env else Path.home() / ".cache" / "pad-harness" / "models"
-
-
-def hf_offline() -> bool:
-    value = os.environ.get("HF_HUB_OFFLINE", "") or os.environ.get("TRANSFORMERS_OFFLINE", "")
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    """Where de-quantized models are kept (harness.environment's cache root)."""
+    return environment.cache_root() / "models"
 
 
 def resolve_device(spec: ModelSpec, device: str | None = None) -> str:
@@ -204,7 +200,7 @@ def _source_kind(name: str) -> str:
 
 def _missing_hf_message(model_id: str, revision: str | None, what: str, cause: BaseException) -> str:
     rev = f" at revision {revision!r}" if revision else ""
-    if hf_offline():
+    if environment.hub_offline():
         how = (
             "HF_HUB_OFFLINE is set and it is not in the local Hugging Face cache; download it on a machine "
             f"with network (`huggingface-cli download {model_id}`) or unset HF_HUB_OFFLINE, or set `model:` to a "
@@ -230,7 +226,7 @@ def _hf_snapshot(model_id: str, revision: str | None, weights: bool = True) -> P
             snapshot_download(
                 model_id,
                 revision=revision,
-                local_files_only=hf_offline(),
+                local_files_only=environment.hub_offline(),
                 allow_patterns=patterns,
             )
         )

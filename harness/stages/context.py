@@ -71,6 +71,7 @@ class RunContext:
         self._judges: dict[str, CachedJudge] = {}
         self._unavailable: dict[str, str] | None = None
         self._dev_spec: BenchmarkSpec | None = None
+        self._benchmarks: dict[int, Benchmark] = {}  # test-split benchmarks by index, built once
 
     def handle(self, who: str) -> ModelHandle:
         """"teacher" or "student" (the untrained one)."""
@@ -81,13 +82,16 @@ class RunContext:
 
     # ------------------------------------------------------------------ benchmarks
     def benchmark(self, index: int) -> Benchmark:
-        """Benchmark `index` of the experiment; one that reads the run (teacher agreement) bound to it."""
-        bench = benchmark_from_spec(self.exp.benchmarks[index])
-        if bench.uses_run:
-            from harness.stages.benchmark_run import BenchmarkRun
+        """Benchmark `index` of the experiment, built once per run (every stage of every row asks for it);
+        one that reads the run (teacher agreement) bound to it."""
+        if index not in self._benchmarks:
+            bench = benchmark_from_spec(self.exp.benchmarks[index])
+            if bench.uses_run:
+                from harness.stages.benchmark_run import BenchmarkRun
 
-            bench.bind(BenchmarkRun(self))
-        return bench
+                bench.bind(BenchmarkRun(self))
+            self._benchmarks[index] = bench
+        return self._benchmarks[index]
 
     def unavailable_benchmarks(self) -> dict[str, str]:
         """Optional benchmarks whose data cannot be found here, with the reason (checked once)."""
