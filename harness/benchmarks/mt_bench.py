@@ -31,11 +31,13 @@ from harness.benchmarks.base import (
     AnswerModel,
     Benchmark,
     BenchmarkData,
+    OfficialExport,
     ReportColumn,
     ScoreResult,
     verdict_prefill,
 )
 from harness.benchmarks.data_sources import PackageFile, resolve_data
+from harness.benchmarks.mt_bench_files import export_files, read_answers
 from harness.errors import DataSourceError, JudgeError
 from harness.judges.base import Judge, JudgeRequest
 from harness.textfiles import read_jsonl
@@ -304,6 +306,17 @@ class MTBench(Benchmark):
             per_item += [{**it, "model": model} for it in sub.per_item]
         return ScoreResult(metrics=metrics, per_item=per_item,
                            notes=[f"{len(models)} models in {path}: metrics are keyed '<model>/<metric>'"])
+
+    def export_official(self, data: BenchmarkData, answers: list[dict[str, Any]],
+                        judgements: list[dict[str, Any]] | None, export: OfficialExport) -> list[Path]:
+        """FastChat's `model_answer/<model>.jsonl` and, when judged, `model_judgment/<judge>_single.jsonl`
+        (`mt_bench_files`), whose `score_official` gives `score`'s metrics."""
+        return export_files(answers, judgements, export)
+
+    def read_official_answers(self, path: Path, data: BenchmarkData) -> list[dict[str, Any]]:
+        """`generate`'s records from FastChat's `model_answer/<model>.jsonl`: `output` the list of turns,
+        `finished` one flag per turn where an export wrote them, else None."""
+        return read_answers(Path(path), data)
 
 
 def score_single(rows: list[dict[str, Any]]) -> ScoreResult:

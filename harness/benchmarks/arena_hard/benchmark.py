@@ -3,8 +3,9 @@
 Every question is judged twice with the positions swapped (game 1: baseline = A, model = B; game 2: the
 reverse), with the official system prompt (the creative-writing category of v2.0 has its own), the
 official user template and the official verdict regexes (all in `formats`). Questions and baseline answers
-are found by `prompts`; scoring lives in `scoring`, and scoring arena-hard-auto's own judgement files in
-`official`. Style control fitted on this model's games alone is labelled "single-model style control";
+are found by `prompts`; scoring lives in `scoring`, scoring arena-hard-auto's own judgement files in
+`official`, and a row's answers and judgements written as its files (and its answers files read) in `files`.
+Style control fitted on this model's games alone is labelled "single-model style control";
 `params.style_control_pool` names official judgements to fit jointly with, as the leaderboard does. Answer
 tokens are counted with the version's official tiktoken encoding when its BPE file is available, else
 approximately, and then reported as `avg_tokens_approx`, never as `avg_tokens`.
@@ -19,6 +20,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from harness.benchmarks.arena_hard.files import Setting, export_files, label_approximate_tokens, read_answers
 from harness.benchmarks.arena_hard.formats import (
     CONTINUE_PROMPT,
     JUDGE_SETTINGS,
@@ -41,6 +43,7 @@ from harness.benchmarks.base import (
     AnswerModel,
     Benchmark,
     BenchmarkData,
+    OfficialExport,
     ReportColumn,
     ScoreResult,
     verdict_prefill,
@@ -249,7 +252,29 @@ class ArenaHard(Benchmark):
         `model_answer/<model>.jsonl` and `model_answer/<baseline>.jsonl` when the official layout is there.
         `style_pool`: a model_judgment/<judge>/ folder whose other models are fitted jointly (as the leaderboard).
         """
-        return score_official_file(Path(path), style_control, bootstrap_rounds, seed, style_pool)
+        result = score_official_file(Path(path), style_control, bootstrap_rounds, seed, style_pool)
+        return label_approximate_tokens(Path(path), result)  # an export's approximate count stays labelled so
+
+    # ------------------------------------------------------------------------------------- interop
+    @property
+    def file_setting(self) -> Setting:
+        """What this benchmark's official files depend on (`files`)."""
+        label = f"arena_hard {self.params.version}" + (f" ({self.params.category})" if self.params.version == "v2.0"
+                                                       else "")
+        return Setting(self.params.version, self.baseline, self.encoding, label)
+
+    def export_official(self, data: BenchmarkData, answers: list[dict[str, Any]],
+                        judgements: list[dict[str, Any]] | None, export: OfficialExport) -> list[Path]:
+        """arena-hard-auto's `model_answer/<model>.jsonl` in this version's schema and, when judged,
+        `model_judgment/<judge>/<model>.jsonl` with the baseline's `model_answer/<baseline>.jsonl` beside it
+        (style control reads both answers' metadata there): `score_official` of the judgement file gives
+        `score`'s metrics."""
+        return export_files(self.file_setting, data, answers, judgements, export)
+
+    def read_official_answers(self, path: Path, data: BenchmarkData) -> list[dict[str, Any]]:
+        """`generate`'s records from arena-hard-auto's `model_answer/<model>.jsonl` (v2.0's uid/messages schema
+        or v0.1's question_id/choices one); `finished` where an export wrote it, else None."""
+        return read_answers(Path(path), data, self.file_setting)
 
 
 def _output_text(answer: dict[str, Any]) -> str:
