@@ -170,6 +170,9 @@ def load_mt_bench(data_path: str | None, reference_model: str) -> tuple[list[dic
 
 
 class MTBench(Benchmark):
+    """MT-Bench: 80 two-turn questions graded 1-10 by the judge, math/reasoning/coding against GPT-4's
+    reference answers, as FastChat's single grading does."""
+
     name: ClassVar[str] = "mt_bench"
     title: ClassVar[str] = "MT-Bench"
     Params: ClassVar[type[BaseModel]] = MTBenchParams

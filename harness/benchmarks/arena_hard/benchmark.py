@@ -90,6 +90,9 @@ class ArenaHardParams(BaseModel):
 
 
 class ArenaHard(Benchmark):
+    """Arena-Hard-Auto (v0.1 or v2.0): pairwise judgements against a baseline's answers, both orders, with
+    the official bootstrap, style control and Bradley-Terry scores."""
+
     name: ClassVar[str] = "arena_hard"
     title: ClassVar[str] = "Arena-Hard"
     Params: ClassVar[type[BaseModel]] = ArenaHardParams
