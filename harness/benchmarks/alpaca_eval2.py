@@ -32,8 +32,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from harness.benchmarks import alpaca_eval_lc
-from harness.benchmarks.base import AnswerModel, Benchmark, BenchmarkData, ReportColumn, ScoreResult
+from harness.benchmarks import alpaca_eval_files, alpaca_eval_lc
+from harness.benchmarks.base import (
+    AnswerModel,
+    Benchmark,
+    BenchmarkData,
+    OfficialExport,
+    ReportColumn,
+    ScoreResult,
+)
 from harness.benchmarks.data_sources import HubDataset, PackageFile, resolve_data, subset_rows
 from harness.errors import DataSourceError, JudgeError
 from harness.judges.base import Judge, JudgeRequest, JudgeResponse
@@ -237,7 +244,8 @@ def _official_output_lengths(outputs: list[dict[str, Any]], name: str) -> tuple[
 
     The leaderboard averages over all 805 instructions: an instruction the model left unanswered is an empty
     output there (phi-2: 803 outputs in the repository, 2 empty ones in the submission -> 626, not 628). So
-    when the AlpacaEval 2 set is available and the outputs cover only part of it, the rest count as length 0.
+    when the AlpacaEval 2 set is available and the outputs cover only part of it, the rest count as length 0,
+    unless they are exactly its first N instructions (a `subset` run: its mean is over those N, as `score`'s).
     """
     lengths = [len(str(o.get("output", ""))) for o in outputs]
     note = f"avg_length from {name} (mean characters of the model outputs, truncated to int)"
@@ -248,13 +256,19 @@ def _official_output_lengths(outputs: list[dict[str, Any]], name: str) -> tuple[
     answered = {o.get("instruction") for o in outputs}
     eval_instructions = {row["instruction"] for row in eval_set}
     missing = [row for row in eval_set if row["instruction"] not in answered]
-    if missing and answered <= eval_instructions:
+    # A run on the first N instructions (`subset`, as `pad-harness export` writes it) left none unanswered:
+    # only gaps inside the answered range are a submission's empty outputs.
+    is_subset_run = answered == {row["instruction"] for row in eval_set[:len(answered)]}
+    if missing and answered <= eval_instructions and not is_subset_run:
         lengths += [0] * len(missing)
         note += f"; {len(missing)} unanswered instruction(s) of the {len(eval_set)} counted as empty outputs"
     return lengths, note
 
 
 class AlpacaEval2(Benchmark):
+    """AlpacaEval 2: 805 instructions judged pairwise against GPT-4 Turbo's answers, with the official win
+    rate, its standard error and the length-controlled win rate."""
+
     name = "alpaca_eval2"
     title = "AlpacaEval 2"
     Params = AlpacaEval2Params
@@ -366,3 +380,24 @@ class AlpacaEval2(Benchmark):
         result = score_annotations(records, lengths)
         result.notes.insert(0, note)
         return result
+
+    # ------------------------------------------------------------------------------------- interop
+    def export_official(self, data: BenchmarkData, answers: list[dict[str, Any]],
+                        judgements: list[dict[str, Any]] | None, export: OfficialExport) -> list[Path]:
+        """alpaca_eval's `model_outputs.json` and, when judged, its `annotations.json` and `leaderboard.csv` (the
+        run's `score`): `score_official` of that annotations.json gives `score`'s metrics
+        (alpaca_eval_files.py has the formats and their sources)."""
+        files = alpaca_eval_files
+        written = [files.write_json(export.out / files.MODEL_OUTPUTS,
+                                    files.model_output_records(data.items, answers, export.model))]
+        if judgements is not None:
+            written.append(files.write_json(export.out / files.ANNOTATIONS,
+                                            files.annotation_records(data.items, answers, judgements, export.model)))
+            written.append(files.write_leaderboard(export.out / files.LEADERBOARD, export.model,
+                                                   self.score(judgements).metrics))
+        return written
+
+    def read_official_answers(self, path: Path, data: BenchmarkData) -> list[dict[str, Any]]:
+        """`generate`'s records from an alpaca_eval `model_outputs.json`, matched to the items by instruction;
+        `finished` where the file says (an export writes it), else None."""
+        return alpaca_eval_files.read_model_outputs(Path(path), data.items)

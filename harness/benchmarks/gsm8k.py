@@ -19,12 +19,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from harness.benchmarks import zeroeval
-from harness.benchmarks.base import AnswerModel, Benchmark, BenchmarkData, ReportColumn, ScoreResult
+from harness.benchmarks import lm_eval_export, zeroeval
+from harness.benchmarks.base import (
+    AnswerModel,
+    Benchmark,
+    BenchmarkData,
+    OfficialExport,
+    ReportColumn,
+    ScoreResult,
+)
 from harness.benchmarks.data_sources import HubDataset, PackageFile, ResolvedData, resolve_data, subset_rows
 from harness.benchmarks.item_stats import mean_metrics
 from harness.benchmarks.lm_eval_adapter import (
@@ -34,6 +42,7 @@ from harness.benchmarks.lm_eval_adapter import (
     build_task,
     cut_at_stops,
     exact_match,
+    full_task_spec,
     task_config,
 )
 from harness.benchmarks.lm_eval_chat import context_to_messages, messages_to_context
@@ -127,6 +136,9 @@ def _in_memory_dataset(splits: dict[str, list[dict[str, str]]]) -> Callable[...,
 
 
 class GSM8K(Benchmark):
+    """GSM8K test: grade-school math answered with chain of thought, exact match of the final number
+    (lm-eval's gsm8k / gsm8k_cot protocols, or ZeroEval's)."""
+
     name = "gsm8k"
     title = "GSM8K"
     Params = GSM8KParams
@@ -261,6 +273,43 @@ class GSM8K(Benchmark):
         return mean_metrics(renamed, list(names.values()), self._headline,
                             notes=[protocol_note, "exact_match in percent (lm-eval reports the same as a fraction); "
                                    "stderr = sample std / sqrt(n), as lm-eval's mean_stderr"])
+
+    # ------------------------------------------------------------------ interop
+    def export_official(self, data: BenchmarkData, answers: list[dict[str, Any]],
+                        judgements: list[dict[str, Any]] | None, export: OfficialExport) -> list[Path]:
+        """lm-eval's `--log_samples` files (lm_eval_export.py) for the lm-eval protocols: one sample per problem
+        and filter (strict-match, then flexible-extract), the run's prompts, answers and extractions. Protocol
+        zeroeval is not an lm-eval task, and lm-eval has no file for it: nothing is written."""
+        if self.params.protocol == "zeroeval":
+            return []
+        task = LM_EVAL_TASK[self.params.protocol]
+        config = task_config(task)
+        judged = judgements if judgements is not None else self.judge(None, data, answers)
+        length = lm_eval_export.answered_length(answers, self.max_new_tokens)
+        docs = _lm_eval_docs(data, answers, judged, config, lm_eval_export.generation_kwargs(config, length))
+        return lm_eval_export.export_task(export, task, docs, config, full_task_spec(task),
+                                          num_fewshot=self.params.shots,
+                                          n_original=len(_problems(self._test_split(), "test split")),
+                                          fewshot_as_multiturn=self.params.fewshot_as_multiturn)
+
+
+def _lm_eval_docs(data: BenchmarkData, answers: list[dict[str, Any]], judgements: list[dict[str, Any]],
+                  config: dict[str, Any], gen_kwargs: dict[str, Any]) -> list[lm_eval_export.DocResult]:
+    """What lm-eval logs per filter and problem: the chat context it would hand our `HarnessLM`, the answer cut
+    at the task's stops, the filter's extraction and its exact_match (`judge`'s)."""
+    answer_by_id = {a["id"]: a for a in answers}
+    judged_by_id = {j["id"]: j for j in judgements}
+    docs = []
+    for pipeline in config["filter_list"]:
+        key = pipeline["name"].replace("-", "_")
+        for doc_id, item in enumerate(data.items):
+            judged = judged_by_id[item["id"]]
+            docs.append(lm_eval_export.DocResult(
+                doc_id=doc_id, doc=item["doc"], target=item["target"],
+                arguments=[(messages_to_context(item["messages"]), gen_kwargs)],
+                resps=[[answer_by_id[item["id"]]["output"]]], filtered_resps=[judged[f"{key}_extracted"]],
+                filter=pipeline["name"], metrics={"exact_match": judged[key]}))
+    return docs
 
 
 def _zeroeval_record(answer: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:

@@ -20,13 +20,24 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from harness.benchmarks.base import AnswerModel, Benchmark, BenchmarkData, ReportColumn, ScoreResult
+from harness.benchmarks import lm_eval_export
+from harness.benchmarks.base import (
+    AnswerModel,
+    Benchmark,
+    BenchmarkData,
+    OfficialExport,
+    ReportColumn,
+    ScoreResult,
+)
 from harness.benchmarks.data_sources import HubDataset, PackageFile, resolve_data, subset_rows
 from harness.benchmarks.item_stats import add_pooled_metric, mean_metrics
+from harness.benchmarks.lm_eval_adapter import full_task_spec, task_config
+from harness.benchmarks.lm_eval_chat import messages_to_context
 from harness.benchmarks.nltk_punkt import ensure_punkt_tab
 from harness.errors import DataSourceError
 from harness.judges.base import Judge
@@ -40,6 +51,10 @@ INSTALL_HINT = (
 )
 PROMPT_LEVEL = ["prompt_level_strict_acc", "prompt_level_loose_acc"]
 INSTRUCTION_LEVEL = ["inst_level_strict_acc", "inst_level_loose_acc"]
+# lm-eval's task, and its process_results' keys in the order it returns them (lm_eval/tasks/ifeval/utils.py).
+LM_EVAL_TASK = "ifeval"
+LM_EVAL_METRICS = ["prompt_level_strict_acc", "inst_level_strict_acc", "prompt_level_loose_acc",
+                   "inst_level_loose_acc"]
 LANGDETECT_SEED = 0  # langdetect samples at random unless seeded (lm-eval does not): re-judging must agree
 
 
@@ -74,6 +89,9 @@ def _prompt_rows(rows: list[dict[str, Any]], source: str) -> list[dict[str, Any]
 
 
 class IFEval(Benchmark):
+    """IFEval: verifiable instructions (length, format, keywords) checked by lm-eval's own rules, strict and
+    loose, per prompt and per instruction."""
+
     name = "ifeval"
     title = "IFEval"
     Params = IFEvalParams
@@ -137,3 +155,36 @@ class IFEval(Benchmark):
         for key in INSTRUCTION_LEVEL:
             add_pooled_metric(result, judgements, key, count_key="n_instructions")
         return result
+
+    # ------------------------------------------------------------------ interop
+    def export_official(self, data: BenchmarkData, answers: list[dict[str, Any]],
+                        judgements: list[dict[str, Any]] | None, export: OfficialExport) -> list[Path]:
+        """lm-eval's `--log_samples` files (lm_eval_export.py) of its ifeval task: one sample per prompt (filter
+        "none"), the run's raw continuation and the checker's results (`judge`'s)."""
+        judged = judgements if judgements is not None else self.judge(None, data, answers)
+        config = task_config(LM_EVAL_TASK)
+        length = lm_eval_export.answered_length(answers, self.max_new_tokens)
+        docs = _lm_eval_docs(data, self.greedy_conversations(data), answers, judged,
+                             lm_eval_export.generation_kwargs(config, length), target=config["doc_to_target"])
+        every_prompt = type(self)(self.params).load()
+        # fewshot_as_multiturn: lm-eval's default with a chat template (config/evaluate_config.py); zero-shot here.
+        return lm_eval_export.export_task(export, LM_EVAL_TASK, docs, config, full_task_spec(LM_EVAL_TASK),
+                                          num_fewshot=0, n_original=len(every_prompt.items),
+                                          fewshot_as_multiturn=True)
+
+
+def _lm_eval_docs(data: BenchmarkData, conversations: list[list[dict[str, str]]], answers: list[dict[str, Any]],
+                  judgements: list[dict[str, Any]], gen_kwargs: dict[str, Any],
+                  target: Any) -> list[lm_eval_export.DocResult]:
+    """What lm-eval logs per prompt: the chat context it would hand our `HarnessLM`, the raw continuation (no
+    filter), and `process_results`' values with its types (prompt level: bool; instruction level: list)."""
+    answer_by_id = {a["id"]: a for a in answers}
+    judged_by_id = {j["id"]: j for j in judgements}
+    docs = []
+    for doc_id, (item, conversation) in enumerate(zip(data.items, conversations, strict=True)):
+        output, judged = answer_by_id[item["id"]]["output"], judged_by_id[item["id"]]
+        metrics = {key: (bool(judged[key]) if key in PROMPT_LEVEL else judged[key]) for key in LM_EVAL_METRICS}
+        docs.append(lm_eval_export.DocResult(
+            doc_id=doc_id, doc=item["doc"], target=target, arguments=[(messages_to_context(conversation), gen_kwargs)],
+            resps=[[output]], filtered_resps=[output], filter="none", metrics=metrics))
+    return docs

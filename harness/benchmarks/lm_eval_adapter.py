@@ -25,6 +25,12 @@ if TYPE_CHECKING:
 FEWSHOT_SEED = 1234  # lm_eval.defaults.DEFAULT_OTHER_SEED, simple_evaluate's fewshot_random_seed
 SCORE_NAMES = {"strict_match": "exact_match_strict", "flexible_extract": "exact_match_flexible"}
 LoglikelihoodFn = Callable[[list[tuple[str, str]]], list[tuple[float, bool]]]
+# What `HarnessLM.chat_template` names its template: lm-eval logs it as the run's `chat_template` (and its
+# SHA-256); the turns themselves travel as marked JSON contexts (lm_eval_chat.py).
+CHAT_TEMPLATE_NAME = "harness-chat-messages"
+# lm-eval's answer length when a task's generation_kwargs set no max_gen_toks (HFLM.max_gen_toks,
+# lm_eval/models/huggingface.py), which our benchmarks default to as well.
+LM_EVAL_MAX_GEN_TOKS = 256
 
 
 def _builder_for(path: Path) -> str:
@@ -182,7 +188,7 @@ def _lm_class() -> type:
             return f"harness:{self.answer_model.name}"
 
         def chat_template(self, chat_template: bool | str = False) -> str | None:
-            return "harness-chat-messages"
+            return CHAT_TEMPLATE_NAME
 
     return _HarnessLM
 

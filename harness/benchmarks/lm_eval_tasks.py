@@ -17,7 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from harness.benchmarks.base import AnswerModel, Benchmark, BenchmarkData, ScoreResult
+from harness.benchmarks import lm_eval_export
+from harness.benchmarks.base import AnswerModel, Benchmark, BenchmarkData, OfficialExport, ScoreResult
 from harness.benchmarks.data_sources import file_sha256
 from harness.benchmarks.gsm8k import GSM8K  # noqa: F401 - re-exported (its former home)
 from harness.benchmarks.lm_eval_adapter import (  # noqa: F401 - HarnessLM, task_config re-exported
@@ -49,7 +50,7 @@ class LMEvalTask(Benchmark):
     """Any lm-eval task, run by `lm_eval.simple_evaluate` with our model as its `LM`.
 
     lm-eval generates and scores in one call, so `generate` runs it and keeps every sample's response and
-    metrics; `judge` passes those on; `score` aggregates them per metric and filter with the aggregation the
+    metrics (and the sample itself as lm-eval logged it, for `export_official`); `judge` passes those on; `score` aggregates them per metric and filter with the aggregation the
     task declares (`lm_eval_aggregate`: corpus-level bleu, f1, mcc, perplexity as lm-eval computes them),
     headed by the task's first declared metric; `notes` carries lm-eval's own aggregate too.
     Log-likelihood (multiple-choice) tasks need `loglikelihood_fn` set on the instance: (context, continuation)
@@ -123,12 +124,15 @@ class LMEvalTask(Benchmark):
                 "decoding": {**self.decoding, "max_new_tokens": self.max_new_tokens,
                              "num_fewshot": self.params.num_fewshot, "fewshot_seed": FEWSHOT_SEED,
                              "chat": self.params.apply_chat_template,
-                             "fewshot_as_multiturn": self.params.fewshot_as_multiturn}})
+                             "fewshot_as_multiturn": self.params.fewshot_as_multiturn},
+                "lm_eval_samples": []})
             for metric in sample["metrics"]:
                 record["metrics"][f"{metric},{sample['filter']}"] = sample[metric]
+            record["lm_eval_samples"].append(sample)  # as lm-eval logged it (one per filter): `export_official`
         records = [by_doc[k] for k in sorted(by_doc)]
         if records:
             records[0]["lm_eval_aggregate"] = {k: v for k, v in task_results.items() if k != "alias"}
+            records[0]["lm_eval_run"] = _run_facts(out, self.params.task)
         return json.loads(json.dumps(records, default=json_value))
 
     def judge(self, judge: Judge | None, data: BenchmarkData, answers: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -150,3 +154,52 @@ class LMEvalTask(Benchmark):
                     if result.per_item_mean else [])
         return ScoreResult(metrics=metrics, notes=notes, per_item=per_item, headline=result.headline,
                            lower_is_better=result.lower_is_better)
+
+    # ------------------------------------------------------------------ interop
+    def export_official(self, data: BenchmarkData, answers: list[dict[str, Any]],
+                        judgements: list[dict[str, Any]] | None, export: OfficialExport) -> list[Path]:
+        """lm-eval's `--log_samples` files (lm_eval_export.py): the samples lm-eval logged in the run, and the
+        task's results as `score` aggregates them (lm-eval's scale and keys). Answers made before the run kept
+        lm-eval's samples give samples with only doc_id, resps, filter and metric values (the rest null)."""
+        task = self.params.task
+        judged = judgements if judgements is not None else self.judge(None, data, answers)
+        config, spec = task_config(task), full_task_spec(task)
+        samples = lm_eval_export.samples_in_logging_order([_logged_samples(a) for a in answers])
+        entry = lm_eval_export.task_results(task, config.get("task_alias", task), judged, spec)
+        run = self._described_run(config, spec, answers, len(judged), export.tstamp)
+        tracker = lm_eval_export.tracker_fields(export.model, self.params.fewshot_as_multiturn,
+                                                chat=self.params.apply_chat_template)
+        document = lm_eval_export.results_document(task, entry, run, samples, tracker, export.model)
+        return lm_eval_export.write_files(export, task, samples, document)
+
+    def _described_run(self, config: dict[str, Any], spec: dict[str, Any], answers: list[dict[str, Any]],
+                       n_effective: int, tstamp: float) -> dict[str, Any]:
+        """The results file's description of the run: what lm-eval recorded in it (the answers' `lm_eval_run`)
+        over what the task's YAML and the params say. Its task config stays the YAML's: the run's own held
+        function objects, whose text differs from process to process, and was not kept."""
+        task = self.params.task
+        facts: dict[str, Any] = next((a["lm_eval_run"] for a in answers if "lm_eval_run" in a), {})
+        shots = self.params.num_fewshot if self.params.num_fewshot is not None else config.get("num_fewshot", 0)
+        run = lm_eval_export.run_description(task, config, spec, num_fewshot=shots,
+                                             n_original=(facts.get("n-samples") or {}).get("original"),
+                                             n_effective=n_effective, tstamp=tstamp)
+        run.update({key: {task: facts[key]} for key in ("versions", "n-shot", "higher_is_better", "n-samples")
+                    if key in facts})
+        run.update({"config": facts["config"]} if facts.get("config") else {})
+        return run
+
+
+def _run_facts(out: dict[str, Any], task: str) -> dict[str, Any]:
+    """What simple_evaluate's results say about this run beyond its numbers (the deterministic parts: not the
+    date, the environment, or task configs holding function objects), for the results file of an export."""
+    facts = {key: out[key][task] for key in ("versions", "n-shot", "higher_is_better", "n-samples")
+             if task in (out.get(key) or {})}
+    return {**facts, "config": out.get("config")}
+
+
+def _logged_samples(answer: dict[str, Any]) -> list[dict[str, Any]]:
+    """A doc's samples as lm-eval logged them, or rebuilt from its metric values for older answers."""
+    if answer.get("lm_eval_samples"):
+        return list(answer["lm_eval_samples"])
+    doc_id = int(str(answer["id"]).rsplit("/", 1)[1])
+    return lm_eval_export.unlogged_samples(doc_id, answer.get("output"), answer.get("metrics") or {})

@@ -100,6 +100,8 @@ def export_run(run_dir: Path, out: Path, rows: list[str] | None = None, formats:
             written, why = _export_benchmark(specs[bench_name], run_dir / answers_dir,
                                              run_dir / judged_dir if judged_dir else None,
                                              out / folder / bench_name, folder)
+            if not why and not written:  # e.g. GSM8K's zeroeval protocol: no official tool logs it
+                why = f"{bench_name} wrote no file for this run's settings (its official tool has no format for them)"
             if why:
                 done.skipped[bench_name] = why
             else:
