@@ -327,10 +327,16 @@ class ExternalSpec(Frozen):
 
 
 class LoggingConfig(Frozen):
+    """Where a run is tracked: per-step training metrics (`every` steps) and, once the reports are written, one
+    run per leaderboard row with its scores, config, the leaderboard and answer samples (harness.tracking).
+    W&B's mode comes from `WANDB_MODE` (offline needs no login)."""
+
     tensorboard: bool = False
     wandb: bool = False
     wandb_project: str = "pad-harness"
     every: int = Field(1, ge=1)
+    mlflow: bool = False
+    mlflow_tracking_uri: str | None = None  # None: MLFLOW_TRACKING_URI, else a file store in RUN_DIR/mlruns
 
 
 class DataParallelConfig(Frozen):

@@ -106,6 +106,7 @@ class Pipeline:
 
     def _run_locked(self) -> RunResults:
         from harness.stages.reporting import collect_results, write_all_reports
+        from harness.tracking import track_run
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
         main = self.ctx.processes.is_main
@@ -128,6 +129,7 @@ class Pipeline:
         if main:
             results.save(self.run_dir / "results.json")
             self.report_paths = write_all_reports(results, self.run_dir)
+            track_run(results, self.run_dir, self.exp.logging, self.report_paths)  # W&B, TensorBoard, MLflow
         self.timings["total"] = round(time.time() - started, 2)
         return results
 

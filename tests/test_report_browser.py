@@ -6,6 +6,7 @@ blank (decoded with the standard library: zlib + PNG scanline filters, no Pillow
 
 from __future__ import annotations
 
+import re
 import shutil
 import struct
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 
 from harness.report import write_reports
 from harness.report.sample import sample_results
+from harness.results import RunResults
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
@@ -137,6 +139,9 @@ def test_pipeline_report_renders_in_headless_chromium(tiny_preset_run, tmp_path:
     dom = rendered_dom(url, tmp_path, ["teacher", "student (untrained)", *(m.row_name for m in exp.methods)])
     # Tiny random models score nothing a judge can parse, but PAD trained: its agreement curve is drawn.
     assert dom.count("<svg") >= 1 and 'class="series"' in dom and 'id="provenance"' in dom
+    # The sample viewer read the run's own artifacts: AlpacaEval 2's 2 items, every row's answer to each.
+    assert dom.count('<article class="sample"') == 2 and '<ul class="missing">' not in dom
+    assert dom.count('<section class="answer') == 2 * (2 + len(exp.methods))
     _, _, rows, bpp = screenshot_rows(url, tmp_path, max_rows=800)
     colours = colours_of(rows, bpp)
     assert len(colours) > 20, f"only {len(colours)} distinct colours: the page looks blank"
@@ -186,3 +191,63 @@ def test_tuning_section_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert "tuned (2 trials)" in settings and "untuned" in settings
     trials = dom.split('id="tuning-dpo"', 1)[1].split("</table>", 1)[0]
     assert trials.count("<tr") == 3 and trials.count(">yes<") == 1  # header + 2 trials, one selected
+
+
+# ------------------------------------------------------------------ the sample viewer
+def _viewer_dom(url: str, tmp_path: Path, name: str) -> str:
+    """The DOM after the viewer's script ran (`--virtual-time-budget`: scripts and timers are given time)."""
+    dom = _chromium(["--virtual-time-budget=5000", "--dump-dom", url], tmp_path / f"profile-{name}")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    return dom.stdout
+
+
+def _shown(dom: str) -> tuple[list[str], set[str]]:
+    """(the items shown, in order; the rows whose answers are shown)."""
+    items = re.findall(r'<article class="sample" data-item="([^"]*)"', dom)
+    rows = set(re.findall(r'<section class="answer[^"]*" data-row="([^"]*)"', dom))
+    return items, rows
+
+
+def _mean_scores(results: RunResults, row: str, bench: str) -> dict[str, float]:
+    """A row's per-item score over its seeds (and over the turns of an MT-Bench question)."""
+    scores: dict[str, list[float]] = {}
+    for r in results.rows:
+        if r.row == row:
+            for entry in r.benchmarks[bench].per_item:
+                scores.setdefault(str(entry["id"]), []).append(entry["score"])
+    return {k: sum(v) / len(v) for k, v in scores.items()}
+
+
+def test_sample_viewer_shows_items_filters_and_links(tmp_path: Path) -> None:
+    """report.html with samples: the first page of items with every row's answer, a score cell's link
+    (`#samples=alpaca_eval2&row=pad`: only pad's answers), "pad lost to dpo", and answers shown as text."""
+    from helpers.sample_artifacts import write_sample_artifacts
+
+    results = sample_results(methods=("pad", "dpo"), seeds=(0, 1))
+    evil = '</script><img src="x" id="injected"><!--'
+    write_sample_artifacts(results, tmp_path / "run", answers={("pad", "alpaca_eval2", "a1"): evil})
+    results.rows[1].artifacts = {}  # the untrained student's answers are not at hand: the viewer says so
+    html = write_reports(results, tmp_path / "run", paper_dirs=[], n_boot=200)["html"]
+    url = html.resolve().as_uri()
+
+    dom = _viewer_dom(url, tmp_path, "plain")
+    items, rows = _shown(dom)
+    assert items == [f"a{i}" for i in range(10)]  # one page of the first benchmark
+    assert rows == {"teacher", "pad", "dpo"}
+    assert "Items 1–10 of 40 matching" in dom and "No samples here for:" in dom
+    assert "student (untrained): no artifact paths recorded" in dom
+    assert "<img" not in dom and '&lt;/script&gt;&lt;img src="x" id="injected"&gt;' in dom  # text, not markup
+    assert '<a href="#samples=alpaca_eval2&amp;row=pad">' in dom  # the score cells link into the viewer
+
+    items, rows = _shown(_viewer_dom(url + "#samples=alpaca_eval2&row=pad&per=100", tmp_path, "linked"))
+    assert items == [f"a{i}" for i in range(40)] and rows == {"pad"}
+
+    pad, dpo = _mean_scores(results, "pad", "alpaca_eval2"), _mean_scores(results, "dpo", "alpaca_eval2")
+    lost = [k for k in pad if pad[k] < dpo[k]]
+    assert 0 < len(lost) < 40
+    dom = _viewer_dom(url + "#samples=alpaca_eval2&a=pad&outcome=lost&b=dpo&per=100", tmp_path, "lost")
+    items, rows = _shown(dom)
+    assert items == lost and rows == {"pad", "dpo"}
+    mt_items, _ = _shown(_viewer_dom(url + "#samples=mt_bench&a=dpo&outcome=won&b=pad", tmp_path, "mt"))
+    pad, dpo = _mean_scores(results, "pad", "mt_bench"), _mean_scores(results, "dpo", "mt_bench")
+    assert mt_items == [k for k in pad if dpo[k] > pad[k]][:10]

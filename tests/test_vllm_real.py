@@ -135,6 +135,63 @@ def test_a_trained_row_answers_with_its_trained_weights(tmp_path: Path, smollm: 
     assert answers["vllm"]["sft"] != answers["vllm"]["student (untrained)"]
 
 
+def test_a_train_artifact_serves_alone_in_vllm(tmp_path: Path, smollm: Any) -> None:
+    """A trained student's directory is a complete model (harness.interop.model_dir): `vllm.LLM(model=dir)`
+    with NO tokenizer argument, prompts rendered by the engine's own tokenizer (the directory's chat template)
+    and NO stop ids given (the directory's generation config stops it), answers greedily exactly as the hf
+    backend answers for that row."""
+    import vllm
+
+    from harness.config import parse_experiment
+    from harness.models.hf_generator import HFGenerator
+    from harness.pipeline import Pipeline
+    from harness.stages.training import TrainStage
+
+    data = {
+        "name": "vllm-dir", "teacher": {"model": "smollm2-135m-instruct", "system_prompt": "Answer in one word."},
+        "student": {"model": "smollm2-135m-instruct"},
+        "prompts": {"source": "sharegpt", "count": 4, "max_prompt_chars": 100},
+        "sampling": {"candidates": 2, "n": 2, "max_new_tokens": 12},
+        "methods": [{"name": "sft", "params": {"preference": "teacher_logprob"}}],
+        "budget": {"max_steps": 2, "epochs": None, "effective_batch": 2, "micro_batch": 2, "max_length": 96,
+                   "max_prompt_length": 64, "learning_rate": 5e-5, "warmup_ratio": 0.0},
+        "benchmarks": [{"name": "alpaca_eval2", "subset": 2, "max_new_tokens": 16}],
+        "judge": {"backend": "local", "model": "smollm2-135m-instruct"},
+    }
+    pipe = Pipeline(parse_experiment(data), tmp_path, progress=False)
+    pipe.models._base["student"] = smollm  # loaded once for the module
+    plan = pipe.build_plan()
+    for step in plan.steps:
+        if step.stage in ("prompts", "samples", "signal", "trainset", "train"):
+            pipe._run_step(step)
+    train = next(step for step in plan.steps if isinstance(step, TrainStage))
+    row = pipe.models.loaded(train.handle())
+    # A gentle learning rate keeps answers sane: on the CPU here 4 of the 8 end their turn within 32 tokens.
+    params = SamplingParams(temperature=0.0, max_new_tokens=32)
+    ours = HFGenerator(row, batch_size=8).generate(requests(row), params)
+
+    llm = vllm.LLM(model=str(train.artifact.path), dtype="float32", seed=0, **ENGINE)
+    try:
+        tokenizer = llm.get_tokenizer()  # the directory's own
+        prompts = [tokenizer.encode(tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                                                  add_generation_prompt=True),
+                                    add_special_tokens=False) for p in PROMPTS]
+        assert prompts == [r.prompt_ids for r in requests(row)]
+        outs = llm.generate([vllm.inputs.TokensPrompt(prompt_token_ids=ids) for ids in prompts],
+                            vllm.SamplingParams(temperature=0.0, max_tokens=params.max_new_tokens), use_tqdm=False)
+    finally:
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+    stops = set(row.formatter.stop_ids)
+    theirs = []
+    for out in outs:
+        ids, done = list(out.outputs[0].token_ids), out.outputs[0].finish_reason == "stop"
+        theirs.append((ids[:-1] if ids and ids[-1] in stops else ids, done))
+    assert theirs == [(o.token_ids[0], o.finished[0]) for o in ours]
+    assert any(done for _, done in theirs)  # some answers ended their turn: the stop came from the directory
+
+
 def test_served_judge_grades_alpaca_eval_end_to_end_and_stops(tmp_path: Path, smollm: Any) -> None:
     """`vllm_server`: SmolLM2 served by vLLM's OpenAI server on loopback, no API key, judging AlpacaEval 2
     with its log-prob protocol; stopped by close(); a second judge answers from the cache without a server."""

@@ -1,7 +1,8 @@
 """The self-contained `report.html`: tables, inline SVG plots, sources and a reproducibility footer.
 
 No external asset of any kind (no CDN CSS, fonts, scripts or images), so the file opens offline, prints,
-and can be archived as-is. Every string that came from a run is escaped with `html.escape`.
+and can be archived as-is. Every string that came from a run is escaped with `html.escape`; the sample viewer
+(`harness.report.viewer`) is an inline script that puts run strings into the page as text only.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from harness.report.flags import FLAG_HEADER, flag_table, judge_footnote, row_la
 from harness.report.leaderboard import Leaderboard
 from harness.report.plugins import train_curve
 from harness.report.svg import KIND_COLOURS, PALETTE, Bar, Point, Series, bar_chart, line_chart, scatter_chart
+from harness.report.viewer import CSS as VIEWER_CSS
+from harness.report.viewer import SampleViewer
 from harness.report.writers import (
     LEGEND,
     RESOLUTION_HEADER,
@@ -70,7 +73,8 @@ def _best(lb: Leaderboard, col: Column) -> str | None:
     return max(cands, key=lambda r: sign * r.cells[col.key].mean).row
 
 
-def _table(lb: Leaderboard, cols: list[Column], table_id: str, skip_empty: bool = False) -> str:
+def _table(lb: Leaderboard, cols: list[Column], table_id: str, skip_empty: bool = False,
+           viewer: SampleViewer | None = None) -> str:
     groups: list[tuple[str, int]] = []
     for c in cols:
         if groups and groups[-1][0] == c.group:
@@ -91,7 +95,7 @@ def _table(lb: Leaderboard, cols: list[Column], table_id: str, skip_empty: bool 
         previous_kind = r.kind
         cells = "".join(
             f"<td{' class=best' if best[c.key] == r.row else ''}>"
-            f"{escape(cell_text(c, r.cells.get(c.key)))}</td>"
+            f"{_linked(c, r.row, viewer, cell_text(c, r.cells.get(c.key)))}</td>"
             for c in cols
         )
         out.append(
@@ -100,6 +104,12 @@ def _table(lb: Leaderboard, cols: list[Column], table_id: str, skip_empty: bool 
         )
     out.append("</tbody></table>")
     return "\n".join(out)
+
+
+def _linked(col: Column, row: str, viewer: SampleViewer | None, text: str) -> str:
+    """A score cell's text, linked to the row's items of its benchmark in the sample viewer."""
+    href = viewer.link(row, col.benchmark) if viewer and col.benchmark and text else None
+    return f'<a href="{escape(href)}">{escape(text)}</a>' if href else escape(text)
 
 
 def _simple_table(header: list[str], rows: list[list[str]], table_id: str = "", left: int = 1) -> str:
@@ -331,10 +341,10 @@ def _footer(lb: Leaderboard) -> str:
     )
 
 
-def _heading(lb: Leaderboard) -> list[str]:
+def _heading(lb: Leaderboard, css: str = CSS) -> list[str]:
     return [
         "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>",
-        f"<title>Leaderboard: {escape(lb.experiment_name)}</title><style>{CSS}</style></head><body>",
+        f"<title>Leaderboard: {escape(lb.experiment_name)}</title><style>{css}</style></head><body>",
         f"<h1>Leaderboard: {escape(lb.experiment_name)}</h1>",
         f'<p class="setting">{escape(lb.setting or "(no setting sentence recorded)")}</p>',
         f'<p class="meta">Experiment hash <code>{escape(lb.experiment_hash)}</code>; compared against the '
@@ -357,12 +367,14 @@ def _plots(lb: Leaderboard) -> list[str]:
     return parts
 
 
-def html_text(lb: Leaderboard) -> str:
+def html_text(lb: Leaderboard, samples: dict[str, Any] | None = None) -> str:
+    """`samples` (`harness.report.samples.build_samples`): with the sample viewer, linked from the scores."""
     used = [c for c in lb.columns if any(c.key in r.cells for r in lb.rows)]
     scores, acct = [c for c in used if not c.is_accounting], [c for c in used if c.is_accounting]
-    parts = _heading(lb) + [
+    viewer = SampleViewer(lb, samples) if samples is not None else None
+    parts = _heading(lb, CSS + VIEWER_CSS if viewer else CSS) + [
         "<h2>Scores</h2>",
-        _table(lb, scores, "scores"),
+        _table(lb, scores, "scores", viewer=viewer),
         f'<p class="legend">{escape(LEGEND)} Bold: best method.</p>',
     ]
     parts.append(_judge_footnote(lb))  # the † of the table above, right under it
@@ -393,6 +405,7 @@ def html_text(lb: Leaderboard) -> str:
         _noise(lb),
         _paper(lb),
         _answer_flags(lb) if lb.answer_flags else "",
+        viewer.html() if viewer else "",
         "<h2>Where every number comes from</h2>",
         _sources(lb),
         _footer(lb),
@@ -401,6 +414,6 @@ def html_text(lb: Leaderboard) -> str:
     return "\n".join(parts) + "\n"
 
 
-def write_html(lb: Leaderboard, path: Path) -> Path:
-    write_text_atomic(path, html_text(lb))
+def write_html(lb: Leaderboard, path: Path, samples: dict[str, Any] | None = None) -> Path:
+    write_text_atomic(path, html_text(lb, samples))
     return path

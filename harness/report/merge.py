@@ -21,6 +21,7 @@ from harness.errors import HarnessError
 from harness.report.html import write_html
 from harness.report.leaderboard import build_leaderboard
 from harness.report.paper import find_reference
+from harness.report.samples import build_samples
 from harness.report.writers import write_csv, write_json, write_markdown
 from harness.results import MAY_DIFFER_BETWEEN_MERGED_RUNS, RowResult, RunResults
 from harness.store import canonical_json
@@ -187,9 +188,11 @@ def write_reports(
     proposed: Sequence[str] | None = None,
     n_boot: int = 10_000,
     seed: int = 0,
+    run_dirs: Sequence[Path] | None = None,
 ) -> dict[str, Path]:
     """Write leaderboard.json, leaderboard.csv, LEADERBOARD.md and report.html into `out_dir`. `proposed`:
-    see `build_leaderboard` (None: the methods whose class is `proposed`)."""
+    see `build_leaderboard` (None: the methods whose class is `proposed`). `run_dirs`: where the rows'
+    artifact paths start, for report.html's sample viewer (default: `out_dir`, a run's own directory)."""
     merged = merge_results(results) if isinstance(results, list) else results
     lb = build_leaderboard(merged, proposed=proposed, n_boot=n_boot, seed=seed)
     reference = find_reference(merged.experiment_name, paper_dirs)
@@ -199,7 +202,7 @@ def write_reports(
         "json": write_json(lb, out_dir / REPORT_FILES["json"]),
         "csv": write_csv(lb, out_dir / REPORT_FILES["csv"]),
         "markdown": write_markdown(lb, out_dir / REPORT_FILES["markdown"]),
-        "html": write_html(lb, out_dir / REPORT_FILES["html"]),
+        "html": write_html(lb, out_dir / REPORT_FILES["html"], build_samples(merged, run_dirs or [out_dir])),
     }
 
 
@@ -238,6 +241,6 @@ def run_report(args: argparse.Namespace) -> dict[str, Path]:
     out = args.out or (first if len(args.run_dirs) == 1 else first / "merged")
     if len(args.run_dirs) > 1:
         results.save(Path(out) / "results.json")  # so the merged leaderboard can itself be re-reported
-    return write_reports(
-        results, out, paper_dirs=args.paper_dir, proposed=args.proposed, n_boot=args.n_boot, seed=args.seed
-    )
+    run_dirs = [d if d.is_dir() else d.parent for d in args.run_dirs]
+    return write_reports(results, out, paper_dirs=args.paper_dir, proposed=args.proposed, n_boot=args.n_boot,
+                         seed=args.seed, run_dirs=run_dirs)

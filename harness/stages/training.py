@@ -16,6 +16,10 @@ from harness.stages.signals_stage import SignalStage, TrainsetStage, load_signal
 if TYPE_CHECKING:
     from harness.stages.context import RunContext
 
+# What a train artifact holds, in its key: artifacts stored before the student directory was complete (weights
+# and config only) lack the tokenizer and generation config, so they are not found and are trained again.
+STORED_AS = "hf_model_dir"  # harness.interop.model_dir
+
 
 class TrainStage(Stage):
     kind = "train"
@@ -44,7 +48,8 @@ class TrainStage(Stage):
         return {"trainset": self.trainset.artifact.key,
                 "signals": {name: stage.artifact.key for name, stage in self.signals.items()},
                 "method": self.spec.name, "params": method.params.model_dump(mode="json"),
-                "budget": self.budget.result_inputs(), "seed": self.seed, "student": self.ctx.student_key, **live}
+                "budget": self.budget.result_inputs(), "seed": self.seed, "student": self.ctx.student_key,
+                "stored_as": STORED_AS, **live}
 
     def handle(self) -> ModelHandle:
         """The trained model: the student's architecture with this artifact's weights."""
@@ -71,6 +76,8 @@ class TrainStage(Stage):
         return totals
 
     def run(self, out: Path, stop_after_steps: int | None = None) -> dict[str, Any]:
+        from harness.interop.model_dir import complete_model_dir
+        from harness.tracking.names import training_run_name
         from harness.training.trainer import train
 
         ctx, method = self.ctx, self.method
@@ -79,17 +86,23 @@ class TrainStage(Stage):
         # On-policy samples (GKD) come from the configured sampling backend (vllm: an engine following the weights).
         sampler = models.live_sampler(ctx.student, ctx.exp.sampling.backend) if method.on_policy else None
         try:
+            student = models.fresh_copy(ctx.student)
             result = train(
-                method, groups, models.fresh_copy(ctx.student), self.budget, self.seed,
+                method, groups, student, self.budget, self.seed,
                 ctx.store.work_dir(self.artifact), out, logging=ctx.exp.logging,
                 precompute_accounting=self.precompute_accounting(),
                 teacher_loader=(lambda: models.loaded(ctx.teacher)) if method.on_policy else None,
                 generator=sampler, stop_after_steps=stop_after_steps, progress=ctx.progress, solo=self.solo,
+                run_name=training_run_name(self.spec.row_name, self.seed, ctx.exp.seeds),
             )
         finally:
             if sampler is not None:
                 sampler.close()
         random.seed()  # leave no global RNG state behind for the next stage
+        # The process that stored the weights (the trainer's main process; a solo trial's owner) completes the
+        # directory; a run cut short by `stop_after_steps` stored nothing.
+        if result.completed and (self.solo or ctx.processes.is_main):
+            complete_model_dir(out, student)
         return {"accounting": result.accounting, "method": self.spec.name, "seed": self.seed, "prompts": len(groups)}
 
     def after_commit(self) -> None:

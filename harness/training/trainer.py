@@ -118,11 +118,12 @@ class Trainer:
                  seed: int, work_dir: Path, out_dir: Path, *, logging: LoggingConfig | None = None,
                  precompute_accounting: dict[str, Any] | None = None, teacher_loader: Any = None,
                  generator: Any = None, stop_after_steps: int | None = None, progress: bool = True,
-                 solo: bool = False) -> None:
+                 solo: bool = False, run_name: str | None = None) -> None:
         self.started = time.perf_counter()  # this call's wall time (not across resumes)
         self.method, self.groups, self.student, self.budget, self.seed = method, groups, student, budget, seed
         self.work_dir, self.out_dir = Path(work_dir), Path(out_dir)
         self.logging_config = logging
+        self.run_name = run_name  # the row's label in the training logs (harness.tracking.names)
         self.precompute_accounting = precompute_accounting
         self.teacher_loader = teacher_loader
         self.generator = generator
@@ -235,7 +236,7 @@ class Trainer:
         method, seed = self.method, self.seed
         self.is_main = self.accelerator.is_main_process
         self.logger = MetricsLogger(self.work_dir / "metrics.jsonl", self.logging_config,
-                                    run_name=f"{method.name}-seed{seed}",
+                                    run_name=self.run_name or f"{method.name}-seed{seed}",
                                     run_config={"method": method.name, "seed": seed,
                                                 "plan": self.plan.to_dict()},
                                     enabled=self.is_main)
@@ -402,6 +403,7 @@ def train(
     stop_after_steps: int | None = None,
     progress: bool = True,
     solo: bool = False,
+    run_name: str | None = None,
 ) -> TrainResult:
     """Train `student.model` in place with `method` under `budget`; resume from work_dir if possible.
 
@@ -410,4 +412,5 @@ def train(
     """
     return Trainer(method, groups, student, budget, seed, work_dir, out_dir, logging=logging,
                    precompute_accounting=precompute_accounting, teacher_loader=teacher_loader,
-                   generator=generator, stop_after_steps=stop_after_steps, progress=progress, solo=solo).run()
+                   generator=generator, stop_after_steps=stop_after_steps, progress=progress, solo=solo,
+                   run_name=run_name).run()
