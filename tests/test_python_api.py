@@ -38,8 +38,9 @@ def test_the_python_api_page_runs_as_written(tmp_path, monkeypatch, capsys):
             if len(match):
                 assert match.value.iloc[0] == pytest.approx(value)
     assert set(frame.row) == {"teacher", "student (untrained)", "sft", "dpo"}
-    headlines = frame[frame.headline]
-    assert sorted(headlines.row) == sorted(set(frame.row)) and headlines.metric.nunique() == 1  # one per row
+    # AlpacaEval's headline is the LC win rate, which needs data offline runs may lack (then it is no record).
+    assert set(frame[frame.headline].metric) <= {"length_controlled_winrate"}
+    assert not frame[frame.metric == "win_rate"].headline.any()
     # The variant's plan: dpo retrains, sft does not.
     variant_plan = printed.split("\n")
     assert any("train" in line and "dpo" in line and "to run" in line for line in variant_plan)
