@@ -18,38 +18,24 @@ one extra top-level key, `pad_harness`, which FastChat's readers never look at.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 from harness.benchmarks.base import BenchmarkData, OfficialExport
+from harness.benchmarks.official_files import answer_id, path_component
 from harness.errors import DataSourceError, HarnessError
 from harness.store import write_text_atomic
 from harness.textfiles import check_is_file, read_jsonl_records
 
 LABEL = "mt_bench"
 EXTRA_KEY = "pad_harness"  # the harness's own fields in an exported record (FastChat's readers ignore it)
-_SHORTUUID_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"  # shortuuid's default
-
-
-def answer_id(model: str, question_id: Any) -> str:
-    """A 22-character id in shortuuid's alphabet, as FastChat's random `shortuuid.uuid()`, but derived from
-    the model and the question so that exporting one run twice writes the same bytes."""
-    number = int.from_bytes(hashlib.sha256(f"{model}\0{question_id}".encode()).digest()[:16], "big")
-    digits = []
-    for _ in range(22):  # 57**22 > 2**128: every 128-bit number fits, as in shortuuid.encode
-        number, digit = divmod(number, len(_SHORTUUID_ALPHABET))
-        digits.append(_SHORTUUID_ALPHABET[digit])
-    return "".join(reversed(digits))
 
 
 def judgement_file_name(judge: str) -> str:
     """`<judge>_single.jsonl` (gen_judgment.py), the judge's name made one file name (a hub id's '/' would
     otherwise be a folder); the records keep the full name."""
-    safe = re.sub(r"[^\w.+-]", "_", judge)
-    return f"{safe}_single.jsonl"
+    return f"{path_component(judge)}_single.jsonl"
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:

@@ -25,9 +25,7 @@ into style features in key order (line 140), so one more key there would change 
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,13 +40,13 @@ from harness.benchmarks.arena_hard.scoring import (
     is_official_counter,
 )
 from harness.benchmarks.base import BenchmarkData, OfficialExport, ScoreResult
+from harness.benchmarks.official_files import answer_id, path_component
 from harness.errors import DataSourceError, HarnessError
 from harness.store import write_text_atomic
 from harness.textfiles import check_is_file, read_jsonl_records
 
 EXTRA_KEY = "pad_harness"  # the harness's own fields in an exported record (official readers ignore it)
 # shortuuid's default alphabet (upstream's ids are `shortuuid.uuid()`: 22 of these characters).
-_SHORTUUID_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
 
 @dataclass(frozen=True)
@@ -62,22 +60,6 @@ class Setting:
 
 
 # ------------------------------------------------------------------------------------------- helpers
-def answer_id(model: str, question_id: Any) -> str:
-    """A 22-character id in shortuuid's alphabet, as upstream's random `shortuuid.uuid()`, but derived from
-    the model and the question so that exporting one run twice writes the same bytes."""
-    number = int.from_bytes(hashlib.sha256(f"{model}\0{question_id}".encode()).digest()[:16], "big")
-    digits = []
-    for _ in range(22):  # 57**22 > 2**128: every 128-bit number fits, as in shortuuid.encode
-        number, digit = divmod(number, len(_SHORTUUID_ALPHABET))
-        digits.append(_SHORTUUID_ALPHABET[digit])
-    return "".join(reversed(digits))
-
-
-def path_component(name: str) -> str:
-    """A model or judge name as one folder/file name. Upstream formats the name into the path as it is, which
-    nests folders for a hub id like 'org/model'; the records keep the full name."""
-    safe = re.sub(r"[^\w.+-]", "_", name)
-    return "_" if safe in ("", ".", "..") else safe
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]], ensure_ascii: bool) -> Path:
