@@ -181,7 +181,7 @@ def test_an_empty_trainset_names_what_emptied_it() -> None:
     from harness.config import parse_experiment
     from harness.methods.base import Method
     from harness.registry import METHODS
-    from harness.stages.signals_stage import empty_trainset_reason
+    from harness.stages.trainset import empty_trainset_reason
 
     exp = parse_experiment({**BASE, "methods": [{"name": "dpo"}, {"name": "sft"}]}, "t")
     reason = empty_trainset_reason(exp, {}, 0, {})

@@ -22,8 +22,9 @@ from harness.stages.context import RunContext
 from harness.stages.data import PromptsStage, SamplesStage
 from harness.stages.evaluation import AnswersStage, JudgementsStage, ModelRow, describe_judge
 from harness.stages.external import answered_benchmarks, answers_stage, external_rows
-from harness.stages.signals_stage import SignalStage, TrainsetStage, signal_stages
+from harness.stages.signals_stage import SignalStage, signal_stages
 from harness.stages.training import TrainStage
+from harness.stages.trainset import TrainsetStage
 from harness.stages.tuning import SelectionStage, tuning_stages
 
 

@@ -11,7 +11,8 @@ from harness.methods.base import PromptGroup
 from harness.models.handles import ModelHandle
 from harness.stages import data as data_stages
 from harness.stages.base import Stage
-from harness.stages.signals_stage import SignalStage, TrainsetStage, load_signals
+from harness.stages.signals_stage import SignalStage, load_signals
+from harness.stages.trainset import TrainsetStage
 
 if TYPE_CHECKING:
     from harness.stages.context import RunContext

@@ -26,7 +26,8 @@ from harness.tuning import Trial, apply_settings, select_metric, trials_for
 
 if TYPE_CHECKING:
     from harness.stages.context import RunContext
-    from harness.stages.signals_stage import SignalStage, TrainsetStage
+    from harness.stages.signals_stage import SignalStage
+    from harness.stages.trainset import TrainsetStage
 
 
 class TrialTrainStage(TrainStage):
