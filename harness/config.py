@@ -34,6 +34,27 @@ class Demonstration(Frozen):
     assistant: str
 
 
+class LoraSpec(Frozen):
+    """`student.lora`: train low-rank adapters (peft's LoRA) instead of every weight (harness.training.lora).
+
+    The base weights stay frozen in their load dtype; only the adapters (fp32) are trained and held by
+    AdamW. The stored student is the merged model (base + B A alpha/r), with the adapter beside it. Part of
+    every train key; not of the student's identity (the untrained student and its signals are the base).
+    """
+
+    r: int = Field(16, ge=1)  # adapter rank
+    alpha: float = Field(32.0, gt=0)  # scale = alpha / r
+    # Dropout on the adapter's input while training. Off by default, as every other dropout is in training
+    # (harness.training.precision): the losses compare log-likelihoods that noise would perturb.
+    dropout: float = Field(0.0, ge=0, lt=1)
+    # Which linear layers get adapters: "all-linear" (every linear layer but the output head, as QLoRA
+    # does) or module names such as [q_proj, v_proj].
+    target_modules: str | tuple[str, ...] = "all-linear"
+
+
+Quantization = Literal["int8", "nf4"]
+
+
 class ModelSpec(Frozen):
     """Where a model comes from and the context it sees.
 
@@ -65,6 +86,12 @@ class ModelSpec(Frozen):
     # Kept in host memory except while a stage uses it: a teacher that does not fit beside the student is
     # moved to the GPU for the signal and evaluation stages and back to host memory for training.
     offload: bool = False
+    # Weights loaded quantized (harness.models.quantize), part of the model's identity: `int8` (bitsandbytes
+    # LLM.int8 on CUDA when installed, else torchao's int8 weight-only, which also runs on CPUs) or `nf4`
+    # (bitsandbytes 4-bit NormalFloat, CUDA only). A student may be quantized only with `lora` (QLoRA).
+    # vLLM engines take vLLM's own `backends.vllm.quantization` instead.
+    quantization: Quantization | None = None
+    lora: LoraSpec | None = None  # the student only: train LoRA adapters (LoraSpec)
 
 
 class PromptSource(Frozen):
@@ -323,6 +350,9 @@ class ExternalSpec(Frozen):
         if self.model is not None and (self.model.system_prompt or self.model.demonstrations):
             raise ValueError(f"external {self.label!r}: model.system_prompt/demonstrations would give it a context "
                              f"no other row answers with; remove them")
+        if self.model is not None and self.model.lora is not None:
+            raise ValueError(f"external {self.label!r}: model.lora trains adapters, and an external row is not "
+                             f"trained here; remove it")
         return self
 
 
@@ -401,6 +431,12 @@ class Experiment(Frozen):
                              f"(a repeated seed trains the same model twice)")
         self._check_external(rows)
         budget = self.budget
+        if self.teacher.lora is not None:
+            raise ValueError("teacher.lora: adapters are trained on the student only; move `lora` under `student`")
+        if self.student.quantization is not None and self.student.lora is None:
+            raise ValueError(f"student.quantization: {self.student.quantization}: quantized weights cannot be "
+                             f"trained in full; add `student.lora` (QLoRA: adapters on the quantized base) or "
+                             f"remove the quantization")
         if self.student.offload:
             raise ValueError("student.offload: only the teacher can wait in host memory between stages (the "
                              "student's weights are in use by its own rows' engines and scorers); remove it")
