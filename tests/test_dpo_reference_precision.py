@@ -55,10 +55,11 @@ def pair_groups(count: int = 6) -> list[PromptGroup]:
     return groups
 
 
-def signal_context(student: LoadedModel, groups: list[PromptGroup], mixed_precision: str) -> Any:
+def signal_context(student: LoadedModel, groups: list[PromptGroup], mixed_precision: str, lora: Any = None) -> Any:
     exp = SimpleNamespace(budget=budget(max_length=MAX_LENGTH, max_prompt_length=MAX_PROMPT,
                                         mixed_precision=mixed_precision),
-                          signals=SimpleNamespace(batch_size=2))  # one prompt (2 responses) per forward
+                          signals=SimpleNamespace(batch_size=2),  # one prompt (2 responses) per forward
+                          student=SimpleNamespace(lora=lora))
     return SimpleNamespace(exp=exp, groups=lambda: groups, model=lambda who: student,
                            model_key=lambda who: dict(student.identity))
 
@@ -68,11 +69,12 @@ def with_reference(groups: list[PromptGroup], reference: list[list[float]]) -> l
             for g, ref in zip(groups, reference, strict=True)]
 
 
-def step0_loss(student: LoadedModel, groups: list[PromptGroup], tmp: Path, mixed_precision: str) -> float:
+def step0_loss(student: LoadedModel, groups: list[PromptGroup], tmp: Path, mixed_precision: str,
+               lora: Any = None) -> float:
     b = budget(max_length=MAX_LENGTH, max_prompt_length=MAX_PROMPT, mixed_precision=mixed_precision, epochs=1,
                effective_batch=2, micro_batch=1)  # a micro-batch is one pair: the layout of one signal row
     result = train(DPOMethod(), groups, student, b, 0, tmp / "work", tmp / "out", stop_after_steps=1,
-                   progress=False)
+                   progress=False, lora=lora)
     return float(result.log_rows[0]["loss"])
 
 
@@ -97,6 +99,30 @@ def test_dpo_loss_at_step_0_is_log_2_for_a_bf16_student(tmp_path: Path, mixed_pr
     assert loss == pytest.approx(math.log(2), abs=1e-6)
     old = step0_loss(bf16_student(), with_reference(groups, as_loaded), tmp_path / "loaded", mixed_precision)
     assert abs(old - math.log(2)) > 1e-5  # the test can fail: the loaded precision path is off at step 0
+
+
+def test_a_lora_students_reference_is_its_bf16_base_and_dpo_starts_at_log_2(tmp_path: Path) -> None:
+    """A LoRA student's base is not upcast (harness.training.lora): its policy runs bf16 weights under bf16
+    autocast, and the reference is scored that way, which the key says."""
+    pytest.importorskip("peft")
+    from harness.config import LoraSpec
+
+    lora = LoraSpec(r=4, alpha=8.0)
+    groups = pair_groups()
+    student = bf16_student()
+    ctx = signal_context(student, groups, "auto", lora=lora)
+    source = StudentLogProbs()
+    assert source.inputs(ctx)["precision"] == {"weights": "bfloat16", "autocast": "bfloat16"}
+    source.compute(ctx, tmp_path)
+    reference = source.load(Signal.REFERENCE_LOGPROB, tmp_path)
+    loss = step0_loss(student, with_reference(groups, reference), tmp_path / "lora", "auto", lora=lora)
+    assert loss == pytest.approx(math.log(2), abs=1e-6)
+    # The full fine-tuning reference (fp32 master weights) is another precision path: off at step 0.
+    full_ctx = signal_context(bf16_student(), groups, "auto")
+    StudentLogProbs().compute(full_ctx, tmp_path / "full")
+    full_reference = StudentLogProbs().load(Signal.REFERENCE_LOGPROB, tmp_path / "full")
+    off = step0_loss(bf16_student(), with_reference(groups, full_reference), tmp_path / "off", "auto", lora=lora)
+    assert abs(off - math.log(2)) > 1e-5
 
 
 def test_the_reference_key_names_the_precision_path() -> None:

@@ -30,14 +30,22 @@ from harness.store import write_json_atomic
 CONTEXT_FILE = "pad_harness.json"
 
 
-def complete_model_dir(out_dir: Path, loaded: LoadedModel) -> None:
+def complete_model_dir(out_dir: Path, loaded: LoadedModel, lora: Any = None) -> None:
     """Write the tokenizer, the generation config and `pad_harness.json` of `loaded` (the base student a
-    training run started from) beside the trained weights in `out_dir`."""
+    training run started from) beside the trained weights in `out_dir`. A LoRA run (`lora`, its LoraSpec)
+    says so there: the weights are merged, its adapter is in `adapter/`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     loaded.formatter.tokenizer.save_pretrained(str(out_dir))
     stopping_generation_config(loaded).save_pretrained(str(out_dir))
-    write_json_atomic(out_dir / CONTEXT_FILE, student_context(loaded))
+    context = student_context(loaded)
+    if lora is not None:
+        from harness.training.lora import ADAPTER_DIR
+
+        context["lora"] = {**lora.model_dump(mode="json"), "adapter": f"{ADAPTER_DIR}/",
+                           "note": "model.safetensors holds the merged weights (base + B A alpha/r, fp32); the "
+                                   "adapter alone, in peft's format, is in adapter/"}
+    write_json_atomic(out_dir / CONTEXT_FILE, context)
 
 
 def stopping_generation_config(loaded: LoadedModel) -> Any:

@@ -143,6 +143,16 @@ class ModelPool:
         return LoadedModel(model=copy.deepcopy(base.model), tokenizer=base.tokenizer, formatter=base.formatter,
                            identity=dict(base.identity), device=base.device)
 
+    def _unquantized_copy(self, handle: ModelHandle) -> LoadedModel:
+        """A copy of the handle's model to load trained weights into. A QLoRA student's base is quantized,
+        but what it trained into is the merged, unquantized model (harness.training.lora): loaded without
+        `quantization`."""
+        if handle.spec.quantization is None:
+            return self.fresh_copy(handle)
+        from harness.models.sources import load_model
+
+        return load_model(handle.spec.model_copy(update={"quantization": None}))
+
     def _trained_model(self, handle: ModelHandle, weights: bool) -> LoadedModel:
         assert handle.weights_dir is not None and handle.train_key is not None
         base = self.loaded(self._base_handle(handle), weights=False)
@@ -155,7 +165,7 @@ class ModelPool:
             from harness.training.checkpoint import load_trained_weights
 
             self._trained = None  # the previous trained row goes before the next is built
-            loaded = self.fresh_copy(self._base_handle(handle))
+            loaded = self._unquantized_copy(self._base_handle(handle))
             load_trained_weights(loaded.model, handle.weights_dir)
             loaded.identity = identity
             self._trained = (handle.train_key, loaded)

@@ -76,7 +76,13 @@ class VLLMLiveSampler:
             return
         llm = self.generator.llm  # starts the engine on first use
         # save_pretrained writes tied weights once, under the names the checkpoint loader expects.
-        model.save_pretrained(self._scratch.name, safe_serialization=True)  # type: ignore[operator]
+        from harness.training.lora import is_lora, merged_state_dict
+
+        if is_lora(model):  # a LoRA student: the base's weights with the adapters added, under the base's names
+            model.get_base_model().save_pretrained(self._scratch.name, state_dict=merged_state_dict(model),  # type: ignore[operator]
+                                                   safe_serialization=True)
+        else:
+            model.save_pretrained(self._scratch.name, safe_serialization=True)  # type: ignore[operator]
         llm.collective_rpc("reload_weights", kwargs={"weights_path": self._scratch.name})
         llm.reset_prefix_cache()  # cached KV blocks belong to the old weights
         self._synced = version

@@ -72,7 +72,8 @@ class StudentLogProbs(_LogProbs):
     def _precision(self, ctx: SignalContext) -> Any:
         from harness.training.precision import policy_precision
 
-        return policy_precision(ctx.exp.budget.mixed_precision, ctx.model_key("student").get("dtype"))
+        return policy_precision(ctx.exp.budget.mixed_precision, ctx.model_key("student").get("dtype"),
+                                lora=ctx.exp.student.lora is not None)
 
     def inputs(self, ctx: SignalContext) -> dict[str, Any]:
         return {**super().inputs(ctx), "precision": self._precision(ctx).key()}

@@ -50,7 +50,12 @@ class TrainStage(Stage):
                 "signals": {name: stage.artifact.key for name, stage in self.signals.items()},
                 "method": self.spec.name, "params": method.params.model_dump(mode="json"),
                 "budget": self.budget.result_inputs(), "seed": self.seed, "student": self.ctx.student_key,
-                "stored_as": STORED_AS, **live}
+                "stored_as": STORED_AS, **live, **self._lora_inputs()}
+
+    def _lora_inputs(self) -> dict[str, Any]:
+        """A LoRA student's adapter settings (absent for full fine-tuning: those keys stay as they were)."""
+        lora = self.ctx.exp.student.lora
+        return {} if lora is None else {"lora": lora.model_dump(mode="json")}
 
     def handle(self) -> ModelHandle:
         """The trained model: the student's architecture with this artifact's weights."""
@@ -95,6 +100,7 @@ class TrainStage(Stage):
                 teacher_loader=(lambda: models.loaded(ctx.teacher)) if method.on_policy else None,
                 generator=sampler, stop_after_steps=stop_after_steps, progress=ctx.progress, solo=self.solo,
                 run_name=training_run_name(self.spec.row_name, self.seed, ctx.exp.seeds),
+                lora=ctx.exp.student.lora, merge_base=self._unquantized_base,
             )
         finally:
             if sampler is not None:
@@ -103,8 +109,15 @@ class TrainStage(Stage):
         # The process that stored the weights (the trainer's main process; a solo trial's owner) completes the
         # directory; a run cut short by `stop_after_steps` stored nothing.
         if result.completed and (self.solo or ctx.processes.is_main):
-            complete_model_dir(out, student)
+            complete_model_dir(out, student, ctx.exp.student.lora)
         return {"accounting": result.accounting, "method": self.spec.name, "seed": self.seed, "prompts": len(groups)}
+
+    def _unquantized_base(self) -> Any:
+        """The student's base without `quantization`: what a QLoRA run's adapters are merged into."""
+        from harness.models.sources import load_model
+
+        spec = self.ctx.exp.student.model_copy(update={"quantization": None, "lora": None})
+        return load_model(spec).model
 
     def after_commit(self) -> None:
         """The trained model is stored: its resume checkpoints (~3x the model each) are no longer needed."""

@@ -77,15 +77,18 @@ class PolicyPrecision:
         return {"weights": name(self.weights), "autocast": None if self.autocast is None else name(self.autocast)}
 
 
-def policy_precision(setting: str, load_dtype: torch.dtype | str | None) -> PolicyPrecision:
+def policy_precision(setting: str, load_dtype: torch.dtype | str | None, lora: bool = False) -> PolicyPrecision:
     """The trainer's precision path for `budget.mixed_precision` and the student's load dtype, under this
     launch. Plain and DDP training (harness.training.distributed): fp32 master weights under the autocast
     `resolve_mixed_precision` picks. accelerate runs a DeepSpeed bf16/fp16 engine without autocast on module
     weights cast to that dtype, and FSDP's mixed-precision policy casts the parameters to it and autocasts
-    too (both from accelerate's source; neither launch is tested here)."""
+    too (both from accelerate's source; neither launch is tested here). A LoRA student's base is not upcast
+    (harness.training.lora): its weights stay in the load dtype."""
     if isinstance(load_dtype, str):
         load_dtype = _DTYPE_NAMES.get(load_dtype)
     mixed = _MIXED.get(resolve_mixed_precision(setting, load_dtype))
+    if lora:
+        return PolicyPrecision(load_dtype or torch.float32, mixed)
     if mixed is None:
         return PolicyPrecision(torch.float32, None)
     from accelerate.utils import parse_flag_from_env
@@ -102,11 +105,13 @@ def in_policy_precision(model: torch.nn.Module, precision: PolicyPrecision) -> I
     """Run `model` as the trainer will (`PolicyPrecision`) inside the block: its floating parameters and
     buffers cast in place (no second copy of the weights), autocast on; afterwards every tensor gets its own
     dtype back. bf16 -> fp32 -> bf16 is exact, so the loaded model is unchanged when the block ends."""
-    tensors = [t for t in [*model.parameters(), *model.buffers()] if t.is_floating_point()]
+    everything = [t for t in [*model.parameters(), *model.buffers()] if t.is_floating_point()]
+    device = next((t.device for t in everything), torch.device("cpu"))
+    # Only what is not already in the weights dtype is cast (a LoRA student's frozen base, maybe quantized, is not).
+    tensors = [t for t in everything if t.dtype != precision.weights]
     # A cast to fp32 is undone exactly; any other (fp32 -> bf16 for DeepSpeed) keeps the original tensors.
     originals = [None if precision.weights == torch.float32 else t.data for t in tensors]
     before = [t.dtype for t in tensors]
-    device = next((t.device for t in tensors), torch.device("cpu"))
     try:
         for t in tensors:
             t.data = t.data.to(precision.weights)

@@ -8,6 +8,7 @@ state, RNG, log rows and accounting all continue from the checkpoint.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,10 @@ def run_fingerprint(method: Method, groups: list[PromptGroup], budget: Budget, s
                         "prompts": [g.prompt_id for g in groups]})
 
 
-def read_checkpoint(work_dir: Path, fingerprint: str, model: torch.nn.Module) -> dict[str, Any] | None:
-    """The latest checkpoint in work_dir (None if there is none), its weights already loaded into `model`."""
+def read_checkpoint(work_dir: Path, fingerprint: str, model: torch.nn.Module,
+                    load: Callable[[torch.nn.Module, dict[str, Any]], None] | None = None) -> dict[str, Any] | None:
+    """The latest checkpoint in work_dir (None if there is none), its weights already loaded into `model`
+    (by `load`, when a checkpoint holds part of the weights: a LoRA run's adapters)."""
     ckpt.clean_partial(work_dir)
     latest = ckpt.latest_checkpoint(work_dir)
     if latest is None:
@@ -41,7 +44,10 @@ def read_checkpoint(work_dir: Path, fingerprint: str, model: torch.nn.Module) ->
     if saved["trainer"]["fingerprint"] != fingerprint:
         raise HarnessError(f"checkpoint {latest} belongs to a different run (method, budget, seed or "
                            f"prompts changed); delete {ckpt.checkpoint_root(work_dir)} to start over")
-    model.load_state_dict(saved["model"])  # before prepare: sharding wrappers see the restored weights
+    if load is not None:
+        load(model, saved["model"])
+    else:
+        model.load_state_dict(saved["model"])  # before prepare: sharding wrappers see the restored weights
     return saved
 
 

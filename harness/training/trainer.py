@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 import harness.training.checkpoint as ckpt
-from harness.config import Budget, LoggingConfig
+from harness.config import Budget, LoggingConfig, LoraSpec
 from harness.console import bars_enabled
 from harness.errors import BudgetError
 from harness.methods.base import Method, PromptGroup, TrainContext
@@ -56,6 +56,7 @@ from harness.training.distributed import (
     to_device,
 )
 from harness.training.logging import MetricsLogger
+from harness.training.lora import adapter_state, attach_lora, load_adapter_state, merged_model, save_adapter
 from harness.training.precision import disable_dropout, fp32_master_weights
 from harness.training.records import RESERVED_KEYS, counting_loader, record_step, step_row, student_tokens
 from harness.training.resume import (
@@ -118,7 +119,8 @@ class Trainer:
                  seed: int, work_dir: Path, out_dir: Path, *, logging: LoggingConfig | None = None,
                  precompute_accounting: dict[str, Any] | None = None, teacher_loader: Any = None,
                  generator: Any = None, stop_after_steps: int | None = None, progress: bool = True,
-                 solo: bool = False, run_name: str | None = None) -> None:
+                 solo: bool = False, run_name: str | None = None, lora: LoraSpec | None = None,
+                 merge_base: Any = None) -> None:
         self.started = time.perf_counter()  # this call's wall time (not across resumes)
         self.method, self.groups, self.student, self.budget, self.seed = method, groups, student, budget, seed
         self.work_dir, self.out_dir = Path(work_dir), Path(out_dir)
@@ -129,6 +131,8 @@ class Trainer:
         self.generator = generator
         self.stop_after_steps = stop_after_steps
         self.progress = progress
+        self.lora = lora  # train adapters on a frozen base (harness.training.lora)
+        self.merge_base = merge_base  # () -> an unquantized copy of the base, to merge a quantized base's adapters
         self.solo = solo  # alone in a launch (a tuning trial): harness.training.solo
         self.start_step = 0  # a resumed run starts at its checkpoint's step
         self.rows: list[dict[str, Any]] = []  # one per optimizer step done, restored on resume
@@ -152,8 +156,15 @@ class Trainer:
         self.plan = plan_training(budget, len(self.groups), self.seed, self.processes)
         self.max_norm = budget.max_grad_norm if budget.max_grad_norm is not None else float("inf")
         self.model = self.student.model  # accelerate's wrapper once prepared (resume)
-        load_dtype = fp32_master_weights(self.model)  # before the optimizer exists: it must hold fp32 copies
-        disable_dropout(self.model)
+        self.base_params = count_params(self.model)
+        if self.lora is None:
+            load_dtype = fp32_master_weights(self.model)  # before the optimizer exists: it must hold fp32 copies
+            disable_dropout(self.model)
+        else:  # the base stays frozen in its load dtype; the fp32 adapters are the master weights
+            load_dtype = next((p.dtype for p in self.model.parameters() if p.is_floating_point()), None)
+            disable_dropout(self.model)  # before the adapters: their own `dropout` is the user's setting
+            set_seed(self.seed)  # the adapters' initial A
+            self.model = attach_lora(self.model, self.lora)
         self.accelerator = (SoloAccelerator(budget.mixed_precision, self.plan.accumulation_steps, load_dtype)
                             if self.solo else make_accelerator(budget, self.plan.accumulation_steps, load_dtype))
         if method.on_policy and self.generator is None:
@@ -185,10 +196,13 @@ class Trainer:
 
     def _setup_accounting(self, fit_info: dict[str, int]) -> None:
         budget, accelerator = self.budget, self.accelerator
-        self.accounting = Accounting(student_params=count_params(self.model),
+        self.accounting = Accounting(student_params=self.base_params,
                                      **detect_device(accelerator.device, accelerator.num_processes))
         self.accounting.add_precompute(self.precompute_accounting)
         self.accounting.extra.update(fit_info)
+        if self.lora is not None:
+            self.accounting.extra["trainable_params"] = sum(p.numel() for p in self.model.parameters()
+                                                            if p.requires_grad)
         self.method_rng = random.Random(self.seed + 1)
         self.ctx = TrainContext(formatter=self.student.formatter, max_length=budget.max_length,
                                 max_prompt_length=budget.max_prompt_length,
@@ -204,7 +218,8 @@ class Trainer:
         """Continue from the latest checkpoint in work_dir, if any. Its weights go in before accelerate wraps
         the model (so sharding wrappers see them), hence the optimizer is built and prepared here, between
         the weights and the rest: optimizer state, RNG, log rows and accounting."""
-        saved = read_checkpoint(self.work_dir, self.fingerprint, self.model)
+        saved = read_checkpoint(self.work_dir, self.fingerprint, self.model,
+                                load=load_adapter_state if self.lora is not None else None)
         self._setup_optimizer(saved["step"] if saved is not None else 0)
         if saved is not None:
             self._restore(saved)
@@ -338,6 +353,8 @@ class Trainer:
     def checkpoint(self, step_done: int) -> None:
         """A resumable checkpoint after `step_done` optimizer steps (every process must call it)."""
         state = self.accelerator.get_state_dict(self.model)  # collective under FSDP / ZeRO-3
+        if self.lora is not None:  # the frozen base is the student's own weights, loaded again on resume
+            state = adapter_state(state)
         if self.is_main:
             trainer = trainer_state(self.fingerprint, self.rows, self.accounting, self.plan, self.started)
             opt_state = {"state": {}, "param_groups": []} if self.sharded else self.optimizer.state_dict()
@@ -367,9 +384,16 @@ class Trainer:
     def _write_outputs(self, result: TrainResult) -> None:
         accelerator, out_dir = self.accelerator, self.out_dir
         unwrapped = accelerator.unwrap_model(self.model)
-        state = accelerator.get_state_dict(self.model)
         if self.budget.gradient_checkpointing:
             _set_activation_checkpointing(unwrapped, False)
+        if self.lora is not None:  # stored: the adapter, and the merged model every backend loads
+            if self.is_main:
+                save_adapter(unwrapped, out_dir, str(self.student.identity.get("model", "")))
+            unwrapped = merged_model(unwrapped, self.merge_base)
+            self.student.model = unwrapped
+            state = unwrapped.state_dict()
+        else:
+            state = accelerator.get_state_dict(self.model)
         unwrapped.eval()
         result.accounting = self.accounting.to_dict()
         if self.is_main:
@@ -404,13 +428,17 @@ def train(
     progress: bool = True,
     solo: bool = False,
     run_name: str | None = None,
+    lora: LoraSpec | None = None,
+    merge_base: Any = None,
 ) -> TrainResult:
     """Train `student.model` in place with `method` under `budget`; resume from work_dir if possible.
 
+    `lora`: train adapters on the frozen base and store the merged model (harness.training.lora);
+    `merge_base` gives an unquantized copy of a quantized base to merge into.
     `stop_after_steps=k` simulates a kill once global optimizer step k is done: the call returns
     (completed=False) leaving only the regular checkpoints, as a real kill would.
     """
     return Trainer(method, groups, student, budget, seed, work_dir, out_dir, logging=logging,
                    precompute_accounting=precompute_accounting, teacher_loader=teacher_loader,
                    generator=generator, stop_after_steps=stop_after_steps, progress=progress, solo=solo,
-                   run_name=run_name).run()
+                   run_name=run_name, lora=lora, merge_base=merge_base).run()
