@@ -178,3 +178,36 @@ def test_every_kind_of_method_trains_a_lora_student_through_the_pipeline(tmp_pat
         manifest = json.loads((train_dir / "manifest.json").read_text())
         assert {"model.safetensors", "adapter/adapter_model.safetensors"} <= set(manifest["files"])
         assert "alpaca_eval2" in rows[method].benchmarks
+
+
+def test_a_quantized_base_trains_adapters_and_stores_the_dequantized_merge(tmp_path: Path) -> None:
+    """QLoRA's path with torchao's int8 (the quantization that runs on a CPU; nf4 is bitsandbytes, CUDA
+    only): the base stays quantized while training, the stored model is unquantized fp32 and answers as the
+    trained model did (dequantized W + B A alpha/r), and trained rows load it without quantization."""
+    pytest.importorskip("torchao")
+    from peft import PeftModel
+
+    from harness.config import ModelSpec
+    from harness.models.sources import load_model
+    from harness.training.checkpoint import load_trained_weights
+
+    quantized = ModelSpec(model="tiny:llama-wide", quantization="int8")
+    plain = ModelSpec(model="tiny:llama-wide")
+    student = load_model(quantized, "cpu")
+    q_proj = student.model.model.layers[0].self_attn.q_proj
+    assert type(q_proj.weight).__module__.startswith("torchao")
+    b = budget(epochs=2, effective_batch=4, micro_batch=2, learning_rate=1e-2)
+    result = train(MarginMethod(), make_groups(8), student, b, 7, tmp_path / "work", tmp_path / "out",
+                   progress=False, lora=LORA, merge_base=lambda: load_model(plain, "cpu").model)
+    assert result.completed
+    stored = load_file(str(tmp_path / "out" / "model.safetensors"))
+    assert {v.dtype for v in stored.values()} == {torch.float32}
+
+    merged = load_trained_weights(load_model(plain, "cpu").model, tmp_path / "out").eval()
+    trained = PeftModel.from_pretrained(load_model(quantized, "cpu").model, str(tmp_path / "out" / "adapter")).eval()
+    original = load_model(plain, "cpu").model.eval()
+    ids = torch.tensor([[3, 14, 15, 92, 65, 35]])
+    with torch.no_grad():
+        got, want, before = merged(ids).logits, trained(ids).logits, original(ids).logits
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert (got - before).abs().max() > 1e-3  # training moved it (the comparison can fail)

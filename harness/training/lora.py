@@ -10,7 +10,8 @@ Why these choices:
   the adapters disabled, and no second copy is held.
 - Stored: the merged model, W + B A alpha/r computed in fp32 (a complete model directory that every backend
   loads, harness.interop.model_dir), and the adapter beside it in `adapter/` (peft's own format). A
-  quantized base is merged into an unquantized copy of the base (merging into 4-bit weights would round).
+  quantized base (QLoRA) is dequantized, W being what the adapters trained on, and stored unquantized
+  (merging into 4-bit weights would round B A away).
 - Checkpoints keep the adapters and their optimizer moments only: the frozen base is the student's own
   weights, loaded again on resume.
 """
@@ -75,27 +76,38 @@ def load_adapter_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -
                            f"start over")
 
 
+def _quantized_tensor(tensor: torch.Tensor) -> bool:
+    """Held in a quantized form: a torchao tensor subclass, bitsandbytes' Int8Params/Params4bit, int storage."""
+    data = tensor.data if isinstance(tensor, torch.nn.Parameter) else tensor
+    return (type(data) is not torch.Tensor or type(tensor).__name__ in ("Params4bit", "Int8Params")
+            or not tensor.is_floating_point())
+
+
 def _quantized(module: torch.nn.Module) -> bool:
-    """Weights held in a quantized form (torchao tensor subclasses, bitsandbytes' Int8Params/Params4bit)."""
-    return any(type(p) not in (torch.nn.Parameter, torch.Tensor) or not p.is_floating_point()
-               for p in module.parameters())
+    return any(_quantized_tensor(p) for p in module.parameters())
 
 
 def merged_model(model: Any, base_loader: Callable[[], torch.nn.Module] | None = None) -> torch.nn.Module:
     """The plain transformers model W + B A alpha/r, in fp32, from a trained peft `model`. `model` itself is
-    consumed (its base becomes the merged model) unless its base is quantized: then the trained adapters
-    are put on `base_loader()`, an unquantized copy of the same base, and merged there."""
-    peft = _peft()
+    consumed (its base becomes the merged model) unless its base is quantized: then W is the base's
+    dequantized weights (what the adapters were trained on), and the merged weights go into `base_loader()`,
+    an unquantized copy of the same architecture (merging into 4-bit weights would round B A away)."""
     base = model.get_base_model()
-    if _quantized(base):
-        if base_loader is None:
-            raise HarnessError("a quantized LoRA base needs an unquantized copy of the base to merge into")
-        fresh = base_loader().float()
-        target = peft.get_peft_model(fresh, model.peft_config["default"])
-        load_adapter_state(target, adapter_state(model.state_dict()))
-        model = target
-    model.float()  # base and adapters in fp32: the merge adds B A alpha/r without rounding to bf16
-    return model.merge_and_unload()
+    if not _quantized(base):
+        model.float()  # base and adapters in fp32: the merge adds B A alpha/r without rounding to bf16
+        return model.merge_and_unload()
+    if base_loader is None:
+        raise HarnessError("a quantized LoRA base needs an unquantized copy of the base to merge into")
+    target = base_loader().float()
+    wanted = target.state_dict()
+    merged = {k: v.float() for k, v in merged_state_dict(model).items() if k in wanted}
+    result = target.load_state_dict(merged, strict=False)
+    params = dict(target.named_parameters(remove_duplicate=False))
+    loaded = {params[k].data_ptr() for k in merged if k in params}
+    missing = [k for k in result.missing_keys if k not in params or params[k].data_ptr() not in loaded]
+    if missing:
+        raise HarnessError(f"merging the LoRA student: the base copy has weights the trained model lacks: {missing[:3]}")
+    return target
 
 
 def save_adapter(model: Any, out_dir: Path, base_name: str) -> Path:
@@ -120,13 +132,18 @@ def merged_state_dict(model: Any) -> dict[str, torch.Tensor]:
     model's own names, WITHOUT touching `model` (merging in place and back would not restore W bit for bit).
     What an engine that follows the trained weights loads (GKD's vLLM sampler, harness.models.vllm_policy)."""
     from peft.tuners.lora import LoraLayer
+    from peft.utils.integrations import dequantize_module_weight
 
     base = model.get_base_model()
     deltas: dict[str, torch.Tensor] = {}
     for name, module in base.named_modules():
+        weight = getattr(module, "weight", None)
+        if not isinstance(module, LoraLayer) and isinstance(weight, torch.Tensor) and _quantized_tensor(weight):
+            with torch.no_grad():  # a quantized layer without adapters: its dequantized weights
+                deltas[f"{name}.weight"] = dequantize_module_weight(module)
         if isinstance(module, LoraLayer):
             with torch.no_grad():
-                weight = module.get_base_layer().weight
+                weight = dequantize_module_weight(module.get_base_layer())  # W as is when not quantized
                 delta = module.get_delta_weight("default")  # type: ignore[attr-defined]  # on every concrete layer
                 deltas[f"{name}.weight"] = weight + delta.to(weight.dtype)
     state = {}
