@@ -62,8 +62,13 @@ def test_the_stored_model_is_the_base_plus_b_a_scale_and_the_adapter_loads_in_pe
 
     result, _ = run(tmp_path, "a")
     out = tmp_path / "a" / "out"
-    assert result.accounting["extra"]["trainable_params"] > 0
-    assert result.accounting["student_params"] == sum(p.numel() for p in make_tiny("llama").model.parameters())
+    trainable, params = result.accounting["student_trainable_params"], result.accounting["student_params"]
+    assert params == sum(p.numel() for p in make_tiny("llama").model.parameters())
+    assert trainable == 2 * 4 * sum(i + o for i, o in [(32, 32), (32, 16), (32, 16), (32, 32), (32, 64), (32, 64),
+                                                       (64, 32)])  # tiny:llama's linears, r = 4, 2 layers
+    # The frozen base's weight gradients are not computed: 4 N + 6 N_trainable per trained token.
+    tokens = result.accounting["student_backward_tokens"]
+    assert result.accounting["student_train_flops"] == (4 * params + 6 * trainable) * tokens
     merged = load_file(str(out / "model.safetensors"))
     adapter = load_file(str(out / "adapter" / "adapter_model.safetensors"))
     config = json.loads((out / "adapter" / "adapter_config.json").read_text())

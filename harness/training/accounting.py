@@ -69,8 +69,13 @@ def count_params(model: torch.nn.Module) -> int:
     return total
 
 
-def flops_train(params: int, tokens: int) -> float:
-    return 6.0 * params * tokens
+def flops_train(params: int, tokens: int, trainable: int | None = None) -> float:
+    """6 N per trained token: forward 2 N, backward 4 N (gradients of activations and of weights, 2 N each).
+    With frozen weights (a LoRA student: `trainable` adapter parameters on a frozen base of `params`) the
+    base's weight gradients are never computed: 4 N + 6 N_trainable (the adapters' own forward + backward)."""
+    if trainable is None:
+        return 6.0 * params * tokens
+    return (4.0 * params + 6.0 * trainable) * tokens
 
 
 def flops_forward(params: int, tokens: int) -> float:
@@ -90,6 +95,7 @@ def current_peak_memory(device: torch.device | str) -> tuple[int, str]:
 class Accounting:
     student_params: int = 0
     teacher_params: int = 0
+    student_trainable_params: int | None = None  # a LoRA student's adapters (None: every parameter trains)
     # Student work during training. Backward tokens <= forward tokens (forward-only passes, e.g. an
     # online reference score, add to forward only).
     student_forward_tokens: int = 0
@@ -159,7 +165,7 @@ class Accounting:
         """FLOPs the student spent during training (what a FLOP cap limits, together with online teacher)."""
         forward_only = self.student_forward_tokens - self.student_backward_tokens
         return (
-            flops_train(self.student_params, self.student_backward_tokens)
+            flops_train(self.student_params, self.student_backward_tokens, self.student_trainable_params)
             + flops_forward(self.student_params, forward_only + self.student_generation_tokens_online)
         )
 

@@ -156,7 +156,8 @@ def truncation_counts(prompt_lengths: list[int], response_lengths: list[list[int
     return {"prompts_truncated": prompts_cut, "responses_truncated": responses_cut}
 
 
-def check_step_fits(method_name: str, step_tokens: int, student_params: int, budget: Budget) -> None:
+def check_step_fits(method_name: str, step_tokens: int, student_params: int, budget: Budget,
+                    trainable: int | None = None) -> None:
     """The first optimizer step must fit the caps, else the budget can train nothing: fail early."""
     if budget.max_student_tokens is not None and step_tokens > budget.max_student_tokens:
         raise BudgetError(
@@ -164,21 +165,22 @@ def check_step_fits(method_name: str, step_tokens: int, student_params: int, bud
             f"budget.max_student_tokens ({budget.max_student_tokens}); raise the cap or lower "
             f"effective_batch / max_length"
         )
-    flops = flops_train(student_params, step_tokens)
+    flops = flops_train(student_params, step_tokens, trainable)
     if budget.max_flops is not None and flops > budget.max_flops:
+        per_token = f"6 x {student_params}" if trainable is None else f"4 x {student_params} + 6 x {trainable}"
         raise BudgetError(
-            f"method {method_name!r}: one optimizer step costs ~{flops:.3g} FLOPs (6 x {student_params} "
+            f"method {method_name!r}: one optimizer step costs ~{flops:.3g} FLOPs ({per_token} "
             f"params x {step_tokens} tokens), more than budget.max_flops ({budget.max_flops:.3g}); raise the "
             f"cap or lower effective_batch / max_length"
         )
 
 
 def cap_stop_reason(budget: Budget, used_tokens: int, used_flops: float, step_tokens: int,
-                    student_params: int) -> str | None:
+                    student_params: int, trainable: int | None = None) -> str | None:
     """Why the next step must not run (it would exceed a cap), or None: caps stop at the first step
     that would exceed them, so a run never goes over."""
     if budget.max_student_tokens is not None and used_tokens + step_tokens > budget.max_student_tokens:
         return "max_student_tokens"
-    if budget.max_flops is not None and used_flops + flops_train(student_params, step_tokens) > budget.max_flops:
+    if budget.max_flops is not None and used_flops + flops_train(student_params, step_tokens, trainable) > budget.max_flops:
         return "max_flops"
     return None

@@ -200,9 +200,9 @@ class Trainer:
                                      **detect_device(accelerator.device, accelerator.num_processes))
         self.accounting.add_precompute(self.precompute_accounting)
         self.accounting.extra.update(fit_info)
-        if self.lora is not None:
-            self.accounting.extra["trainable_params"] = sum(p.numel() for p in self.model.parameters()
-                                                            if p.requires_grad)
+        if self.lora is not None:  # FLOPs count the frozen base's forward and activation gradients only
+            self.accounting.student_trainable_params = sum(p.numel() for p in self.model.parameters()
+                                                           if p.requires_grad)
         self.method_rng = random.Random(self.seed + 1)
         self.ctx = TrainContext(formatter=self.student.formatter, max_length=budget.max_length,
                                 max_prompt_length=budget.max_prompt_length,
@@ -291,9 +291,10 @@ class Trainer:
         planned = sum(student_tokens(method, b) for b in batches)
         planned_tokens = int(reduce_sums(accelerator, {"t": planned})["t"])
         if step == 0:
-            check_step_fits(method.name, planned_tokens, accounting.student_params, budget)
+            check_step_fits(method.name, planned_tokens, accounting.student_params, budget,
+                            accounting.student_trainable_params)
         capped = cap_stop_reason(budget, accounting.student_backward_tokens, accounting.training_flops,
-                                 planned_tokens, accounting.student_params)
+                                 planned_tokens, accounting.student_params, accounting.student_trainable_params)
         if capped:
             return capped
 
