@@ -39,14 +39,17 @@ __all__ = ["Pipeline", "experiment_hash", "run_experiment"]
 
 class Pipeline:
     def __init__(self, experiment: Experiment, run_dir: Path | None = None, *, source_file: str | None = None,
-                 progress: bool = True, named_identities: bool = False) -> None:
+                 progress: bool = True, named_identities: bool = False, ignore_memory_plan: bool = False) -> None:
         """`named_identities`: models identified by their specs alone, to show a plan whose models cannot be
-        resolved here (a hub model offline); such a pipeline is for --dry-run, never run."""
+        resolved here (a hub model offline); such a pipeline is for --dry-run, never run.
+        `ignore_memory_plan`: train even where the memory estimate says a train stage will not fit
+        (harness.estimate.gate)."""
         validate_tuning(experiment, source_file or "<experiment>")  # a bad search: one line, before any work
         self.exp = experiment
         self.run_dir = Path(run_dir) if run_dir else experiment.run_dir()
         self.ctx = RunContext(experiment, self.run_dir, progress=progress, named_identities=named_identities)
         self.source_file = source_file
+        self.ignore_memory_plan = ignore_memory_plan
         self.timings: dict[str, float] = {}
         self._progress: RunProgress | None = None
         self.report_paths: dict[str, Path] = {}
@@ -139,6 +142,10 @@ class Pipeline:
         rank, world = self.ctx.processes.rank, self.ctx.processes.world_size
         if world > 1:
             same_plan_everywhere(plan, self.run_dir, self.ctx.processes, phase=phase)
+        if not self.ignore_memory_plan:
+            from harness.estimate.gate import check_memory_plan
+
+            check_memory_plan(plan, self.ctx)  # a training that will not fit stops here, before any work
         self._check_models_early(plan)
         mine = [step for step in plan.steps if step.runs_on(rank, world)]
         self._progress = self._run_progress(plan, mine) if main else None

@@ -115,7 +115,7 @@ def test_estimate_on_needs_dry_run(capsys) -> None:
     assert main(["run", str(LEADERBOARDS / "tiny.yaml"), "--estimate-on", "a800"]) == 2
     assert "--estimate-on prices the plan without running it and needs --dry-run" in capsys.readouterr().err
     assert main(["run", str(LEADERBOARDS / "tiny.yaml"), "--dry-run", "--estimate-on", "tpu"]) == 2
-    assert "unknown accelerator; choose one of h100, a100, a800, cpu" in capsys.readouterr().err
+    assert "unknown accelerator; choose one of h100, a100, a800, h200, l4, cpu" in capsys.readouterr().err
 
 
 def test_gemma_dry_run_prices_the_plan_offline(monkeypatch, tmp_path, capsys) -> None:

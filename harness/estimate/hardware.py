@@ -1,4 +1,4 @@
-"""The accelerators a plan can be priced on (`--estimate-on`), each with its peak and assumed utilisation.
+"""The accelerators a plan can be priced on (`--estimate-on`): peak, assumed utilisation and memory.
 
 Time of a piece of work = its FLOPs / (peak x MFU of its kind), plus a fixed overhead per stage (model
 loads, engine starts, writing the trained model). Three kinds of work, each with its own MFU:
@@ -16,6 +16,11 @@ A800 is the A100's silicon with a slower NVLink). The GPU MFUs are assumptions, 
 with every estimate, not measurements of this harness (no GPU run has been recorded yet). The `cpu` entry
 is this project's 2-core reference machine: its nominal fp32 peak, with MFUs and overheads fitted to the
 measured runs in docs/performance.md.
+
+Memory (harness.estimate.memory compares each stage's peak with it): per device what the CUDA driver
+reports as its total (nvidia-smi's "Total", MiB): H100 SXM 81,559 (79.6 GiB), A100/A800 80GB 81,920 (80 GiB),
+H200 143,771 (140.4 GiB), L4 23,034 (22.5 GiB): a little under the data sheets' "80 GB" / "141 GB" / "24 GB".
+The `cpu` entry: the reference machine's RAM (24 GiB).
 """
 
 from __future__ import annotations
@@ -41,6 +46,12 @@ class Accelerator:
     load_bytes_per_s: float = 2e9
     device_word: str = "GPU"
     note: str = ""
+    memory_bytes: float = 81_920 * 2**20  # per device: what one stage's peak must fit in
+
+    @property
+    def is_gpu(self) -> bool:
+        """bf16 by default (harness.models.sources.resolve_dtype) and bf16 autocast under `mixed_precision: auto`."""
+        return self.device_word == "GPU"
 
     def engine_start(self, backend: str, params: int) -> float:
         fixed = self.engine_start_s.get(backend, self.engine_start_s.get("hf", 0.0))
@@ -74,10 +85,16 @@ _GPU_DECODE = {"vllm": 0.08, "hf": 0.02}
 _GPU_ENGINE = {"vllm": 60.0, "hf": 5.0}  # + weights in bf16 read at 2 GB/s
 
 ACCELERATORS: dict[str, Accelerator] = {
-    "h100": Accelerator("h100 (H100 SXM)", _peak("H100"), 0.35, 0.45, _GPU_DECODE, _GPU_OVERHEAD, _GPU_ENGINE),
+    "h100": Accelerator("h100 (H100 SXM)", _peak("H100"), 0.35, 0.45, _GPU_DECODE, _GPU_OVERHEAD, _GPU_ENGINE,
+                        memory_bytes=81_559 * 2**20),
     "a100": Accelerator("a100 (A100 SXM 80GB)", _peak("A100"), 0.35, 0.45, _GPU_DECODE, _GPU_OVERHEAD, _GPU_ENGINE),
     "a800": Accelerator("a800 (A800 80GB, A100 silicon)", _peak("A800"), 0.35, 0.45, _GPU_DECODE, _GPU_OVERHEAD,
                         _GPU_ENGINE),
+    "h200": Accelerator("h200 (H200 SXM 141GB)", _peak("H200"), 0.35, 0.45, _GPU_DECODE, _GPU_OVERHEAD, _GPU_ENGINE,
+                        memory_bytes=143_771 * 2**20),
+    # NVIDIA L4 (24 GB, 121 TFLOP/s bf16 dense): the common 24 GB card; slower memory (300 GB/s) than the rest.
+    "l4": Accelerator("l4 (NVIDIA L4 24GB)", _peak("L4"), 0.35, 0.45, _GPU_DECODE, _GPU_OVERHEAD, _GPU_ENGINE,
+                      memory_bytes=23_034 * 2**20),
     # The 2-core reference machine (docs/performance.md): AMD EPYC, AVX2, two 256-bit FMA pipes per core =
     # 32 fp32 FLOP per cycle x 2.445 GHz x 2 cores = 156 GFLOP/s nominal. MFUs and overheads fitted (non-negative
     # least squares, per stage) to the measured stages of the offline default and the tiny preset.
@@ -85,7 +102,7 @@ ACCELERATORS: dict[str, Accelerator] = {
                        {"prompts": 0.03, "samples": 0.1, "signal": 0.1, "trainset": 0.0, "train": 0.1,
                         "answers": 0.05, "judgements": 0.3},
                        engine_start_s={"hf": 0.05, "vllm": 30.0}, bytes_per_param=4, load_bytes_per_s=0.45e9,
-                       device_word="machine",
+                       device_word="machine", memory_bytes=24 * 2**30,
                        note="peak = nominal fp32 FMA rate of the 2-core reference machine; MFUs and overheads "
                             "fitted to its measured runs (docs/performance.md)"),
 }

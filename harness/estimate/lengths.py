@@ -160,6 +160,11 @@ class Lengths:
             return statistics.fmean(tokens.prompt(m) for m in self.prompts)
         return tokens.question(ASSUMED_PROMPT_TOKENS)
 
+    def longest_prompt_tokens(self, who: str) -> float | None:
+        """The longest training prompt as `who` is asked it (None when the prompts are not read: a hub set)."""
+        tokens = self.teacher if who == "teacher" else self.student
+        return max(tokens.prompt(m) for m in self.prompts) if self.prompts else None
+
     def describe_prompts(self) -> str:
         how = "tokenizers at hand" if self.student.exact and self.teacher.exact else f"{CHARS_PER_TOKEN:g} chars/token"
         if self.prompts:

@@ -13,6 +13,7 @@ from typing import Any
 
 from harness.estimate.hardware import Accelerator, accelerator
 from harness.estimate.lengths import Lengths, Tokens
+from harness.estimate.memory_plan import MemoryPlan, Setup, StageMemory
 from harness.estimate.shapes import ModelShape, shape_of
 from harness.estimate.work import (
     LOCAL_JUDGES,
@@ -37,6 +38,7 @@ class StageEstimate:
     flops: float
     compute_s: float
     overhead_s: float
+    memory: StageMemory | None = None  # peak device memory (harness.estimate.memory_plan)
 
     @property
     def generated(self) -> float:
@@ -137,6 +139,7 @@ def estimate_plan(plan: Any, ctx: Any, on: str) -> PlanEstimate:
     lengths = Lengths(exp)
     shapes = Shapes(exp, lengths, shape_of(exp.student), shape_of(exp.teacher))
     judges = _Judges()
+    memory = MemoryPlan(shapes, Setup.of(exp, acc.is_gpu), acc.memory_bytes)
     first_row = plan.rows[0] if plan.rows else None
     stages = []
     seen: set[str] = set()
@@ -146,7 +149,8 @@ def estimate_plan(plan: Any, ctx: Any, on: str) -> PlanEstimate:
         seen.add(step.artifact.key)
         work = stage_work(step, shapes, ctx, first_row, judges)
         flops, compute, overhead = price(work, step.kind, acc, exp.budget.gradient_checkpointing)
-        stages.append(StageEstimate(step.kind, step.label, step.done, work, flops, compute, overhead))
+        stages.append(StageEstimate(step.kind, step.label, step.done, work, flops, compute, overhead,
+                                    memory.stage(step)))
     return PlanEstimate(acc, stages, assumptions(acc, shapes, lengths))
 
 

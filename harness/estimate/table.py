@@ -1,12 +1,14 @@
-"""The priced plan as text: one line per stage, subtotals per kind, the total and the assumptions."""
+"""The priced plan as text: one line per stage (with its peak memory), subtotals per kind, the total, the
+stages that do not fit in memory (harness.estimate.memory_table) and the assumptions."""
 
 from __future__ import annotations
 
+from harness.estimate.memory_table import memory_cell, memory_lines
 from harness.estimate.price import PlanEstimate, StageEstimate
 
 KINDS = ("prompts", "samples", "signal", "trainset", "train", "answers", "judgements")
 HEADER = f"  {'status':7s}  {'kind':10s}  {'stage':34s} {'generated':>10s} {'scored':>10s} {'trained':>10s} " \
-         f"{'FLOPs':>9s} {'hours':>9s}"
+         f"{'FLOPs':>9s} {'hours':>9s} {'memory GiB':>13s}"
 
 
 def human(value: float) -> str:
@@ -22,19 +24,20 @@ def hours(value: float) -> str:
 
 
 def _line(status: str, kind: str, label: str, generated: float, scored: float, trained: float, flops: float,
-          hrs: float) -> str:
+          hrs: float, memory: str = "") -> str:
     return (f"  {status:7s}  {kind:10s}  {label[:34]:34s} {human(generated):>10s} {human(scored):>10s} "
-            f"{human(trained):>10s} {flops:9.2e} {hours(hrs):>9s}")
+            f"{human(trained):>10s} {flops:9.2e} {hours(hrs):>9s} {memory:>13s}").rstrip()
 
 
 def stage_line(s: StageEstimate) -> str:
     return _line("cached" if s.done else "to run", s.kind, s.label, s.generated, s.scored, s.trained, s.flops,
-                 s.hours)
+                 s.hours, memory_cell(s.memory))
 
 
 def format_estimate(est: PlanEstimate) -> str:
     device = est.accelerator.device_word
-    lines = [f"estimate on {est.accelerator.name} (tokens; FLOPs; {device}-hours incl. overheads)", HEADER]
+    lines = [f"estimate on {est.accelerator.name} (tokens; FLOPs; {device}-hours incl. overheads; peak memory / "
+             f"capacity, ! = does not fit)", HEADER]
     lines += [stage_line(s) for s in est.stages]
     lines.append("  by kind:")
     for kind in KINDS:
@@ -46,6 +49,7 @@ def format_estimate(est: PlanEstimate) -> str:
                        est.total("trained"), est.total("flops"), est.total("hours")))
     pending = est.total("hours", pending_only=True)
     lines.append(f"  still to run: {hours(pending)} {device}-hours; judge API calls: {est.judge_calls}")
+    lines += memory_lines(est.stages, est.accelerator.memory_bytes, device)
     notes = sorted({n for s in est.stages for n in s.work.notes if "not known" in n})
     lines += [f"  note: {n}" for n in notes]
     lines.append("  assumptions:")

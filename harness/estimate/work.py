@@ -180,28 +180,31 @@ def _mcq_work(s: Shapes) -> Work:
     return Work("teacher", s.teacher, "forward", tokens, s.prompt["teacher"] + head_tokens + per_pair / 2)
 
 
+def train_sequences(method: str, params: Any, n: int) -> tuple[int, bool, bool]:
+    """Per prompt of a method's micro-batch: (responses trained, whether they may share one prompt encoding,
+    whether the estimate knows the method). GKD: its offline share (the on-policy one is a single sequence)."""
+    if method in ("sft", "seqkd"):
+        return 1, False, True
+    if method in ("kd", "gkd"):
+        return (n if getattr(params, "responses", "all") == "all" else 1), False, True
+    if method in PAIRWISE:
+        return 2, True, True
+    if method == "pad":
+        return n, True, True
+    return n, False, False
+
+
 def train_work(s: Shapes, method: str, params: Any) -> StageWork:
     n, prompts = s.exp.sampling.n, s.train_prompts()
     prompt, response = s.scored("student")
     shared = s.student.shares_prompts
-
-    def sequences(k: int, share: bool) -> float:
-        return prompt + k * response if share else k * (prompt + response)
-
+    k, shareable, known = train_sequences(method, params, n)
+    per_prompt = prompt + k * response if (shareable and shared) else k * (prompt + response)
     notes: list[str] = []
     online: list[Work] = []
-    if method in ("sft", "seqkd"):
-        per_prompt = sequences(1, False)
-    elif method == "kd":
-        per_prompt = sequences(n if getattr(params, "responses", "all") == "all" else 1, False)
-    elif method in PAIRWISE:
-        per_prompt = sequences(2, shared)
-    elif method == "pad":
-        per_prompt = sequences(n, shared)
-    elif method == "gkd":
-        per_prompt, online = _gkd(s, params, sequences(n if params.responses == "all" else 1, False))
-    else:
-        per_prompt = sequences(n, False)
+    if method == "gkd":
+        per_prompt, online = _gkd(s, params, per_prompt)
+    elif not known:
         notes.append(f"method {method!r} is not known to the estimate: priced as {n} sequences per prompt")
     # Each token attends to its own sequence: prompt + response, or (shared layout) the prompt + its response.
     context = prompt + response / 2 if shared else (prompt + response) / 2
