@@ -10,7 +10,9 @@ all (it does not stop at the first) and raises one `ConfigError` listing every p
 - what each benchmark checks itself (`Benchmark.preflight`, e.g. MT-Bench's GPT-4 reference answers);
 - benchmark subsets larger than their data; a local prompt source (`sharegpt`, `jsonl:`) that cannot be read
   or has fewer usable prompts than `prompts.count`;
-- `output_dir` placeholders other than `{name}`, or an `output_dir` that is a file.
+- `output_dir` placeholders other than `{name}`, or an `output_dir` that is a file;
+- quantized models that cannot load here (nf4 on CPUs, a missing package), or that a backend loading the
+  weights itself (vLLM) would serve unquantized under their quantized identity.
 One problem is one line (`FILE: problem`); several are listed one per line under a count.
 Nothing here loads model weights: contexts come from config files (`model_context_length`).
 """
@@ -35,7 +37,7 @@ def preflight(exp: Experiment, source: str = "<experiment>") -> None:
     own = _benchmark_checks(benches)
     problems = (_backends(exp) + _output_dir(exp) + _judges(exp, benches) + _contexts(exp, benches) + own
                 + _subsets([b for b in benches if not any(p.startswith(f"benchmarks.{b[0]} ") for p in own)], exp)
-                + _prompts(exp) + _external_answers(exp))
+                + _prompts(exp) + _external_answers(exp) + _quantization(exp))
     if len(problems) == 1:
         raise ConfigError(f"{source}: {problems[0]}")
     if problems:
@@ -53,6 +55,40 @@ def _backends(exp: Experiment) -> list[str]:
         except Exception as exc:
             out.append(f"{where}: {exc}")
     return out
+
+
+def _quantization(exp: Experiment) -> list[str]:
+    """Each quantized model (harness.models.quantize) checked on the device it will run on, and against the
+    backends that serve it: vLLM loads the weights from disk itself, so a model's `quantization:` would not
+    apply there while every key named the model quantized."""
+    from harness.models.quantize import quantization_problem
+    from harness.models.sources import resolve_device
+
+    models = {"teacher": exp.teacher, "student": exp.student,
+              **{f"external {e.label!r} model": e.model for e in exp.external if e.model is not None}}
+    out = []
+    for who, spec in models.items():
+        if spec.quantization is None:
+            continue
+        if problem := quantization_problem(spec, resolve_device(spec)):
+            out.append(f"{who}.quantization: {problem}")
+        served = ([("sampling.backend", exp.sampling.backend)] if exp.sampling.sampler == who else []) + (
+            [("generation_backend", exp.generation_backend)] if exp.benchmarks else [])
+        for where, backend in served:
+            if _loads_own_weights(backend):
+                out.append(f"{who}.quantization: {spec.quantization} is applied where transformers loads the model, "
+                           f"but {where} {backend!r} loads the weights itself, unquantized; use the hf backend there, "
+                           f"or remove {who}.quantization and set `backends.vllm.quantization` (vLLM's own: fp8, ...)")
+    return out
+
+
+def _loads_own_weights(backend: str) -> bool:
+    from harness.registry import BACKENDS
+
+    try:
+        return not BACKENDS.get(backend).uses_loaded_weights
+    except HarnessError:
+        return False  # an unknown backend: `_backends` reports it
 
 
 def _external_answers(exp: Experiment) -> list[str]:

@@ -414,7 +414,7 @@ def test_a_backend_without_from_spec_is_built_by_the_base_default(echo_backend: 
     ("echo-test", {"repeat": 0}, r"judge \(echo-test\)\.params: repeat: Input should be greater than or equal to 1"),
     ("echo-test", {"colour": "red"}, r"unknown key 'colour'; allowed keys: prefix, repeat"),
     ("local", {"batch_size": "many"}, r"judge \(local\)\.params: batch_size: Input should be a valid integer"),
-    ("local", {"temperature": 1}, r"unknown key 'temperature'; allowed keys: batch_size, seed"),
+    ("local", {"temperature": 1}, r"unknown key 'temperature'; allowed keys: batch_size, quantization, seed"),
     ("openai", {"backoff_base_s": -1}, r"backoff_base_s: Input should be greater than or equal to 0"),
     ("vllm_server", {"startup_timeout_s": 0}, r"startup_timeout_s: Input should be greater than 0"),
 ])

@@ -15,7 +15,8 @@ The conversation is rendered with the model's chat template (`ChatFormatter`); `
 when set, is added to requests that carry no system message of their own (same rule as the `openai` judge).
 The text is not stripped, so it lines up with the log-probs token by token.
 Token counts: `prompt_tokens` is the prompt length, `completion_tokens` the generated tokens including the
-end-of-turn token when one was produced. `Params` (`judge.params`): `batch_size` and the sampling `seed`.
+end-of-turn token when one was produced. `Params` (`judge.params`): `batch_size`, the sampling `seed` and
+`quantization` (the judge model's weights loaded as a model's `quantization:` is, harness.models.quantize).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from harness.config import JudgeSpec, ModelSpec
+from harness.config import JudgeSpec, ModelSpec, Quantization
+from harness.errors import HarnessError
 from harness.judges.base import Judge, JudgeParams, JudgeRequest, JudgeResponse, OnResult
 from harness.models.base import GenerationOutput, GenerationRequest, LoadedModel, SamplingParams
 from harness.models.hf_generator import HFGenerator, TopK
@@ -36,10 +38,15 @@ class LocalJudge(Judge):
     """An in-process model as judge: greedy decoding with top-k log-probs, batched, fully offline."""
 
     class Params(JudgeParams):
-        batch_size: int = Field(8, ge=1)  # requests decoded together
-        seed: int = 0  # seed of sampled (temperature > 0) answers
+        batch_size: int = Field(8, ge=1)
+        """Requests decoded together."""
+        seed: int = 0
+        """Seed of sampled (temperature > 0) answers."""
+        quantization: Quantization | None = None
+        """The judge model's weights loaded quantized, as a model's `quantization:` is (JudgeSpec has none of
+        its own)."""
 
-    result_params = ("seed",)
+    result_params = ("seed", "quantization")  # in the judgements' key only when set (judge_key)
     reports_incrementally = True
     supports_prefill = True  # the reply's first tokens are simply part of the prompt
 
@@ -60,8 +67,23 @@ class LocalJudge(Judge):
             from harness.models.sources import load_model
 
             local_model_loader = load_model
-        loaded = local_model_loader(ModelSpec(model=spec.model))
-        return cls(loaded, system_prompt=spec.system_prompt, **dict(settings))
+        options = dict(settings)
+        loaded = local_model_loader(ModelSpec(model=spec.model, quantization=options.pop("quantization")))
+        return cls(loaded, system_prompt=spec.system_prompt, **options)
+
+    @classmethod
+    def preflight(cls, spec: JudgeSpec) -> str | None:
+        """A quantization the judge's model cannot load with here (nf4 on CPUs, a missing package)."""
+        from harness.models.quantize import quantization_problem
+        from harness.models.sources import resolve_device
+
+        try:
+            settings = cls.parse_params(spec.params)
+        except HarnessError as exc:
+            return str(exc)
+        model = ModelSpec(model=spec.model, quantization=getattr(settings, "quantization", None))
+        problem = quantization_problem(model, resolve_device(model))
+        return f"params.quantization: {problem}" if problem else None
 
     @property
     def identity(self) -> dict[str, Any]:

@@ -32,8 +32,9 @@ class ModelHandle:
 def trained_identity(base: dict[str, Any], train_key: str, weights_dir: Path) -> dict[str, Any]:
     """A trained row's identity: the base student's tokenizer, template, context and dtype, and its OWN
     weights, the train artifact's directory (a backend that loads weights from disk, vLLM, must load these,
-    not the base model's `path`)."""
-    ident = {key: value for key, value in base.items() if key not in ("path", "revision", "weights")}
+    not the base model's `path`). Not the base's `quantization`: a QLoRA student's trained weights are merged
+    into an unquantized copy of its base (harness.training.lora); the train key still names the quantized base."""
+    ident = {key: value for key, value in base.items() if key not in ("path", "revision", "weights", "quantization")}
     ident.update({"trained": train_key, "path": str(weights_dir)})
     if base.get("path") is not None:
         ident["tokenizer_path"] = base["path"]

@@ -82,10 +82,12 @@ class EnginePool:
 
 def backend_key(backend_params: dict[str, dict[str, Any]], backend: str) -> dict[str, Any]:
     """What of a backend changes its outputs: its name and the result params (`Generator.result_params`)
-    of the experiment's `backends.<backend>` (cache keys; memory settings are not among them)."""
+    of the experiment's `backends.<backend>` (cache keys; memory settings are not among them). A result param
+    its `Params` leave out of their dump when at its default (added later, e.g. vLLM's `quantization`) is left
+    out here too, so keys made before it existed stay valid."""
     cls = BACKENDS.get(backend)
     params = cls.Params.model_validate(backend_params.get(backend, {})).model_dump(mode="json")
-    return {"backend": backend, **{k: params[k] for k in cls.result_params}}
+    return {"backend": backend, **{k: params[k] for k in cls.result_params if k in params}}
 
 
 class ModelPool:

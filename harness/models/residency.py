@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from harness.models import quantize
 from harness.models.base import LoadedModel
 
 
@@ -24,6 +25,8 @@ def park(loaded: LoadedModel) -> bool:
     """Move `loaded`'s weights to host memory if they sit on an accelerator; True if moved."""
     if not _is_accelerator(loaded.device) or loaded.parked or getattr(loaded.model, "hf_device_map", None):
         return False  # on the host already, or dispatched over devices by accelerate (its hooks place it)
+    if quantize.places_itself(quantize.library_of(loaded.model)):
+        return False  # bitsandbytes weights stay where they were quantized (`offload` is refused for them)
     loaded.model.to("cpu")
     loaded.parked = True
     if torch.cuda.is_available():

@@ -28,6 +28,7 @@ import torch
 from harness import environment
 from harness.config import ModelSpec
 from harness.errors import ModelSourceError
+from harness.models import quantize
 from harness.models.base import LoadedModel
 from harness.models.chat import CHAT_FORMAT_VERSION, ChatFormatter
 
@@ -276,7 +277,8 @@ def model_fingerprint(spec: ModelSpec, device: str | None = None) -> dict[str, A
 
     Tiny models are identified by name + seed; the alias by its GGUF's fingerprint; local directories by a
     sampled content hash of their weight files; hub models by the snapshot commit. The context hash covers
-    system prompt and demonstrations; `template` is the chat template's hash.
+    system prompt and demonstrations; `template` is the chat template's hash; `quantization` the library that
+    quantizes the weights on this device (harness.models.quantize), only when asked for.
     """
     dev = resolve_device(spec, device)
     ident: dict[str, Any] = {"model": spec.model, "dtype": str(resolve_dtype(spec, dev)).removeprefix("torch.")}
@@ -303,7 +305,7 @@ def model_fingerprint(spec: ModelSpec, device: str | None = None) -> dict[str, A
         ident["end_of_turn"] = spec.end_of_turn
     ident["template"] = template
     ident["context"] = context_hash(spec)
-    return ident | _format_identity(spec)
+    return ident | _format_identity(spec) | quantize.identity_entry(spec, quantize.implementation(spec, dev))
 
 
 def _gguf_template_hash(gguf: Path) -> str | None:
@@ -330,12 +332,15 @@ def load_model(spec: ModelSpec, device: str | None = None) -> LoadedModel:
     """Load weights + tokenizer + chat formatter with the model's own context, on the chosen device/dtype."""
     dev = resolve_device(spec, device)
     dtype = resolve_dtype(spec, dev)
+    library = quantize.implementation(spec, dev)  # refuses what cannot run here before any weights load
     kind = _source_kind(spec.model)
     if kind == "tiny":
         from harness.models.tiny import build_tiny_model
 
         tokenizer = _load_tokenizer(spec.tokenizer, spec.revision) if spec.tokenizer else None
         model, tokenizer = build_tiny_model(spec.model.removeprefix("tiny:"), seed=spec.seed, tokenizer=tokenizer)
+        if library:  # quantized where it runs, from the weights in the compute dtype, as from_pretrained does
+            model = quantize.quantize_in_memory(model.to(device=dev, dtype=dtype), library)
         info: dict[str, Any] = {"source": "tiny", "seed": spec.seed}
     else:
         from transformers import AutoModelForCausalLM
@@ -346,6 +351,7 @@ def load_model(spec: ModelSpec, device: str | None = None) -> LoadedModel:
         options: dict[str, Any] = {"device_map": spec.device_map} if spec.device_map else {}
         if "attention" in info:  # soft-capped attention: every use (training, scoring, hf generation) honours it
             options["attn_implementation"] = info["attention"]
+        options |= quantize.loading_options(spec, library, dev, dtype)
         try:
             model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype, **options)
         except Exception as exc:
@@ -358,6 +364,8 @@ def load_model(spec: ModelSpec, device: str | None = None) -> LoadedModel:
     if getattr(model, "hf_device_map", None):  # dispatched over devices: inputs go where its embeddings are
         dev = str(model.get_input_embeddings().weight.device)
         model = model.eval()
+    elif library:  # quantized weights keep their storage type (a dtype cast would undo or break it)
+        model = (model if quantize.places_itself(library) else model.to(device=dev)).eval()
     else:
         model = model.to(device=dev, dtype=dtype).eval()
     identity = {"model": spec.model, **info, "dtype": str(dtype).removeprefix("torch.")}
@@ -367,5 +375,5 @@ def load_model(spec: ModelSpec, device: str | None = None) -> LoadedModel:
         identity["end_of_turn"] = spec.end_of_turn
     identity["template"] = formatter.template_hash
     identity["context"] = context_hash(spec)
-    identity |= _format_identity(spec)
+    identity |= _format_identity(spec) | quantize.identity_entry(spec, library)
     return LoadedModel(model=model, tokenizer=tokenizer, formatter=formatter, identity=identity, device=dev)
