@@ -9,6 +9,7 @@ from conftest import make_tiny
 from helpers.experiments import small_experiment
 
 import harness.signals as signals
+import harness.signals.mcq as mcq
 from harness.config import parse_experiment
 from harness.errors import ConfigError
 from harness.methods.base import PromptGroup
@@ -41,7 +42,7 @@ def test_the_released_rule_cuts_what_would_exceed_the_context(monkeypatch: pytes
     uncut = signals.mcq_prompts(teacher, long_groups()[0], "released", both_orders=False)
     assert len(uncut[0][2]) > TINY_CONTEXT
     # The release's 2,500 tokens do not fit a 2,048-token context either: a smaller cut shows the cut works.
-    monkeypatch.setattr(signals, "RELEASED_MCQ_RESPONSE_TOKENS", 600)
+    monkeypatch.setattr(mcq, "RELEASED_MCQ_RESPONSE_TOKENS", 600)  # where the released rule reads it
     asks = signals.mcq_prompts(teacher, long_groups()[0], "released", both_orders=False, response_tokens=600)
     assert len(asks[0][2]) <= TINY_CONTEXT
     prompt = teacher.tokenizer.decode(asks[0][2])

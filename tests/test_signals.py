@@ -13,6 +13,8 @@ from harness.config import SamplingConfig
 from harness.methods.base import PromptGroup, Signal
 from harness.methods.common import pack_sequences, sequence_logprobs
 from harness.models.scoring import Scorer
+from harness.signals import mcq
+from harness.signals.common import group_field
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -36,9 +38,9 @@ GROUPS = [
 
 def _reference_scores(loaded, group, max_length=10**6, max_prompt=10**6):
     fmt = loaded.formatter
-    prompt = fmt.prompt_ids(signals._field(group, "messages"))
+    prompt = fmt.prompt_ids(group_field(group, "messages"))
     out = []
-    for r in signals._field(group, "responses"):
+    for r in group_field(group, "responses"):
         packed = pack_sequences([prompt], [fmt.response_ids(r)], loaded.tokenizer.pad_token_id, max_length, max_prompt)
         with torch.no_grad():
             total, mean, _ = sequence_logprobs(loaded.model, packed)
@@ -75,7 +77,7 @@ def test_mcq_matrix_properties(models):
     res = signals.mcq_preference(teacher, GROUPS, batch_size=5, progress=None, rule="debiased")
     for pref, group in zip(res.values, GROUPS, strict=True):
         p = torch.tensor(pref, dtype=torch.float64)
-        n = len(signals._field(group, "responses"))
+        n = len(group_field(group, "responses"))
         assert p.shape == (n, n)
         assert torch.allclose(p + p.T, torch.ones(n, n, dtype=torch.float64), atol=1e-12)
         assert torch.all(p.diagonal() == 0.5) and torch.all((p > 0) & (p < 1))
@@ -150,7 +152,7 @@ def test_topk_layout_and_compact_roundtrip(models, tmp_path):
     _, teacher = models
     res = signals.teacher_topk(teacher, GROUPS, k=4, progress=None)
     for value, group in zip(res.values, GROUPS, strict=True):
-        responses = signals._field(group, "responses")
+        responses = group_field(group, "responses")
         assert len(value["ids"]) == len(value["logprobs"]) == len(responses)
         for r, ids, lps in zip(responses, value["ids"], value["logprobs"], strict=True):
             assert ids.shape == lps.shape == (len(teacher.formatter.response_ids(r)), 4)
@@ -202,7 +204,7 @@ def test_a_signal_is_computed_once_and_charged_to_every_method_that_reads_it(tmp
         calls.append(result.forward_tokens)
         return result
 
-    monkeypatch.setattr(signals, "mcq_preference", counting)
+    monkeypatch.setattr(mcq, "mcq_preference", counting)  # where the MCQ source looks it up
     exp = parse_experiment({
         "name": "once",
         "teacher": {"model": "tiny:llama", "seed": 1, "system_prompt": "Be brief."},

@@ -47,7 +47,7 @@ class _LogProbs(SignalSource):
         return {"model": ctx.model_key(self.model), **_lengths(ctx), **_cut_as(ctx, self.model)}
 
     def compute(self, ctx: SignalContext, out: Path) -> dict[str, Any]:
-        from harness.signals import sequence_scores
+        from harness.signals.logprobs import sequence_scores
 
         budget = ctx.exp.budget
         cut_as = ctx.model("student").formatter if self.model == "teacher" else None
@@ -103,14 +103,14 @@ class MCQPreference(SignalSource):
     provides: ClassVar[tuple[str, ...]] = (Signal.MCQ_PREFERENCE,)
 
     def inputs(self, ctx: SignalContext) -> dict[str, Any]:
-        from harness.signals import RELEASED_MCQ_RESPONSE_TOKENS
+        from harness.signals.mcq import RELEASED_MCQ_RESPONSE_TOKENS
 
         rule = ctx.exp.signals.mcq
         cut = {"response_tokens": RELEASED_MCQ_RESPONSE_TOKENS} if rule == "released" else {}  # how responses are cut
         return {"model": ctx.model_key("teacher"), "rule": rule, "template": ctx.exp.signals.mcq_template, **cut}
 
     def compute(self, ctx: SignalContext, out: Path) -> dict[str, Any]:
-        from harness.signals import mcq_preference
+        from harness.signals.mcq import mcq_preference
 
         cfg = ctx.exp.signals
         result = mcq_preference(ctx.model("teacher"), ctx.groups(), batch_size=cfg.batch_size,
@@ -133,7 +133,7 @@ class TeacherTopK(SignalSource):
                 **_cut_as(ctx, "teacher")}
 
     def compute(self, ctx: SignalContext, out: Path) -> dict[str, Any]:
-        from harness.signals import save_topk, teacher_topk
+        from harness.signals.topk import save_topk, teacher_topk
 
         exp = ctx.exp
         cut_as = ctx.model("student").formatter  # first: loading the student may park an `offload` teacher
@@ -144,7 +144,7 @@ class TeacherTopK(SignalSource):
         return {"accounting": {"teacher_forward_tokens": result.forward_tokens}}
 
     def merge(self, parts: list[Path], out: Path) -> None:
-        from harness.signals import load_topk, save_topk
+        from harness.signals.topk import load_topk, save_topk
 
         if len(parts) == 1:
             shutil.copyfile(parts[0] / "topk.safetensors", out / "topk.safetensors")
@@ -152,7 +152,7 @@ class TeacherTopK(SignalSource):
         save_topk(out / "topk.safetensors", [value for part in parts for value in load_topk(part / "topk.safetensors")])
 
     def load(self, signal: str, path: Path) -> list[Any]:
-        from harness.signals import load_topk
+        from harness.signals.topk import load_topk
 
         return load_topk(path / "topk.safetensors")
 
@@ -168,7 +168,7 @@ class TeacherSamples(SignalSource):
         return {"model": ctx.model_key("teacher"), "prompts": ctx.prompts_key, "sampling": ctx.exp.sampling}
 
     def compute(self, ctx: SignalContext, out: Path) -> dict[str, Any]:
-        from harness.signals import teacher_samples
+        from harness.signals.teacher_generation import teacher_samples
 
         generator = ctx.generator("teacher")  # the configured sampling backend (vLLM where asked)
         result = teacher_samples(generator.loaded, ctx.prompts(), ctx.exp.sampling, generator=generator)

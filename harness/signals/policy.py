@@ -34,8 +34,8 @@ def policy_sequence_scores(model: LoadedModel, groups: list[Any], precision: Pol
                            max_length: int | None = None, max_prompt_length: int | None = None,
                            progress: str | None = "student log-probs", truncation: str = "per_response") -> Any:
     """Mean and SUM log-probs of every response under `model` run as the trainer runs it (module docstring);
-    a `harness.signals.SequenceScores`."""
-    from harness.signals import SequenceScores, scoring_inputs
+    a `harness.signals.logprobs.SequenceScores`."""
+    from harness.signals.logprobs import SequenceScores, scoring_inputs
 
     tokens = scoring_inputs(model, groups, max_length, max_prompt_length, truncation)  # type: ignore[arg-type]
     share = shares_prompts(model.model)

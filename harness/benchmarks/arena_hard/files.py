@@ -35,10 +35,10 @@ from harness.benchmarks.arena_hard.formats import JUDGE_SETTINGS
 from harness.benchmarks.arena_hard.scoring import (
     ANSWER_FILE_COUNTER,
     OFFICIAL_ENCODING,
-    STYLE_KEYS,
     answer_metadata,
     is_official_counter,
 )
+from harness.benchmarks.arena_hard.style_control import STYLE_KEYS
 from harness.benchmarks.base import BenchmarkData, OfficialExport, ScoreResult
 from harness.benchmarks.official_files import answer_id, path_component
 from harness.errors import DataSourceError, HarnessError

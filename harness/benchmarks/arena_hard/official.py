@@ -14,13 +14,12 @@ from typing import Any
 from harness.benchmarks.arena_hard.formats import JUDGE_SETTINGS
 from harness.benchmarks.arena_hard.prompts import parse_answer, read_rows
 from harness.benchmarks.arena_hard.scoring import (
-    STYLE_KEYS,
-    StylePool,
     battles_v01,
     battles_v2,
     file_metadata,
     score_rows,
 )
+from harness.benchmarks.arena_hard.style_control import STYLE_KEYS, StylePool
 from harness.benchmarks.base import ScoreResult
 from harness.errors import DataSourceError
 

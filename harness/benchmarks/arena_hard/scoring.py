@@ -14,9 +14,10 @@ Two scorings exist upstream and they differ in more than the numbers they print:
 
 Bootstrap resampling draws `RandomState(seed).choice(n, n)` per round, which is what pandas'
 `sample(frac=1, replace=True)` draws from numpy's global state in the official scripts.
-Style control (length and markdown) follows each version's own feature construction and fit. Upstream fits
-the style coefficients jointly over every model's games; given only this model's games the fit is a
-"single-model" one (the caller labels it), and given other models' games (`model_ids`) it is the joint one.
+Style control (length and markdown) follows each version's own feature construction (`style_control`) and
+fit (here). Upstream fits the style coefficients jointly over every model's games; given only this model's
+games the fit is a "single-model" one (the caller labels it), and given other models' games (`model_ids`) it
+is the joint one.
 
 The metrics from judgement rows (the score and its interval, style control, mean answer tokens) are built at
 the end, for this harness's own judgements (`ArenaHard.score`) and for arena-hard-auto's judgement files
@@ -34,6 +35,16 @@ from typing import Any
 import numpy as np
 
 from harness.benchmarks.arena_hard.formats import V01_LABELS, V2_LABEL_TO_A_SCORE
+from harness.benchmarks.arena_hard.style_control import (
+    StylePool,
+    battle_metadata,
+    joint_style_design,
+    style_fit_label,
+)
+
+# The style features stay importable from here, where they lived before style control had its own module.
+from harness.benchmarks.arena_hard.style_control import style_features_v01 as style_features_v01
+from harness.benchmarks.arena_hard.style_control import style_features_v2 as style_features_v2
 from harness.benchmarks.arena_hard.tokens import INSTALL_HINT, tiktoken_encoding
 from harness.benchmarks.base import ScoreResult
 
@@ -50,18 +61,6 @@ class Battles:
     n_games: int
     n_games_dropped: int
     n_questions_dropped: int
-
-
-@dataclass
-class StylePool:
-    """Other models' games against the same baseline, for upstream's joint style-control fit: per model, its
-    battle outcomes (as `Battles.outcomes`) and, per battle, its answer's and the baseline's metadata."""
-
-    source: str
-    models: list[str]
-    outcomes: list[np.ndarray]
-    model_meta: list[list[dict[str, Any]]]
-    base_meta: list[list[dict[str, Any]]]
 
 
 def battles_v01(rows: Sequence[dict[str, Any]], weight: int = 3) -> Battles:
@@ -183,52 +182,6 @@ def bt_win_rate_v01(outcomes: np.ndarray, style: np.ndarray | None = None,
     return _sigmoid(-math.log(10) * float(d))
 
 
-def style_features_v01(model_meta: Sequence[dict[str, Any]], base_meta: Sequence[dict[str, Any]],
-                       features: str = "both") -> np.ndarray:
-    """`construct_style_matrices`: (baseline - model) / (baseline + model + 1), standardised (ddof=0)."""
-    keys = _style_keys(features)
-    a = np.array([[_total(m[k]) for k in keys] for m in base_meta], dtype=float)
-    b = np.array([[_total(m[k]) for k in keys] for m in model_meta], dtype=float)
-    diff = (a - b) / (a + b + 1.0)
-    return _standardise(diff, ddof=0)
-
-
-def style_features_v2(model_meta: Sequence[dict[str, Any]], base_meta: Sequence[dict[str, Any]],
-                      features: str = "both") -> np.ndarray:
-    """`print_leaderboard_with_style_features`: length (m-b)/(m+b); markdown densities per token,
-    counts / (token_len + 1), compared as (dm-db)/(dm+db+1); standardised with torch.std (ddof=1).
-    Signs: positive favours the model."""
-    keys = ["token_len", "header_count", "list_count", "bold_count"]
-    m = np.array([[_total(x[k]) for k in keys] for x in model_meta], dtype=float)
-    b = np.array([[_total(x[k]) for k in keys] for x in base_meta], dtype=float)
-    out = np.zeros_like(m)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out[:, 0] = (m[:, 0] - b[:, 0]) / (m[:, 0] + b[:, 0])
-        # arena-hard-auto show_result.py lines 156-157 (v2.0 release, commit 404392d):
-        # model_md_density = model_feature_tensor[:, 1:] / (model_feature_tensor[:, :1] + 1)
-        md, bd = m[:, 1:] / (m[:, :1] + 1), b[:, 1:] / (b[:, :1] + 1)
-        out[:, 1:] = (md - bd) / (md + bd + 1)
-    out = np.nan_to_num(out)  # two empty answers (token_len 0) give 0/0 in the length feature: no difference
-    cols = {"both": slice(0, 4), "length": slice(0, 1), "markdown": slice(1, 4)}[features]
-    return _standardise(out, ddof=1)[:, cols]
-
-
-def _style_keys(features: str) -> list[str]:
-    length, markdown = ["token_len"], ["header_count", "list_count", "bold_count"]
-    return {"both": length + markdown, "length": length, "markdown": markdown}[features]
-
-
-def _total(value: Any) -> float:
-    return float(sum(value.values())) if isinstance(value, dict) else float(value)
-
-
-def _standardise(x: np.ndarray, ddof: int) -> np.ndarray:
-    std = x.std(axis=0, ddof=ddof) if len(x) > ddof else np.zeros(x.shape[1])
-    # A constant feature (e.g. no answer uses headers) is NaN upstream; it carries no information: zero it.
-    safe = np.where(std > 0, std, 1.0)
-    return np.where(std > 0, (x - x.mean(axis=0)) / safe, 0.0)
-
-
 def score_v01(b: Battles, rounds: int, seed: int, style: np.ndarray | None = None,
               model_ids: np.ndarray | None = None) -> dict[str, float | None]:
     """Point estimate and bootstrap 95% interval of model 0, as percentages (`get_win_rate_column` * 100).
@@ -341,7 +294,7 @@ def score_rows(rows: list[dict[str, Any]], version: str, weight: int = 3, rounds
         notes.append(f"v2.0: mean of bootstrap means, 90% CI ({rounds} rounds, seed {seed})")
     metrics: dict[str, float | int | None] = dict(stats)
     if style_control:
-        own = _battle_metadata(rows, battles)
+        own = battle_metadata(rows, battles.question_ids)
         if own is None:
             notes.append("style control skipped: answer metadata missing for some judged questions")
         else:
@@ -386,44 +339,11 @@ def _per_item(rows: list[dict[str, Any]], battles: Battles) -> list[dict[str, An
             for r in rows]
 
 
-STYLE_KEYS = ("token_len", "header_count", "list_count", "bold_count")
-
-
-def _battle_metadata(rows: list[dict[str, Any]], battles: Battles) -> tuple[list[Any], list[Any]] | None:
-    """(model metadata, baseline metadata) per battle, or None when any is missing."""
-    metas = {r["id"]: r.get("metadata") or {} for r in rows}
-    pairs = [metas.get(q, {}) for q in battles.question_ids]
-    if not pairs or any(not (m.get("model") and m.get("baseline")) for m in pairs):
-        return None
-    model_meta = [m["model"] for m in pairs]
-    base_meta = [m["baseline"] for m in pairs]
-    if any(k not in m for m in model_meta + base_meta for k in STYLE_KEYS):
-        return None
-    return model_meta, base_meta
-
-
 def _style_controlled(battles: Battles, own: tuple[list[Any], list[Any]], version: str, features: str,
                       rounds: int, seed: int, pool: StylePool | None) -> tuple[dict[str, float | None], str]:
     """The style-controlled score of this model (model 0) and the label saying how it was fitted."""
-    model_meta, base_meta = list(own[0]), list(own[1])
-    outcomes, ids = [battles.outcomes], [np.zeros(len(battles.outcomes), dtype=int)]
-    if pool is not None:
-        for k, (o, mm, bm) in enumerate(zip(pool.outcomes, pool.model_meta, pool.base_meta, strict=True)):
-            outcomes.append(o)
-            ids.append(np.full(len(o), k + 1, dtype=int))
-            model_meta += mm
-            base_meta += bm
-    joint = replace(battles, outcomes=np.concatenate(outcomes))
-    model_ids = np.concatenate(ids)
-    build = style_features_v01 if version == "v0.1" else style_features_v2
-    style = build(model_meta, base_meta, features)
+    outcomes, model_ids, style = joint_style_design(battles.outcomes, own, version, features, pool)
+    joint = replace(battles, outcomes=outcomes)
     stats = (score_v01(joint, rounds, seed, style, model_ids) if version == "v0.1"
              else score_v2_style(joint, style, rounds, seed, model_ids))
-    if pool is None:
-        label = (f"single-model style control ({features}): style coefficients fitted on this model's games "
-                 "only; arena-hard-auto's leaderboard fits them jointly over every model's games, so this is not "
-                 "its style-controlled score (params.style_control_pool names judgements to fit jointly with)")
-    else:
-        label = (f"joint style control ({features}) as arena-hard-auto's show_result.py: fitted with "
-                 f"{len(pool.models)} other models' games from {pool.source}")
-    return stats, label
+    return stats, style_fit_label(features, pool)
