@@ -35,7 +35,9 @@ def dpkd_loss(student_chosen: torch.Tensor, student_rejected: torch.Tensor, teac
 
 class DPKDParams(PairParams):
     beta: float = Field(1.0, gt=0)
+    """Scale of the margin of log-ratios to the reference."""
     reference: Literal["teacher", "none"] = "teacher"
+    """`teacher`: the teacher's mean log-probs are the reference (DPKD); `none`: reference-free."""
 
 
 class DPKDMethod(PairwiseMethod):

@@ -30,7 +30,9 @@ from harness.methods.base import LossOutput, PromptGroup, Signal, TrainContext
 
 class DPOParams(PairParams):
     beta: float = Field(0.1, gt=0)
+    """DPO's beta (the KL strength against the reference)."""
     loss_type: LossType = "sigmoid"
+    """`sigmoid` (DPO), `ipo` or `hinge` (SLiC)."""
 
 
 class DPOMethod(PairwiseMethod):

@@ -41,15 +41,22 @@ def generalized_jsd(student: torch.Tensor, teacher: torch.Tensor, beta: float) -
 
 
 class GKDParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     beta: float = Field(0.5, ge=0.0, le=1.0)
-    lmbda: float = Field(0.5, ge=0.0, le=1.0)  # fraction of micro-batches sampled from the student
+    """The generalized JSD's beta (0: forward KL, 1: reverse KL)."""
+    lmbda: float = Field(0.5, ge=0.0, le=1.0)
+    """Fraction of micro-batches sampled from the student."""
     max_new_tokens: int = Field(64, ge=1)
+    """Longest on-policy student sample, in tokens."""
     temperature: float = Field(1.0, gt=0.0)
+    """Temperature of the on-policy student samples."""
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    responses: str = Field("all", pattern="^(all|first)$")  # fixed branch: which shared samples
+    """Nucleus sampling of the on-policy student samples."""
+    responses: str = Field("all", pattern="^(all|first)$")
+    """The fixed (off-policy) branch distils on `all` the prompt's shared samples, or the `first`."""
     seed: int = 0
+    """Seed of the on-policy coin and samples (a function of seed, step and prompt ids)."""
 
 
 def _count(accounting: Any, method: str, attribute: str, tokens: int) -> None:

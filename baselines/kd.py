@@ -94,12 +94,17 @@ def topk_kd_loss(student_logprobs: torch.Tensor, teacher_ids: torch.Tensor, teac
 
 
 class KDParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     divergence: Divergence = "forward_kl"
-    alpha: float = Field(0.1, ge=0.0, le=1.0)  # DistiLLM skew; used by skew_kl and skew_reverse_kl only
+    """Token-level divergence: forward KL (Hinton et al.), reverse KL, or DistiLLM's skew KL / skew reverse
+    KL."""
+    alpha: float = Field(0.1, ge=0.0, le=1.0)
+    """DistiLLM skew; used by skew_kl and skew_reverse_kl only."""
     nll_weight: float = Field(0.0, ge=0.0)
-    responses: Literal["all", "first"] = "all"  # which shared samples of each prompt to distil on
+    """Weight of the responses' token NLL added to the loss (0: off)."""
+    responses: Literal["all", "first"] = "all"
+    """Which shared samples of each prompt to distil on."""
 
 
 def collate_topk(examples: list[dict[str, Any]], ctx: TrainContext) -> dict[str, Any]:

@@ -37,11 +37,16 @@ PairStrategy = Literal["best_worst", "random"]
 
 
 class PairParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     preference: Preference = "mcq"
+    """How the teacher ranks a prompt's responses: `mcq` (its MCQ win probability) or `teacher_logprob` (its
+    mean log-prob)."""
     pairs: PairStrategy = "best_worst"
+    """Which pair of responses: `best_worst` (teacher-best vs teacher-worst) or `random` (a random pair
+    ordered by the teacher, as released)."""
     pair_seed: int = 0
+    """Seed of the random pairs: a prompt's pair depends only on (pair_seed, prompt id)."""
 
 
 def preference_signal(preference: Preference) -> str:

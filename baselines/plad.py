@@ -33,8 +33,11 @@ def plad_loss(mean_chosen: torch.Tensor, mean_rejected: torch.Tensor, margin: fl
 
 class PLaDParams(PairParams):
     margin: float = Field(1.0, ge=0)
+    """The calibration margin delta."""
     loss: Literal["hinge", "logistic"] = "hinge"
+    """`hinge` (PLaD) or `logistic` (its smooth variant)."""
     nll_weight: float = Field(0.0, ge=0)
+    """Weight of the chosen response's NLL added to the loss (0: off)."""
 
 
 class PLaDMethod(PairwiseMethod):

@@ -22,9 +22,10 @@ from harness.methods.base import LossOutput, Method, PromptGroup, Signal, TrainC
 
 
 class SeqKDParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     samples_per_prompt: int = Field(1, ge=1)
+    """Teacher responses per prompt trained on (the teacher generates them once, shared)."""
 
 
 class SeqKDMethod(Method):

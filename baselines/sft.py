@@ -34,9 +34,10 @@ def nll_batch_loss(model: torch.nn.Module, batch: dict[str, Any]) -> LossOutput:
 
 
 class SFTParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     preference: Preference = "mcq"
+    """How the teacher-preferred response is picked: `mcq` or `teacher_logprob` (as the pairwise methods)."""
 
 
 class SFTMethod(Method):

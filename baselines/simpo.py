@@ -30,7 +30,9 @@ def simpo_loss(mean_chosen: torch.Tensor, mean_rejected: torch.Tensor, beta: flo
 
 class SimPOParams(PairParams):
     beta: float = Field(2.0, gt=0)
+    """Scale of the length-normalised reward margin."""
     gamma: float = Field(0.5, ge=0)
+    """Target reward margin."""
 
 
 class SimPOMethod(PairwiseMethod):

@@ -15,8 +15,8 @@ The command line is a thin layer over these functions: `pad-harness run` is `loa
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,14 +75,24 @@ def estimate(exp: Experiment, on: str, run_dir: str | Path | None = None) -> str
     return format_estimate(estimate_plan(pipe.build_plan(project_selections=True), pipe.ctx, on))
 
 
-def run(exp: Experiment, run_dir: str | Path | None = None, progress: bool = True) -> Results:
-    """Run what is missing (everything finished is reused) and write the reports; the results."""
+def run(exp: Experiment, run_dir: str | Path | None = None, progress: bool = True,
+        ignore_memory_plan: bool = False, on_start: Callable[[], None] | None = None) -> Results:
+    """Run what is missing (everything finished is reused) and write the reports; the results.
+    A train stage estimated not to fit in the device's memory stops the run before any work
+    (harness.estimate.gate) unless `ignore_memory_plan`. `on_start` is called once the run is set up (the
+    experiment's models identified, its tuning checked) and about to start, on the main process of a launch
+    only (`pad-harness run` announces the run there)."""
     from harness.pipeline import Pipeline
 
     where = _run_dir(exp, run_dir)
-    source = exp.origin.get("file") if not exp.layered else None
-    pipe = Pipeline(exp, where, source_file=source, progress=progress)
-    return Results(pipe.run(), where, dict(pipe.report_paths))
+    # The file names the experiment in messages; a layered one's resolved text is what the run directory keeps.
+    pipe = Pipeline(exp, where, source_file=exp.origin.get("file"), progress=progress,
+                    ignore_memory_plan=ignore_memory_plan)
+    if on_start is not None and pipe.processes.is_main:
+        on_start()
+    raw = pipe.run()
+    return Results(raw, where, dict(pipe.report_paths), timings=dict(pipe.timings),
+                   engine_starts=pipe.engines.starts, main_process=pipe.processes.is_main)
 
 
 def results(run_dir: str | Path) -> Results:
@@ -123,6 +133,10 @@ class Results:
     raw: RunResults
     run_dir: Path
     report_paths: dict[str, Path]
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: "total", and per step "kind:label"
+    engine_starts: int = 0  # generation engines (vLLM) the run started
+    # False in a worker process of a launch (`torchrun`, `accelerate launch`): the main process writes the reports.
+    main_process: bool = True
 
     @property
     def rows(self) -> list[Any]:

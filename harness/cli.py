@@ -26,8 +26,8 @@ def _default_experiment() -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.config import load_experiment
-    from harness.pipeline import Pipeline
+    """`load` + `validate` + `run` of the Python API (harness.api), with what the command line prints."""
+    from harness import api
 
     if args.estimate_on is not None:
         if not args.dry_run:
@@ -37,11 +37,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         accelerator(args.estimate_on)  # an unknown name fails here, before any planning
     path = Path(args.file) if args.file else _default_experiment()
-    exp = load_experiment(path, args.set or ())
+    exp = api.load(path, args.set or ())
     if not args.dry_run:
-        from harness.preflight import preflight
-
-        preflight(exp, str(path))  # a missing API key or an impossible answer length, before any work
+        api.validate(exp)  # a missing API key or an impossible answer length, before any work
     run_dir = Path(args.run_dir) if args.run_dir else exp.run_dir()
     if run_dir.exists() and not run_dir.is_dir():
         where = "--run-dir" if args.run_dir else f"output_dir of {path}"
@@ -49,22 +47,24 @@ def cmd_run(args: argparse.Namespace) -> int:
                            f"created if missing)")
     if args.dry_run:
         return dry_run(exp, run_dir, str(path), args.estimate_on)
-    pipe = Pipeline(exp, run_dir, source_file=str(path), progress=not args.quiet)
-    if not pipe.processes.is_main:  # a worker of a multi-process launch: the main process reports
-        pipe.run()
+
+    def announce() -> None:  # the main process only: a worker of a multi-process launch prints nothing
+        if not args.quiet:
+            print(f"pad-harness: running {path} -> {run_dir}", flush=True)
+
+    results = api.run(exp, run_dir, progress=not args.quiet,
+                      ignore_memory_plan=getattr(args, "ignore_memory_plan", False), on_start=announce)
+    if not results.main_process:  # the main process reports
         return 0
-    if not args.quiet:
-        print(f"pad-harness: running {path} -> {run_dir}", flush=True)
-    pipe.run()
     board = run_dir / "LEADERBOARD.md"
     if board.is_file():  # the scores table (the whole Markdown with --verbose); the rest is in the reports
         text = board.read_text()
         print(text if args.verbose else ("" if args.quiet else "\n") + scores_section(text) + "\n")
     if not args.quiet:
         uses_engines = exp.generation_backend != "hf" or exp.sampling.backend != "hf"
-        engines = f"; {pipe.engines.starts} generation engine start(s)" if uses_engines else ""
-        print(f"finished in {pipe.timings.get('total', 0):.0f}s{engines}; reports:")
-    for name, report_path in sorted(pipe.report_paths.items()):
+        engines = f"; {results.engine_starts} generation engine start(s)" if uses_engines else ""
+        print(f"finished in {results.timings.get('total', 0):.0f}s{engines}; reports:")
+    for name, report_path in sorted(results.report_paths.items()):
         print(f"  {name:18s} {report_path}")
     return 0
 
@@ -204,13 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run an experiment (default: leaderboards/smol.yaml, offline)")
     run.add_argument("file", nargs="?", help="experiment YAML")
     run.add_argument("--dry-run", action="store_true", help="print the plan: each stage cached or to run")
-    run.add_argument("--estimate-on", metavar="h100|a100|a800|cpu", type=str.lower,
+    run.add_argument("--estimate-on", metavar="h100|h200|a100|a800|l4|cpu", type=str.lower,
                      help="with --dry-run: price the plan on this accelerator: tokens, FLOPs and device-hours per "
-                          "stage, the peak and assumed MFUs stated (harness/estimate/hardware.py)")
+                          "stage, the peak and assumed MFUs stated, and each stage's peak memory against the device's "
+                          "(harness/estimate/hardware.py, memory.py)")
     run.add_argument("--run-dir", help="override the experiment's output directory")
     run.add_argument("--set", action="append", metavar="PATH=VALUE", help=SET_HELP)
     run.add_argument("--quiet", action="store_true", help="print only the scores table and the report paths")
     run.add_argument("--verbose", action="store_true", help="show every log line, libraries' INFO lines too")
+    run.add_argument("--ignore-memory-plan", action="store_true",
+                     help="train even where the memory estimate says a train stage will not fit this device "
+                          "(harness/estimate/gate.py; without it such a run stops before any work)")
     val = sub.add_parser("validate", help="check experiment files without running them")
     val.add_argument("files", nargs="+")
     val.add_argument("--set", action="append", metavar="PATH=VALUE", help=SET_HELP)

@@ -26,12 +26,14 @@ from harness.errors import ConfigError
 
 
 class Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class Demonstration(Frozen):
     user: str
+    """The user turn of the demonstration."""
     assistant: str
+    """The answer the model is shown giving to it."""
 
 
 class LoraSpec(Frozen):
@@ -42,14 +44,16 @@ class LoraSpec(Frozen):
     every train key; not of the student's identity (the untrained student and its signals are the base).
     """
 
-    r: int = Field(16, ge=1)  # adapter rank
-    alpha: float = Field(32.0, gt=0)  # scale = alpha / r
-    # Dropout on the adapter's input while training. Off by default, as every other dropout is in training
-    # (harness.training.precision): the losses compare log-likelihoods that noise would perturb.
+    r: int = Field(16, ge=1)
+    """Adapter rank."""
+    alpha: float = Field(32.0, gt=0)
+    """Scale = alpha / r."""
     dropout: float = Field(0.0, ge=0, lt=1)
-    # Which linear layers get adapters: "all-linear" (every linear layer but the output head, as QLoRA
-    # does) or module names such as [q_proj, v_proj].
+    """Dropout on the adapter's input while training. Off by default, as every other dropout is in training
+    (harness.training.precision): the losses compare log-likelihoods that noise would perturb."""
     target_modules: str | tuple[str, ...] = "all-linear"
+    """Which linear layers get adapters: "all-linear" (every linear layer but the output head, as QLoRA does)
+    or module names such as [q_proj, v_proj]."""
 
 
 Quantization = Literal["int8", "nf4"]
@@ -65,50 +69,72 @@ class ModelSpec(Frozen):
     """
 
     model: str
+    """A Hugging Face id, a local directory, the alias `smollm2-135m-instruct`, or `tiny:<name>` (a
+    random-init test model)."""
     revision: str | None = None
+    """A hub model's branch, tag or commit; the commit it resolves to is part of the model's identity.
+    Default: the main branch."""
     tokenizer: str | None = None
+    """Another tokenizer (hub id or directory) than the model's own; its chat template then formats every
+    conversation."""
     system_prompt: str | None = None
+    """A system message prepended to every conversation THIS model sees (context distillation: give it to the
+    teacher, never the student)."""
     demonstrations: tuple[Demonstration, ...] = ()
+    """Example turns prepended to every conversation this model sees, after the system prompt (context
+    distillation)."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """The weights' dtype when loaded; `auto`: float32 on a CPU, bfloat16 on an accelerator."""
     device: str = "auto"
-    seed: int = 0  # only for tiny random-init models: fixes the initial weights
-    # The token that ends an assistant turn, e.g. "<end_of_turn>"; by default read off the chat template
-    # (harness.models.chat.end_of_turn_from_template), which is right for Gemma-2, Llama-3.x and ChatML.
+    """Where the model runs (`cpu`, `cuda`, `cuda:1`, ...); `auto`: the accelerator when there is one."""
+    seed: int = 0
+    """Only for tiny random-init models: fixes the initial weights."""
     end_of_turn: str | None = None
-    # Passed to the chat template as `date_string` (Llama-3.x write it as "Today Date:"; Llama-3.2's would
-    # otherwise write the calendar day of the run). Default: the templates' own default date. Part of the
-    # model's identity (cache keys).
+    """The token that ends an assistant turn, e.g. "<end_of_turn>"; by default read off the chat template
+    (harness.models.chat.end_of_turn_from_template), which is right for Gemma-2, Llama-3.x and ChatML."""
     date_string: str = "26 Jul 2024"
-    # A model larger than one GPU: `auto` spreads its layers over the visible GPUs (accelerate's dispatch;
-    # scoring and hf generation run through it). For a single-process run (under a launch each process
-    # sees the GPUs it is given). Placement only: not part of the model's identity.
+    """Passed to the chat template as `date_string` (Llama-3.x write it as "Today Date:"; Llama-3.2's would
+    otherwise write the calendar day of the run). Default: the templates' own default date. Part of the
+    model's identity (cache keys)."""
     device_map: Literal["auto", "balanced", "sequential"] | None = None
-    # Kept in host memory except while a stage uses it: a teacher that does not fit beside the student is
-    # moved to the GPU for the signal and evaluation stages and back to host memory for training.
+    """A model larger than one GPU: `auto` spreads its layers over the visible GPUs (accelerate's dispatch;
+    scoring and hf generation run through it). For a single-process run (under a launch each process sees
+    the GPUs it is given). Placement only: not part of the model's identity."""
     offload: bool = False
-    # Weights loaded quantized (harness.models.quantize), part of the model's identity: `int8` (bitsandbytes
-    # LLM.int8 on CUDA when installed, else torchao's int8 weight-only, which also runs on CPUs) or `nf4`
-    # (bitsandbytes 4-bit NormalFloat, CUDA only). A student may be quantized only with `lora` (QLoRA).
-    # vLLM engines take vLLM's own `backends.vllm.quantization` instead.
+    """Kept in host memory except while a stage uses it: a teacher that does not fit beside the student is
+    moved to the GPU for the signal and evaluation stages and back to host memory for training."""
     quantization: Quantization | None = None
-    lora: LoraSpec | None = None  # the student only: train LoRA adapters (LoraSpec)
+    """Weights loaded quantized (harness.models.quantize), part of the model's identity: `int8` (bitsandbytes
+    LLM.int8 on CUDA when installed, else torchao's int8 weight-only, which also runs on CPUs) or `nf4`
+    (bitsandbytes 4-bit NormalFloat, CUDA only). A student may be quantized only with `lora` (QLoRA). vLLM
+    engines take vLLM's own `backends.vllm.quantization` instead."""
+    lora: LoraSpec | None = None
+    """The student only: train LoRA adapters (LoraSpec)."""
 
 
 class PromptSource(Frozen):
     """Training prompts: `sharegpt` (the offline package), `jsonl:<path>`, or `hf:<dataset id>`."""
 
     source: str = "sharegpt"
+    """Where the training prompts come from: `sharegpt` (the offline package), `jsonl:<path>` or `hf:<dataset
+    id>`."""
     split: str = "train"
-    field: str | None = None  # for jsonl/hf: the column holding the prompt text
+    """The dataset split read (hf sources)."""
+    field: str | None = None
+    """For jsonl/hf: the column holding the prompt text."""
     count: int = Field(32, ge=1)
-    # false: `count` prompts are drawn and sampled (the sampling filter may drop some). true: `count` is what
-    # must REMAIN after the sampling filter (fewer than sampling.n distinct responses): prompts are drawn
-    # further in the seeded order until `count` survive (harness.stages.data), as the released PAD data's
-    # 55,321 prompts were counted. Held-out prompts (teacher_agreement) then come from the source's end.
+    """How many training prompts are drawn (see count_after_filters)."""
     count_after_filters: bool = False
+    """`false`: `count` prompts are drawn and sampled (the sampling filter may drop some). `true`: `count` is what
+    must REMAIN after the sampling filter (fewer than sampling.n distinct responses): prompts are drawn
+    further in the seeded order until `count` survive (harness.stages.data), as the released PAD data's
+    55,321 prompts were counted. Held-out prompts (teacher_agreement) then come from the source's end."""
     seed: int = 0
+    """Seed of the order in which prompts are drawn from the source."""
     max_prompt_chars: int = Field(400, ge=16)
+    """Longer prompts are skipped when drawing."""
     min_prompt_chars: int = Field(8, ge=1)
+    """Shorter prompts are skipped when drawing."""
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -120,20 +146,30 @@ class PromptSource(Frozen):
 
 class SamplingConfig(Frozen):
     sampler: Literal["student", "teacher"] = "student"
+    """Which model samples the candidate responses of each training prompt."""
     backend: str = "hf"
-    candidates: int = Field(6, ge=1)  # drawn per prompt before the diversity selection
-    n: int = Field(4, ge=2)  # kept per prompt
-    # The diversity selection's first pick: `first` = the first sample, as the released agg.py does;
-    # `farthest` = the sample with the largest total edit distance to the others.
+    """The generation backend that samples them (`hf`, `vllm`, a plugin); its settings are under
+    `backends.<name>`."""
+    candidates: int = Field(6, ge=1)
+    """Drawn per prompt before the diversity selection."""
+    n: int = Field(4, ge=2)
+    """Kept per prompt."""
     first_pick: Literal["first", "farthest"] = "farthest"
-    # Candidates cut at max_new_tokens are kept (trained and scored without an end token) unless dropped
-    # here, before the diversity selection; a prompt left with fewer than n candidates is dropped.
+    """The diversity selection's first pick: `first` = the first sample, as the released agg.py does;
+    `farthest` = the sample with the largest total edit distance to the others."""
     drop_unfinished: bool = False
+    """Candidates cut at max_new_tokens are kept (trained and scored without an end token) unless dropped
+    here, before the diversity selection; a prompt left with fewer than n candidates is dropped."""
     temperature: float = Field(1.0, ge=0.0)
+    """Sampling temperature (above 0: the n responses of a prompt must differ)."""
     top_p: float = Field(0.95, gt=0.0, le=1.0)
+    """Nucleus sampling: the smallest token set holding this much probability."""
     max_new_tokens: int = Field(64, ge=1)
+    """Longest sampled response, in tokens."""
     batch_size: int = Field(16, ge=1)
+    """Sequences generated together (training samples, benchmark answers); also the benchmarks' scoring batch."""
     seed: int = 0
+    """Seed of the sampling; each prompt's draws are a function of (seed, prompt id)."""
 
     @model_validator(mode="after")
     def _n_le_candidates(self) -> SamplingConfig:
@@ -147,12 +183,15 @@ class SamplingConfig(Frozen):
 
 
 class SignalsConfig(Frozen):
-    topk: int = Field(20, ge=1)  # teacher top-k log-probs per response token, for token-level KD
+    topk: int = Field(20, ge=1)
+    """Teacher top-k log-probs per response token, for token-level KD."""
     batch_size: int = Field(8, ge=1)
-    # How the teacher's MCQ preference is read (harness.signals): `released` = the released PAD code
-    # (each pair once, raw top-20 letter probabilities); `debiased` = both orders, renormalised.
+    """Sequences scored together when computing the signals."""
     mcq: Literal["released", "debiased"] = "released"
-    mcq_template: str | None = None  # None: the rule's own prompt ("released" or "default")
+    """How the teacher's MCQ preference is read (harness.signals): `released` = the released PAD code (each
+    pair once, raw top-20 letter probabilities); `debiased` = both orders, renormalised."""
+    mcq_template: str | None = None
+    """None: the rule's own prompt ("released" or "default")."""
 
 
 # What a method may set for itself: its optimizer (methods differ by orders of magnitude in what works).
@@ -164,10 +203,15 @@ class OptimizerSettings(Frozen):
     """A method's own optimizer settings; each field set overrides the budget's default for that method."""
 
     learning_rate: float | None = Field(None, gt=0)
+    """This method's peak learning rate (default: budget.learning_rate)."""
     schedule: Literal["cosine", "linear", "constant"] | None = None
+    """This method's learning-rate schedule (default: budget.schedule)."""
     warmup_ratio: float | None = Field(None, ge=0, le=1)
+    """This method's warmup, as a share of its optimizer steps (default: budget.warmup_ratio)."""
     weight_decay: float | None = Field(None, ge=0)
+    """This method's AdamW weight decay (default: budget.weight_decay)."""
     max_grad_norm: float | None = Field(None, gt=0)
+    """This method's gradient-norm clipping (default: budget.max_grad_norm)."""
 
     def overrides(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_dump().items() if v is not None}
@@ -179,10 +223,16 @@ class MethodSpec(Frozen):
     values to try, keyed `optimizer.<field>` or `params.<name>` (harness.tuning)."""
 
     name: str
+    """A registered method (`pad-harness methods` lists them)."""
     label: str | None = None
+    """The leaderboard row's name; default: `name`. Give two entries of one method distinct labels."""
     params: dict[str, Any] = Field(default_factory=dict)
+    """The method's own parameters, validated by its `Params` (listed per method below)."""
     optimizer: OptimizerSettings = OptimizerSettings()
+    """This method's own optimizer settings, over the budget's defaults."""
     search: dict[str, tuple[Any, ...]] = Field(default_factory=dict)
+    """Values to try per setting (`optimizer.<field>` or `params.<name>` -> list), with the experiment's
+    `tuning:`."""
 
     @property
     def row_name(self) -> str:
@@ -214,32 +264,48 @@ class Budget(Frozen):
     """One matched budget, applied to every method."""
 
     epochs: float | None = Field(1.0, gt=0)
-    max_steps: int | None = Field(None, ge=1)  # optimizer steps; overrides epochs when set
-    effective_batch: int = Field(8, ge=1)  # prompts per optimizer step
-    micro_batch: int = Field(4, ge=1)  # prompts per forward/backward
-    max_length: int = Field(256, ge=8)  # prompt + response tokens
+    """Passes over the shared training set (max_steps wins when set)."""
+    max_steps: int | None = Field(None, ge=1)
+    """Optimizer steps; overrides epochs when set."""
+    effective_batch: int = Field(8, ge=1)
+    """Prompts per optimizer step."""
+    micro_batch: int = Field(4, ge=1)
+    """Prompts per forward/backward."""
+    max_length: int = Field(256, ge=8)
+    """Prompt + response tokens."""
     max_prompt_length: int = Field(128, ge=4)
-    # How a prompt and the responses sampled for it are cut to those lengths (harness.methods.common.fit_group):
-    # `per_response`: the prompt to its last max_prompt_length tokens, each response on its own to what the
-    # prompt leaves; `group_as_released`: the released PAD code's rule (TRL's DPO/SimPO trainer): only when the
-    # prompt + the group's LONGEST response exceed max_length, the prompt is cut to max_prompt_length and then
-    # every response of the group to max_length - max_prompt_length, without an end-of-turn token.
+    """The longest prompt trained on, in tokens (a longer one keeps its last tokens; see `truncation`)."""
     truncation: Truncation = "per_response"
+    """How a prompt and the responses sampled for it are cut to those lengths
+    (harness.methods.common.fit_group): `per_response`: the prompt to its last max_prompt_length tokens,
+    each response on its own to what the prompt leaves; `group_as_released`: the released PAD code's rule
+    (TRL's DPO/SimPO trainer): only when the prompt + the group's LONGEST response exceed max_length, the
+    prompt is cut to max_prompt_length and then every response of the group to max_length -
+    max_prompt_length, without an end-of-turn token."""
     learning_rate: float = Field(1e-5, gt=0)
+    """Peak learning rate (AdamW); a method's `optimizer.learning_rate` overrides it."""
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    """Learning-rate schedule after warmup."""
     warmup_ratio: float = Field(0.1, ge=0, le=1)
+    """Linear warmup, as a share of the optimizer steps."""
     weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay."""
     max_grad_norm: float | None = Field(1.0, gt=0)
+    """Gradients are clipped to this norm; None: no clipping."""
     max_student_tokens: int | None = Field(None, ge=1)
+    """A cap on the student tokens trained on: training stops before the step that would exceed it."""
     max_flops: float | None = Field(None, gt=0)
+    """A cap on the estimated training FLOPs: training stops before the step that would exceed it."""
     gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, about a third more compute."""
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
-    # Optimizer steps between checkpoints (and one at the end). 0 = none: an interrupted method trains
-    # again from its start (the same result, as training is deterministic), and no checkpoint is written.
+    """Autocast precision while training (master weights stay fp32); `auto` follows the student's load dtype."""
     checkpoint_every: int = Field(0, ge=0)
-    # A checkpoint (weights + AdamW moments: ~3x the model's size) exists to resume an interrupted run;
-    # once the trained model is stored as an artifact it is deleted unless kept (for inspection).
+    """Optimizer steps between checkpoints (and one at the end). 0 = none: an interrupted method trains again
+    from its start (the same result, as training is deterministic), and no checkpoint is written."""
     keep_checkpoints: bool = False
+    """A checkpoint (weights + AdamW moments: ~3x the model's size) exists to resume an interrupted run; once
+    the trained model is stored as an artifact it is deleted unless kept (for inspection)."""
 
     # How training is stored, not what it computes (resumed == uninterrupted): not part of any cache key.
     STORAGE_FIELDS: ClassVar[frozenset[str]] = frozenset({"checkpoint_every", "keep_checkpoints"})
@@ -267,8 +333,11 @@ class SelectOn(Frozen):
     """What tuning selects on: a benchmark's DEV split (disjoint from training and test items), one metric."""
 
     benchmark: str = "teacher_agreement"
-    metric: str | None = None  # None: the benchmark's headline metric
-    subset: int | None = Field(None, ge=1)  # dev items; None: the benchmark's own default
+    """The benchmark whose dev split the trials are scored on."""
+    metric: str | None = None
+    """None: the benchmark's headline metric."""
+    subset: int | None = Field(None, ge=1)
+    """Dev items; None: the benchmark's own default."""
 
 
 class TuningConfig(Frozen):
@@ -277,8 +346,11 @@ class TuningConfig(Frozen):
     dev split `select_on` names (harness.tuning)."""
 
     trials: int = Field(ge=1)
+    """Trials per tuned method (the same for every method: the matched search budget)."""
     select_on: SelectOn = SelectOn()
+    """What the trials are selected on."""
     seed: int = 0
+    """Seed of the subsampling of a grid larger than `trials`."""
 
 
 class JudgeSpec(Frozen):
@@ -287,33 +359,47 @@ class JudgeSpec(Frozen):
     official` takes each benchmark's official judge model (harness.judges.choice)."""
 
     backend: str = "local"
+    """A registered judge backend (`local`, `openai`, `vllm_server`, ...; `pad-harness judges` lists them)."""
     model: str = "smollm2-135m-instruct"
+    """The judge model: a model as `ModelSpec.model` takes it (local, vllm_server), a server's model name
+    (openai), or `official` (each benchmark's official judge)."""
     base_url: str | None = None
+    """An OpenAI-compatible server's URL; default: OpenAI's API."""
     api_key_env: str = "OPENAI_API_KEY"
+    """The environment variable holding the API key (the key itself is never in the file)."""
     concurrency: int = Field(8, ge=1)
+    """Requests in flight at once."""
     max_retries: int = Field(5, ge=0)
+    """Retries of a failed request before it counts as failed."""
     timeout_s: float = Field(60.0, gt=0)
+    """Seconds a request may take."""
     system_prompt: str | None = None
+    """A system message added to every request that has none of its own."""
     price_per_1k_input: float = 0.0
+    """USD per 1,000 prompt tokens, for the cost column."""
     price_per_1k_output: float = 0.0
-    # `vllm_server` judges: extra flags for vLLM's OpenAI server (e.g. ["--tensor-parallel-size", "4"]).
+    """USD per 1,000 completion tokens, for the cost column."""
     server_args: tuple[str, ...] = ()
-    # The backend's own settings, validated by its `Params` (local: {batch_size, seed}; openai: backoff).
+    """`vllm_server` judges: extra flags for vLLM's OpenAI server (e.g. ["--tensor-parallel-size", "4"])."""
     params: dict[str, Any] = Field(default_factory=dict)
+    """The backend's own settings, validated by its `Params` (local: {batch_size, seed}; openai: backoff)."""
 
 
 class BenchmarkSpec(Frozen):
     name: str
-    subset: int | None = Field(None, ge=1)  # first N items (in the data's own order); None = all
-    # Answer length; None = the benchmark's official default (Arena-Hard v0.1 4096 and v2.0 8196, MT-Bench
-    # 1024, AlpacaEval 2 2048, ...), never above the model's context (checked by `validate`).
+    """A registered benchmark (`pad-harness benchmarks` lists them)."""
+    subset: int | None = Field(None, ge=1)
+    """First N items (in the data's own order); None = all."""
     max_new_tokens: int | None = Field(None, ge=1)
+    """Answer length; None = the benchmark's official default (Arena-Hard v0.1 4096 and v2.0 8196, MT-Bench
+    1024, AlpacaEval 2 2048, ...), never above the model's context (checked by `validate`)."""
     params: dict[str, Any] = Field(default_factory=dict)
-    # When its data cannot be found (e.g. offline), an optional benchmark is skipped and the report says
-    # why, instead of failing the run. Off by default: a missing benchmark is normally an error.
+    """The benchmark's own parameters, validated by its `Params` (listed per benchmark below)."""
     optional: bool = False
-    # This benchmark's own judge; the experiment's `judge:` when absent (harness.judges.choice).
+    """When its data cannot be found (e.g. offline), an optional benchmark is skipped and the report says why,
+    instead of failing the run. Off by default: a missing benchmark is normally an error."""
     judge: JudgeSpec | None = None
+    """This benchmark's own judge; the experiment's `judge:` when absent (harness.judges.choice)."""
 
 
 class ExternalSpec(Frozen):
@@ -331,8 +417,11 @@ class ExternalSpec(Frozen):
     leaderboard: it did not train under the matched budget."""
 
     label: str
+    """The leaderboard row's name."""
     model: ModelSpec | None = None
-    answers: dict[str, str] = Field(default_factory=dict)  # benchmark name -> answers file
+    """A model trained elsewhere, evaluated here (`model: org/name` is short for `model: {model: org/name}`)."""
+    answers: dict[str, str] = Field(default_factory=dict)
+    """Benchmark name -> answers file."""
 
     @model_validator(mode="before")
     @classmethod
@@ -362,11 +451,17 @@ class LoggingConfig(Frozen):
     W&B's mode comes from `WANDB_MODE` (offline needs no login)."""
 
     tensorboard: bool = False
+    """Write TensorBoard event files (RUN_DIR/tensorboard)."""
     wandb: bool = False
+    """Log to Weights & Biases."""
     wandb_project: str = "pad-harness"
+    """The W&B project the runs go to."""
     every: int = Field(1, ge=1)
+    """Log training metrics every this many optimizer steps."""
     mlflow: bool = False
-    mlflow_tracking_uri: str | None = None  # None: MLFLOW_TRACKING_URI, else a file store in RUN_DIR/mlruns
+    """Log to MLflow."""
+    mlflow_tracking_uri: str | None = None
+    """None: MLFLOW_TRACKING_URI, else a file store in RUN_DIR/mlruns."""
 
 
 class DataParallelConfig(Frozen):
@@ -376,31 +471,52 @@ class DataParallelConfig(Frozen):
     made it; finished chunks survive an interruption (a restarted process computes only its missing ones)."""
 
     chunk: int = Field(256, ge=1)
+    """Prompts (or sampled groups) per chunk."""
 
 
 class Experiment(Frozen):
     name: str
+    """The experiment's name (the run directory's default name, report titles)."""
     description: str = ""
+    """A free-text description, shown in the reports."""
     output_dir: str = "runs/{name}"
+    """The run directory; `{name}` is replaced by the experiment's name. Relative paths are relative to the
+    working directory."""
     teacher: ModelSpec
+    """The teacher model."""
     student: ModelSpec
+    """The student model (trained by every method from the same initial weights)."""
     prompts: PromptSource = PromptSource()
+    """The training prompts."""
     sampling: SamplingConfig = SamplingConfig()
+    """How the candidate responses of each training prompt are sampled."""
     signals: SignalsConfig = SignalsConfig()
+    """How the shared teacher/student signals are computed."""
     methods: tuple[MethodSpec, ...]
+    """The methods to train, one leaderboard row each (per seed)."""
     budget: Budget = Budget()
+    """The one budget every method trains under."""
     seeds: tuple[int, ...] = (0,)
+    """Training seeds: every method trains once per seed."""
     benchmarks: tuple[BenchmarkSpec, ...] = ()
+    """The benchmarks every row is evaluated on."""
     judge: JudgeSpec = JudgeSpec()
+    """The judge of benchmarks that need one and name none of their own."""
     generation_backend: str = "hf"
-    # Per generation backend, its own parameters (validated by the backend's `Params`), e.g.
-    # `backends: {vllm: {tensor_parallel_size: 2, max_model_len: 8192}}`.
+    """The generation backend that answers the benchmarks (`hf`, `vllm`, a plugin)."""
     backends: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Per generation backend, its own parameters (validated by the backend's `Params`), e.g. `backends:
+    {vllm: {tensor_parallel_size: 2, max_model_len: 8192}}`."""
     logging: LoggingConfig = LoggingConfig()
+    """Where the run is tracked."""
     data_parallel: DataParallelConfig = DataParallelConfig()
+    """How per-prompt stages split across the processes of a launch."""
     tuning: TuningConfig | None = None
-    external: tuple[ExternalSpec, ...] = ()  # rows not trained here (ExternalSpec)
-    setting: str = ""  # one plain sentence the report prints: what is being distilled into what
+    """The matched tuning budget of methods with a `search:`; None: no tuning."""
+    external: tuple[ExternalSpec, ...] = ()
+    """Rows not trained here (ExternalSpec)."""
+    setting: str = ""
+    """One plain sentence the report prints: what is being distilled into what."""
     # Where it came from (`load_experiment`): the file, its `extends:` chain, the `--set` overrides. Not a
     # field: in no key, no hash, no dump.
     _origin: dict[str, Any] = PrivateAttr(default_factory=dict)

@@ -51,6 +51,11 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(set(self._scan()) | set(self._extra))
 
+    def entry_point(self, name: str) -> str | None:
+        """Where an installed plugin is registered (`module:attr`); None for in-process registrations."""
+        ep = self._scan().get(name)
+        return ep.value if ep is not None else None
+
     def __contains__(self, name: str) -> bool:
         return name in self._scan() or name in self._extra
 

@@ -19,7 +19,8 @@ Layers, lowest first. A module may import from its own layer or a lower one:
     2 implementations models.*, methods.*, judges.*, benchmarks.*, training.*, signals, sampling
     3 engine          pipeline, stages.*, integrity, report.*, preflight, estimate.*, run_progress,
                       interop.* (model dirs, export, hub), tracking.*
-    4 cli             cli, __main__, api (the Python API: the command line's twin)
+    4 cli             cli, __main__, api (the Python API: the command line's twin), reference.* (the
+                      experiment-key reference: it plans experiments to see which keys move cache keys)
 
 Every module of harness/ must have a layer: a new module fails here until it is placed in LAYERS.
 """
@@ -82,6 +83,7 @@ PACKAGE_LAYERS: dict[str, int] = {
     "harness.report": ENGINE,
     "harness.interop": ENGINE,
     "harness.tracking": ENGINE,
+    "harness.reference": CLI,
 }
 
 # Known cycles, each as the exact set of modules its strongly connected component may hold. A new cycle,

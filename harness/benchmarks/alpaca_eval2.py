@@ -97,12 +97,16 @@ INSTALL_HINT = (
 
 
 class AlpacaEval2Params(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    data_path: str | None = None  # alpaca_eval_gpt4_baseline.json; else the package, else the hub
-    seed: int = ANNOTATOR_SEED  # annotator seed of the output-order switch (official: 0)
-    length_controlled: bool = True  # try the LC win rate (needs df_gamed.csv: see alpaca_eval_lc)
-    lc_data: str | None = None  # a local df_gamed.csv for LC; else the cache, else a pinned, verified download
+    data_path: str | None = None
+    """Alpaca_eval_gpt4_baseline.json; else the package, else the hub."""
+    seed: int = ANNOTATOR_SEED
+    """Annotator seed of the output-order switch (official: 0)."""
+    length_controlled: bool = True
+    """Try the LC win rate (needs df_gamed.csv: see alpaca_eval_lc)."""
+    lc_data: str | None = None
+    """A local df_gamed.csv for LC; else the cache, else a pinned, verified download."""
 
 
 # --- the annotator, replicated -------------------------------------------------------------------------

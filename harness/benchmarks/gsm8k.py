@@ -76,13 +76,19 @@ TRAIN_HINT = (
 
 
 class GSM8KParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     protocol: Protocol = "gsm8k_cot"
-    data_path: str | None = None  # the test split; else the installed package, else the hub
-    fewshot_path: str | None = None  # the train split: protocol gsm8k's few-shot pool
-    num_fewshot: int | None = None  # None: the protocol's own (8, 5, 0)
-    fewshot_as_multiturn: bool = True  # shots as user/assistant turns (else one user message)
+    """`gsm8k_cot` (lm-eval's 8-shot chain of thought), `gsm8k` (lm-eval's 5-shot from the train split) or
+    `zeroeval` (ZeroEval's zero-shot JSON answers)."""
+    data_path: str | None = None
+    """The test split; else the installed package, else the hub."""
+    fewshot_path: str | None = None
+    """The train split: protocol gsm8k's few-shot pool."""
+    num_fewshot: int | None = None
+    """None: the protocol's own (8, 5, 0)."""
+    fewshot_as_multiturn: bool = True
+    """Shots as user/assistant turns (else one user message)."""
 
     @model_validator(mode="after")
     def _fewshot_fits_protocol(self) -> GSM8KParams:

@@ -59,9 +59,10 @@ LANGDETECT_SEED = 0  # langdetect samples at random unless seeded (lm-eval does 
 
 
 class IFEvalParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    data_path: str | None = None  # google/IFEval's jsonl; else the installed package, else the hub
+    data_path: str | None = None
+    """Google/IFEval's jsonl; else the installed package, else the hub."""
 
 
 @functools.lru_cache(maxsize=1)

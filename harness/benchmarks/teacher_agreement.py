@@ -35,14 +35,20 @@ METRICS = ("teacher_loglik", "rank_agreement", "top1", "pl_jsd")
 
 
 class TeacherAgreementParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    n: int = Field(4, ge=2, le=7)  # candidates per prompt (all n! rankings are enumerated)
+    n: int = Field(4, ge=2, le=7)
+    """Candidates per prompt (all n! rankings are enumerated)."""
     candidate_max_new_tokens: int = Field(32, ge=1)
+    """Longest candidate response, in tokens."""
     temperature: float = Field(1.0, gt=0)
+    """Temperature of the candidates' sampling."""
     top_p: float = Field(0.95, gt=0, le=1)
-    beta: float = Field(10.0, gt=0)  # Plackett-Luce scale on mean log-likelihood rewards (PAD's default)
+    """Nucleus sampling of the candidates."""
+    beta: float = Field(10.0, gt=0)
+    """Plackett-Luce scale on mean log-likelihood rewards (PAD's default)."""
     seed: int = 0
+    """Seed of the candidates' sampling."""
 
 
 def kendall_tau(a: list[float], b: list[float]) -> float:

@@ -88,7 +88,7 @@ class JudgeParams(BaseModel):
     """Base of a judge backend's `Params`: its own settings from the experiment file (`judge.params`),
     unknown keys refused. The default (no field) takes none."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class Judge(ABC):

@@ -149,9 +149,13 @@ class OpenAIJudge(Judge):
         at least the server's `Retry-After` up to retry_after_max_s."""
 
         backoff_base_s: float = Field(1.0, ge=0)
+        """Seconds of the first retry's wait; each further attempt doubles it."""
         backoff_max_s: float = Field(30.0, ge=0)
+        """The longest wait between attempts, in seconds (before jitter)."""
         jitter: float = Field(0.25, ge=0)
+        """Each wait is lengthened by up to this share, at random (spreads concurrent retries)."""
         retry_after_max_s: float = Field(60.0, ge=0)
+        """A server's Retry-After is honoured up to this many seconds."""
 
     reports_incrementally = True
 

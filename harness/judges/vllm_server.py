@@ -100,7 +100,8 @@ class VLLMServerJudge(Judge):
     """A judge served by a vLLM server this harness starts and stops (see the module docstring)."""
 
     class Params(OpenAIJudge.Params):
-        startup_timeout_s: float = Field(900.0, gt=0)  # how long the server may take to become healthy
+        startup_timeout_s: float = Field(900.0, gt=0)
+        """How long the server may take to become healthy."""
 
     reports_incrementally = True
 

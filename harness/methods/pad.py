@@ -80,22 +80,36 @@ def keep_group(group: PromptGroup) -> bool:
 
 
 class PADParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     beta: float = Field(10.0, gt=0)
+    """Plackett-Luce scale beta on the rewards (teacher and student): s_i = beta x mean log p(y_i | x)."""
     alpha: float = Field(0.0, ge=0, le=1)
+    """The teacher reward's mix: alpha x its mean log-prob + (1 - alpha) x log of its MCQ win probability (0:
+    MCQ only, as released)."""
     kind: Literal["ppd", "vpd", "kl", "reverse_kl"] = "ppd"
-    reference_code_compat: bool = False  # the released code's batch-coupled JSD (kind="ppd" only)
-    mcq_filter: bool = True  # keep prompts where some m_i > 0.5 and some <= 0.5
-    exact_max_n: int = Field(8, ge=1, le=9)  # enumerate all n! rankings up to this n (9! = 362880)
-    decomposition: Literal["topk", "sampled"] = "topk"  # beyond exact_max_n
-    topk: int | None = Field(None, ge=1)  # Plackett-Luce stages kept; default: most under max_prefixes
+    """The divergence between the teacher's and the student's ranking distributions: `ppd` (the paper's JSD),
+    `vpd`, `kl`, `reverse_kl` (harness.methods.pad_loss)."""
+    reference_code_compat: bool = False
+    """The released code's batch-coupled JSD (kind="ppd" only)."""
+    mcq_filter: bool = True
+    """Keep prompts where some m_i > 0.5 and some <= 0.5."""
+    exact_max_n: int = Field(8, ge=1, le=9)
+    """Enumerate all n! rankings up to this n (9! = 362880)."""
+    decomposition: Literal["topk", "sampled"] = "topk"
+    """How the ranking distributions are taken when n > exact_max_n: top-k Plackett-Luce marginals or
+    sampled rankings."""
+    topk: int | None = Field(None, ge=1)
+    """Plackett-Luce stages kept; default: most under max_prefixes."""
     max_prefixes: int = Field(4096, ge=1)
-    num_samples: int = Field(256, ge=2)  # sampled rankings per example (half teacher, half student)
-    seed: int = 0  # for the sampled decomposition: rankings are a function of (seed, step)
-    # The arithmetic from the student's logits to the loss: fp32 (default), or rounded as the released run's
-    # bf16 DeepSpeed engine computed it (module docstring).
+    """The top-k decomposition keeps at most this many ranking prefixes (when `topk` is unset)."""
+    num_samples: int = Field(256, ge=2)
+    """Sampled rankings per example (half teacher, half student)."""
+    seed: int = 0
+    """For the sampled decomposition: rankings are a function of (seed, step)."""
     score_precision: Literal["fp32", "bf16_as_released"] = "fp32"
+    """The arithmetic from the student's logits to the loss: fp32 (default), or rounded as the released run's
+    bf16 DeepSpeed engine computed it (module docstring)."""
 
     @model_validator(mode="after")
     def _compat_is_ppd(self) -> PADParams:

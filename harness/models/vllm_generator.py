@@ -24,7 +24,7 @@ import gc
 import tempfile
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from harness.console import bars_enabled
 from harness.errors import ModelSourceError
@@ -67,17 +67,34 @@ def _copies(out: GenerationOutput, n: int) -> GenerationOutput:
 class VLLMParams(BaseModel):
     """`backends: {vllm: {...}}` in the experiment file."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    tensor_parallel_size: int = Field(1, ge=1)  # GPUs one model is split over
-    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)  # share of GPU memory for weights + KV cache
-    # KV cache size in GiB: wins over gpu_memory_utilization; on CPUs give it (or VLLM_CPU_KVCACHE_SPACE),
-    # else vLLM reserves most of the RAM.
+    tensor_parallel_size: int = Field(1, ge=1)
+    """GPUs one model is split over."""
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
+    """Share of GPU memory for weights + KV cache."""
     kv_cache_gib: float | None = Field(None, gt=0)
-    max_model_len: int | None = Field(None, ge=16)  # default: the model's context
-    enforce_eager: bool = False  # no CUDA graphs (slower decoding, faster start, less memory)
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None  # None: the model spec's dtype
+    """KV cache size in GiB: wins over gpu_memory_utilization; on CPUs give it (or VLLM_CPU_KVCACHE_SPACE),
+    else vLLM reserves most of the RAM."""
+    max_model_len: int | None = Field(None, ge=16)
+    """The longest prompt + answer, in tokens; default: the model's context."""
+    enforce_eager: bool = False
+    """No CUDA graphs (slower decoding, faster start, less memory)."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] | None = None
+    """The engine's dtype; None: the model spec's dtype."""
     max_logprobs: int = Field(20, ge=0)
+    """The most log-probs per token the engine may return (top-k signals, judges' verdict probabilities)."""
+    quantization: str | None = None
+    """vLLM's own quantization (`fp8`, `awq`, `gptq`, `bitsandbytes`, ...), passed to `vllm.LLM` as is; it
+    changes answers, so it is a result param. A model's `quantization:` (transformers) is not applied here:
+    vLLM loads the weights itself (`harness.preflight` refuses a quantized model served by vLLM)."""
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if self.quantization is None:
+            data.pop("quantization", None)  # the default: keys made before the option existed stay valid
+        return dict(data)
 
     def engine_kwargs(self) -> dict[str, Any]:
         out: dict[str, Any] = {"tensor_parallel_size": self.tensor_parallel_size,
@@ -89,6 +106,8 @@ class VLLMParams(BaseModel):
             out["max_model_len"] = self.max_model_len
         if self.dtype is not None:
             out["dtype"] = self.dtype
+        if self.quantization is not None:
+            out["quantization"] = self.quantization
         return out
 
 
@@ -98,7 +117,7 @@ class VLLMGenerator(Generator):
     name = "vllm"
 
     Params = VLLMParams
-    result_params = ("dtype", "max_model_len")
+    result_params = ("dtype", "max_model_len", "quantization")  # `quantization` only when set (VLLMParams)
     uses_loaded_weights = False  # the engine loads `identity["path"]` (a trained row: its train artifact)
 
     def __init__(self, loaded: LoadedModel, batch_size: int = 16, **params: Any) -> None:
@@ -125,6 +144,11 @@ class VLLMGenerator(Generator):
         """Arguments for `vllm.LLM`: where the weights are (a trained row's own train artifact, see
         `harness.models.handles.trained_identity`), the tokenizer, their revisions and the dtype."""
         ident = self.loaded.identity
+        if ident.get("quantization"):  # the engine would serve the weights unquantized under a quantized identity
+            raise ModelSourceError(
+                f"model {ident.get('model')!r} asks for quantization {ident['quantization']}, which transformers "
+                f"applies, but vLLM loads the weights itself; remove its `quantization` and set vLLM's own "
+                f"`backends.vllm.quantization` (fp8, awq, ...), or use the hf backend")
         path = ident.get("path")
         # A trained row's weights are its train artifact; its tokenizer stays the base model's.
         tokenizer = ident.get("tokenizer_path") if "trained" in ident else path

@@ -60,27 +60,41 @@ ANSWER_MAX_TOKENS = {"v0.1": 4096, "v2.0": 8196}
 
 
 class ArenaHardParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    version: Literal["v0.1", "v2.0"] = "v2.0"  # v2.0 ships offline; the PAD paper used v0.1
-    category: Literal["hard_prompt", "creative_writing"] = "hard_prompt"  # v2.0 only
-    baseline: str | None = None  # default: the official baseline of the version/category
-    judge_max_tokens: int | None = Field(None, ge=1)  # default 4096 (v0.1 config) / 16000 (v2.0 gpt-4.1)
+    version: Literal["v0.1", "v2.0"] = "v2.0"
+    """V2.0 ships offline; the PAD paper used v0.1."""
+    category: Literal["hard_prompt", "creative_writing"] = "hard_prompt"
+    """V2.0 only."""
+    baseline: str | None = None
+    """Default: the official baseline of the version/category."""
+    judge_max_tokens: int | None = Field(None, ge=1)
+    """Default 4096 (v0.1 config) / 16000 (v2.0 gpt-4.1)."""
     judge_temperature: float = Field(0.0, ge=0.0)
-    judge_attempts: int | None = Field(None, ge=1)  # default 2 for v0.1, 1 for v2.0 (as upstream)
+    """The judge's temperature (arena-hard-auto: 0)."""
+    judge_attempts: int | None = Field(None, ge=1)
+    """Default 2 for v0.1, 1 for v2.0 (as upstream)."""
     strong_weight: int = Field(3, ge=1)
+    """Battles a strong verdict (A>>B, B>>A) counts for (arena-hard-auto: 3)."""
     bootstrap_rounds: int = Field(100, ge=1)
+    """Bootstrap rounds of the confidence interval (arena-hard-auto: 100)."""
     seed: int = 42
+    """Seed of the bootstrap (arena-hard-auto: 42)."""
     style_control: bool = False
+    """Also score with style control (length and markdown), as arena-hard-auto's show_result.py
+    --style-control."""
     style_features: Literal["both", "length", "markdown"] = "both"
-    # arena-hard-auto fits style coefficients jointly over every model's games. A folder of its judgement
-    # files (data/<bench>/model_judgment/<judge>/, answers in data/<bench>/model_answer/) to fit jointly
-    # with; without one the fit uses this model's games only and is labelled "single-model style control".
+    """The style features controlled for: answer length, markdown (headers, lists, bold), or both."""
     style_control_pool: str | None = None
-    # Not arena-hard-auto's protocol: start the judge's reply with "My final verdict is: [[" so it can only
-    # continue with a verdict label. For small local judges; the report says it was used.
+    """Arena-hard-auto fits style coefficients jointly over every model's games. A folder of its judgement
+    files (data/<bench>/model_judgment/<judge>/, answers in data/<bench>/model_answer/) to fit jointly
+    with; without one the fit uses this model's games only and is labelled "single-model style control"."""
     verdict_prefill: bool = False
+    """Not arena-hard-auto's protocol: start the judge's reply with "My final verdict is: [[" so it can only
+    continue with a verdict label. For small local judges; the report says it was used."""
     data_path: str | None = None
+    """A folder laid out like arena-hard-auto's data/arena-hard-<version>/; else the installed package (v2.0),
+    else the hub."""
 
     @model_validator(mode="after")
     def _pool_needs_style_control(self) -> ArenaHardParams:
