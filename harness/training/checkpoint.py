@@ -231,15 +231,22 @@ def load_trained_weights(model: torch.nn.Module, out_dir: Path) -> torch.nn.Modu
     wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     if wrong:
         raise HarnessError(f"{path} does not fit this model: shapes differ for {wrong[:5]}")
-    result = model.load_state_dict(state, strict=False)
-    if result.unexpected_keys:
-        raise HarnessError(f"{path} does not fit this model: unexpected keys {result.unexpected_keys[:5]}")
-    params = dict(model.named_parameters(remove_duplicate=False))
-    loaded_ptrs = {params[k].data_ptr() for k in state if k in params}
-    missing = [k for k in result.missing_keys if k not in params or params[k].data_ptr() not in loaded_ptrs]
+    unexpected, missing = load_weights_allowing_ties(model, state)
+    if unexpected:
+        raise HarnessError(f"{path} does not fit this model: unexpected keys {unexpected[:5]}")
     if missing:
         raise HarnessError(f"{path} does not fit this model: missing keys {missing[:5]}")
     return model
+
+
+def load_weights_allowing_ties(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    """Load `state` into `model`; (unexpected keys, missing keys), where a key is not missing if the tensor
+    it names is tied to one that was loaded (`save_pretrained` stores tied weights once)."""
+    result = model.load_state_dict(state, strict=False)
+    params = dict(model.named_parameters(remove_duplicate=False))
+    loaded_ptrs = {params[k].data_ptr() for k in state if k in params}
+    missing = [k for k in result.missing_keys if k not in params or params[k].data_ptr() not in loaded_ptrs]
+    return list(result.unexpected_keys), missing
 
 
 def read_accounting(out_dir: Path) -> dict[str, Any]:

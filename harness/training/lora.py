@@ -101,10 +101,9 @@ def merged_model(model: Any, base_loader: Callable[[], torch.nn.Module] | None =
     target = base_loader().float()
     wanted = target.state_dict()
     merged = {k: v.float() for k, v in merged_state_dict(model).items() if k in wanted}
-    result = target.load_state_dict(merged, strict=False)
-    params = dict(target.named_parameters(remove_duplicate=False))
-    loaded = {params[k].data_ptr() for k in merged if k in params}
-    missing = [k for k in result.missing_keys if k not in params or params[k].data_ptr() not in loaded]
+    from harness.training.checkpoint import load_weights_allowing_ties
+
+    _, missing = load_weights_allowing_ties(target, merged)
     if missing:
         raise HarnessError(f"merging the LoRA student: the base copy has weights the trained model lacks: {missing[:3]}")
     return target
