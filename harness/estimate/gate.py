@@ -30,9 +30,10 @@ def device_capacity_bytes() -> tuple[float, bool]:
 
 def training_shards(world_size: int) -> int:
     """Processes the trained state is split over under this launch (accelerate's environment)."""
-    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
-    zero3 = (os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true")
-             and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3")
+    from accelerate.utils import parse_flag_from_env  # how accelerate itself reads its launch flags
+
+    fsdp = parse_flag_from_env("ACCELERATE_USE_FSDP")
+    zero3 = parse_flag_from_env("ACCELERATE_USE_DEEPSPEED") and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
     return world_size if (fsdp or zero3) else 1
 
 

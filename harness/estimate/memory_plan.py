@@ -63,13 +63,14 @@ class Setup:
 
     @classmethod
     def of(cls, exp: Any, on_gpu: bool, train_shards: int = 1) -> Setup:
-        vllm = exp.backends.get("vllm", {})
+        from harness.models.vllm_generator import VLLMParams
+
+        vllm = VLLMParams.model_validate(exp.backends.get("vllm", {}))  # its defaults are the engine's
         return cls(on_gpu, exp.budget.micro_batch, exp.budget.effective_batch, exp.budget.gradient_checkpointing,
                    exp.budget.mixed_precision, exp.student.lora, exp.student.quantization, exp.teacher.quantization,
                    exp.teacher.offload, exp.signals.batch_size, exp.sampling.batch_size, exp.budget.max_length,
-                   exp.budget.max_prompt_length, train_shards,
-                   int(vllm.get("tensor_parallel_size", 1)), float(vllm.get("gpu_memory_utilization", 0.85)),
-                   vllm.get("max_model_len"))
+                   exp.budget.max_prompt_length, train_shards, vllm.tensor_parallel_size,
+                   vllm.gpu_memory_utilization, vllm.max_model_len)
 
     def dtype_bytes(self, spec: Any) -> int:
         """harness.models.sources.resolve_dtype: fp32 on a CPU, bf16 on an accelerator, unless the spec says."""
